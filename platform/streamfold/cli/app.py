@@ -1,0 +1,33 @@
+"""Root Typer application: mounts every command group."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from streamfold.errors import StreamfoldError
+
+app = typer.Typer(
+    name="streamfold",
+    help="Kafka-native CQRS / event sourcing: write the domain model, streamfold runs it.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+def _mount() -> None:
+    from streamfold.cli import dev, topics  # noqa: PLC0415 - mount after app exists
+
+    app.add_typer(dev.app, name="dev")
+    app.add_typer(topics.app, name="topics")
+
+
+def main() -> None:
+    """Run the CLI; a streamfold error becomes one readable line and exit code 1."""
+    _mount()
+    try:
+        app()
+    except StreamfoldError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        sys.exit(1)

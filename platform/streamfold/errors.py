@@ -1,0 +1,53 @@
+"""The one error tree of streamfold.
+
+Every adapter translates the errors of the library it wraps into this tree, at its
+boundary, and nowhere else:
+
+- ``StreamfoldError`` is the root; catch it to catch anything streamfold raises.
+- ``RetryableError``: the same call may succeed later (a broker not yet reachable, a
+  timeout, a transaction coordinator moving). Callers back off and retry.
+- ``PermanentError``: retrying the same call cannot help (bad configuration, a missing
+  tool, an invalid record). Callers report it, dead-letter it, or stop.
+- ``Rejected``: a domain decision, not a failure. It carries a machine-readable ``code``
+  and a ``message`` a caller can act on.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigurationError",
+    "EnvironmentError_",
+    "PermanentError",
+    "Rejected",
+    "RetryableError",
+    "StreamfoldError",
+]
+
+
+class StreamfoldError(Exception):
+    """Root of every error streamfold raises."""
+
+
+class RetryableError(StreamfoldError):
+    """The operation failed but may succeed if retried after a back-off."""
+
+
+class PermanentError(StreamfoldError):
+    """The operation cannot succeed by retrying it."""
+
+
+class ConfigurationError(PermanentError):
+    """A setting, file or argument is wrong; the message names it."""
+
+
+class EnvironmentError_(PermanentError):  # noqa: N801 - avoid shadowing the builtin
+    """The machine lacks something streamfold needs (a JDK, Maven, a free port)."""
+
+
+class Rejected(StreamfoldError):
+    """A domain rejection: the command is well-formed but the aggregate refuses it."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
