@@ -16,7 +16,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigurationError",
-    "EnvironmentError_",
+    "HostEnvironmentError",
     "PermanentError",
     "Rejected",
     "RetryableError",
@@ -40,7 +40,7 @@ class ConfigurationError(PermanentError):
     """A setting, file or argument is wrong; the message names it."""
 
 
-class EnvironmentError_(PermanentError):  # noqa: N801 - avoid shadowing the builtin
+class HostEnvironmentError(PermanentError):
     """The machine lacks something streamfold needs (a JDK, Maven, a free port)."""
 
 

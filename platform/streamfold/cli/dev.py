@@ -1,0 +1,118 @@
+"""``streamfold dev``: the local stack (a real Kafka broker; later the registry, workers, chDB)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+from rich.console import Console
+from rich.table import Table
+
+from streamfold.cli.edge import default_cache_dir, default_home, setup_logging
+from streamfold.embedded.stack import (
+    DevStackSettings,
+    read_state,
+    run_supervisor,
+    start_detached,
+    stop_stack,
+)
+
+app = typer.Typer(help="Run the local development stack.", no_args_is_help=True)
+console = Console()
+
+HomeOpt = Annotated[
+    Path | None, typer.Option("--home", help="Stack data directory (env STREAMFOLD_HOME).")
+]
+CacheOpt = Annotated[
+    Path | None,
+    typer.Option("--cache-dir", help="Cache for fetched jars (env STREAMFOLD_CACHE_DIR)."),
+]
+KafkaPortOpt = Annotated[int, typer.Option("--kafka-port", help="Broker listener port.")]
+ControllerPortOpt = Annotated[
+    int, typer.Option("--controller-port", help="KRaft controller listener port.")
+]
+HeapOpt = Annotated[int, typer.Option("--kafka-heap-mb", help="Broker JVM heap (MB).")]
+
+
+def _settings(
+    home: Path | None, cache_dir: Path | None, kafka_port: int, controller_port: int, heap: int
+) -> DevStackSettings:
+    return DevStackSettings(
+        home=(home or default_home()).absolute(),
+        cache_dir=cache_dir or default_cache_dir(),
+        kafka_port=kafka_port,
+        controller_port=controller_port,
+        kafka_heap_mb=heap,
+        java_home=os.environ.get("JAVA_HOME"),
+    )
+
+
+@app.command()
+def up(
+    home: HomeOpt = None,
+    cache_dir: CacheOpt = None,
+    kafka_port: KafkaPortOpt = 9092,
+    controller_port: ControllerPortOpt = 9093,
+    kafka_heap_mb: HeapOpt = 1024,
+    foreground: Annotated[
+        bool, typer.Option("--foreground", help="Run in this terminal; Ctrl-C stops it.")
+    ] = False,
+) -> None:
+    """Start the local stack in the background (or the foreground) and wait until ready."""
+    setup_logging()
+    settings = _settings(home, cache_dir, kafka_port, controller_port, kafka_heap_mb)
+    if foreground:
+        run_supervisor(settings)
+        return
+    state = start_detached(settings)
+    console.print(
+        f"[green]dev stack up[/green]: kafka at [bold]{state.bootstrap_servers}[/bold] "
+        f"(ready in {state.ready_seconds}s; data in {settings.home})"
+    )
+
+
+@app.command(hidden=True)
+def supervise(
+    home: HomeOpt = None,
+    cache_dir: CacheOpt = None,
+    kafka_port: KafkaPortOpt = 9092,
+    controller_port: ControllerPortOpt = 9093,
+    kafka_heap_mb: HeapOpt = 1024,
+) -> None:
+    """Own the stack's processes until SIGTERM (started by ``dev up``)."""
+    setup_logging()
+    run_supervisor(_settings(home, cache_dir, kafka_port, controller_port, kafka_heap_mb))
+
+
+@app.command()
+def down(home: HomeOpt = None) -> None:
+    """Stop the local stack; no process of it is left behind."""
+    setup_logging()
+    if stop_stack((home or default_home()).absolute()):
+        console.print("[green]dev stack stopped[/green]")
+    else:
+        console.print("dev stack is not running")
+
+
+@app.command()
+def status(home: HomeOpt = None) -> None:
+    """Show the stack's components and whether each answers."""
+    state = read_state((home or default_home()).absolute())
+    if state is None:
+        console.print("dev stack is not running (start it with `streamfold dev up`)")
+        raise typer.Exit(code=3)
+    table = Table("component", "address", "pids", "answers")
+    try:
+        metadata = AdminClient({"bootstrap.servers": state.bootstrap_servers}).list_topics(
+            timeout=5
+        )
+        answers = f"yes ({len(metadata.brokers)} broker(s), {len(metadata.topics)} topics)"
+    except KafkaException as exc:
+        answers = f"no: {exc}"
+    table.add_row("kafka", state.bootstrap_servers, ",".join(map(str, state.kafka_pids)), answers)
+    table.add_row("supervisor", "-", str(state.supervisor_pid), "yes")
+    console.print(table)

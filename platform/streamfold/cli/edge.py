@@ -1,0 +1,54 @@
+"""The process edge: the only place the CLI reads environment variables.
+
+============================  ====================================================
+``STREAMFOLD_HOME``            where the dev stack keeps data (default ``.streamfold``)
+``STREAMFOLD_CACHE_DIR``       where fetched tools live (default ``~/.cache/streamfold``)
+``STREAMFOLD_LOG_FORMAT``      ``console`` (default) or ``json``
+``STREAMFOLD_LOG_LEVEL``       ``INFO`` (default), ``DEBUG``, ...
+``STREAMFOLD_KAFKA_*``         Kafka connection, see :mod:`streamfold.transport.settings`
+============================  ====================================================
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import cast
+
+from pydantic import ValidationError
+
+from streamfold.errors import ConfigurationError
+from streamfold.observability.logging import LogFormat, configure_logging
+from streamfold.transport.settings import KafkaSettings
+
+__all__ = ["default_cache_dir", "default_home", "kafka_settings", "setup_logging"]
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("STREAMFOLD_HOME", ".streamfold")).absolute()
+
+
+def default_cache_dir() -> Path:
+    explicit = os.environ.get("STREAMFOLD_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "streamfold"
+
+
+def setup_logging() -> None:
+    fmt = os.environ.get("STREAMFOLD_LOG_FORMAT", "console")
+    if fmt not in ("console", "json"):
+        raise ConfigurationError(f"STREAMFOLD_LOG_FORMAT must be console or json, not {fmt!r}")
+    configure_logging(cast(LogFormat, fmt), os.environ.get("STREAMFOLD_LOG_LEVEL", "INFO"))
+
+
+def kafka_settings(bootstrap: str | None = None) -> KafkaSettings:
+    """Kafka settings from the environment, with ``--bootstrap`` taking precedence."""
+    try:
+        settings = KafkaSettings()
+        if bootstrap:
+            settings = settings.model_copy(update={"bootstrap_servers": bootstrap})
+    except ValidationError as exc:
+        raise ConfigurationError(f"invalid STREAMFOLD_KAFKA_* settings: {exc}") from exc
+    return settings

@@ -1,0 +1,392 @@
+"""An aggregate type, declared with plain functions and executed by one pure function.
+
+Declaration (see :meth:`streamfold.domain.context.BoundedContext.aggregate`)::
+
+    stock = retail.aggregate("store_stock", state=StoreStock, id=lambda c: f"{c.store}/{c.item}")
+
+    @stock.decides(RecordSale)                    # creates=True if it may create the aggregate
+    def record_sale(state: StoreStock | None, cmd: RecordSale) -> SaleRecorded: ...
+
+    @stock.evolves(SaleRecorded)                  # creates=True if it may be the first event
+    def apply_sale(state: StoreStock | None, event: SaleRecorded) -> StoreStock: ...
+
+The decorators register the function and return it unchanged, so it stays an ordinary,
+type-checked, directly testable function. A decide function may declare a third parameter to
+receive the command's :class:`~streamfold.domain.messages.Metadata`. The ``creates`` flags
+make "may this exist yet?" explicit: a decide or evolve without it never sees ``None`` state,
+so it may annotate its state parameter as non-optional.
+
+Execution: :meth:`Aggregate.handle` is the single code path that the test kit and the worker
+both run. Its steps, in order:
+
+1. find the decide function of the command's type (or the built-in soft delete / recover)
+   and the aggregate id;
+2. check the expected version, if the metadata carries one (``version_conflict``);
+3. built-in soft delete / recover commands are decided by the platform;
+4. reject commands to a deleted aggregate (``aggregate_deleted``);
+5. reject a non-creating command to an aggregate that does not exist (``not_found``);
+6. call the decide function (it may raise :class:`~streamfold.errors.Rejected`);
+7. fold the events into the state with the evolve functions, one version per event.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from pydantic import create_model
+
+from streamfold.domain.messages import (
+    AggregateDeleted,
+    AggregateRecovered,
+    Command,
+    DeleteAggregate,
+    Event,
+    Message,
+    Metadata,
+    RecoverAggregate,
+    State,
+)
+from streamfold.domain.naming import AggregateTopics, aggregate_topics
+from streamfold.errors import ConfigurationError, PermanentError, Rejected
+
+__all__ = ["Aggregate", "Decision", "HandlerContractError", "Snapshot", "SoftDelete"]
+
+S = TypeVar("S", bound=State)
+F = TypeVar("F", bound=Callable[..., Any])
+
+IdSpec = str | Callable[[Any], str]
+
+
+class HandlerContractError(PermanentError):
+    """A decide or evolve function broke its contract (wrong return type, unknown event)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot(Generic[S]):
+    """An aggregate at a version: its state (``None`` before creation) and deleted flag."""
+
+    state: S | None = None
+    version: int = 0
+    deleted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Decision(Generic[S]):
+    """The outcome of an accepted command: its events and the aggregate after them."""
+
+    aggregate_id: str
+    events: tuple[Event, ...]
+    state: S | None
+    version: int
+    deleted: bool = False
+
+    @property
+    def event_versions(self) -> range:
+        """The version each event gives the aggregate, in order (1-based, no gaps)."""
+        return range(self.version - len(self.events) + 1, self.version + 1)
+
+
+@dataclass(frozen=True, slots=True)
+class SoftDelete:
+    """The four built-in soft-delete messages of one aggregate type."""
+
+    delete: type[DeleteAggregate]
+    deleted: type[AggregateDeleted]
+    recover: type[RecoverAggregate]
+    recovered: type[AggregateRecovered]
+
+    @classmethod
+    def for_state(cls, state: type[State]) -> SoftDelete:
+        """Derive ``Delete{S}``, ``{S}Deleted``, ``Recover{S}``, ``{S}Recovered`` for state S."""
+        name, module = state.__name__, state.__module__
+
+        def derive(base: type[Message], new_name: str) -> Any:
+            return create_model(new_name, __base__=base, __module__=module, __doc__=base.__doc__)
+
+        return cls(
+            delete=derive(DeleteAggregate, f"Delete{name}"),
+            deleted=derive(AggregateDeleted, f"{name}Deleted"),
+            recover=derive(RecoverAggregate, f"Recover{name}"),
+            recovered=derive(AggregateRecovered, f"{name}Recovered"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Evolver:
+    fn: Callable[..., Any]
+    creates: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Decider:
+    fn: Callable[..., Any]
+    creates: bool
+    wants_metadata: bool
+
+
+class Aggregate(Generic[S]):
+    """An aggregate type: its state model, id, decide and evolve functions, and topics.
+
+    Create it with :meth:`BoundedContext.aggregate`, which also checks that its message types
+    are unique in the context.
+    """
+
+    def __init__(
+        self,
+        *,
+        context: str,
+        name: str,
+        state: type[S],
+        id: IdSpec,
+        soft_delete: bool = False,
+        claim: Callable[[type[Message], Aggregate[Any]], None] | None = None,
+    ) -> None:
+        if not (isinstance(state, type) and issubclass(state, State)):
+            raise ConfigurationError(f"aggregate {name!r}: state must be a State subclass")
+        if not (isinstance(id, str) or callable(id)):
+            raise ConfigurationError(f"aggregate {name!r}: id must be a field name or a function")
+        self.name = name
+        self.context = context
+        self.state_type: type[S] = state
+        self.topics: AggregateTopics = aggregate_topics(context, name)
+        self._id = id
+        self._claim = claim
+        self._deciders: dict[type[Command], _Decider] = {}
+        self._evolvers: dict[type[Event], _Evolver] = {}
+        self.soft_delete: SoftDelete | None = SoftDelete.for_state(state) if soft_delete else None
+        self._claim_type(state)
+        if self.soft_delete is not None:
+            for message in (
+                self.soft_delete.delete,
+                self.soft_delete.deleted,
+                self.soft_delete.recover,
+                self.soft_delete.recovered,
+            ):
+                self._claim_type(message)
+
+    def __repr__(self) -> str:
+        return f"Aggregate({self.context}.{self.name}, state={self.state_type.__name__})"
+
+    # --- declaration --------------------------------------------------------------------
+
+    def decides(self, command: type[Command], *, creates: bool = False) -> Callable[[F], F]:
+        """Register a decide function ``(state | None, command[, metadata]) -> event(s)``."""
+        if not (isinstance(command, type) and issubclass(command, Command)):
+            raise ConfigurationError(f"{self!r}: decides() takes a Command type, got {command!r}")
+        if issubclass(command, DeleteAggregate | RecoverAggregate):
+            raise ConfigurationError(f"{self!r}: soft delete commands are built in")
+        if isinstance(self._id, str) and self._id not in command.model_fields:
+            raise ConfigurationError(
+                f"{self!r}: command {command.__name__} has no id field {self._id!r}"
+            )
+
+        def register(fn: F) -> F:
+            params = _positional_params(fn, expected=(2, 3), role="decide")
+            _check_annotation(fn, params[1], command, role="decide")
+            if command in self._deciders:
+                raise ConfigurationError(f"{self!r}: {command.__name__} already has a decide")
+            self._claim_type(command)
+            self._deciders[command] = _Decider(fn, creates, wants_metadata=len(params) == 3)
+            return fn
+
+        return register
+
+    def evolves(self, event: type[Event], *, creates: bool = False) -> Callable[[F], F]:
+        """Register an evolve function ``(state | None, event) -> state``.
+
+        ``creates=True`` marks an event that may be the aggregate's first (its state is then
+        ``None``); folding any other event onto no state is a contract error.
+        """
+        if not (isinstance(event, type) and issubclass(event, Event)):
+            raise ConfigurationError(f"{self!r}: evolves() takes an Event type, got {event!r}")
+
+        def register(fn: F) -> F:
+            params = _positional_params(fn, expected=(2,), role="evolve")
+            _check_annotation(fn, params[1], event, role="evolve")
+            if event in self._evolvers:
+                raise ConfigurationError(f"{self!r}: {event.__name__} already has an evolve")
+            self._claim_type(event)
+            self._evolvers[event] = _Evolver(fn, creates)
+            return fn
+
+        return register
+
+    def _claim_type(self, message: type[Message]) -> None:
+        if self._claim is not None:
+            self._claim(message, self)
+
+    # --- introspection ------------------------------------------------------------------
+
+    @property
+    def commands(self) -> tuple[type[Command], ...]:
+        """Every command type this aggregate handles, built-in ones last."""
+        builtin: tuple[type[Command], ...] = ()
+        if self.soft_delete is not None:
+            builtin = (self.soft_delete.delete, self.soft_delete.recover)
+        return (*self._deciders, *builtin)
+
+    @property
+    def events(self) -> tuple[type[Event], ...]:
+        """Every event type this aggregate evolves with, built-in ones last."""
+        builtin: tuple[type[Event], ...] = ()
+        if self.soft_delete is not None:
+            builtin = (self.soft_delete.deleted, self.soft_delete.recovered)
+        return (*self._evolvers, *builtin)
+
+    def creates(self, command: type[Command]) -> bool:
+        """Whether ``command`` may create the aggregate."""
+        decider = self._deciders.get(command)
+        return decider is not None and decider.creates
+
+    def aggregate_id(self, command: Command) -> str:
+        """The id of the aggregate ``command`` addresses (the Kafka key)."""
+        if isinstance(command, DeleteAggregate | RecoverAggregate):
+            return command.aggregate_id
+        value = getattr(command, self._id) if isinstance(self._id, str) else self._id(command)
+        if not isinstance(value, str) or not value:
+            raise HandlerContractError(
+                f"{self!r}: id of {type(command).__name__} must be a non-empty str, got {value!r}"
+            )
+        return value
+
+    # --- execution ----------------------------------------------------------------------
+
+    def handle(
+        self,
+        state: S | None,
+        version: int,
+        command: Command,
+        metadata: Metadata | None = None,
+        *,
+        deleted: bool = False,
+    ) -> Decision[S]:
+        """Decide ``command`` against the aggregate at ``version``; raise ``Rejected`` to refuse.
+
+        Pure: the same inputs (metadata included) give the same decision; nothing is stored
+        or sent. Without metadata, a fresh :class:`Metadata` (now, a new command id) is used.
+        """
+        # 1. the decide function and the aggregate id
+        sd = self.soft_delete
+        builtin = sd is not None and isinstance(command, sd.delete | sd.recover)
+        decider = self._deciders.get(type(command))
+        if decider is None and not builtin:
+            raise HandlerContractError(f"{self!r} has no decide for {type(command).__name__}")
+        aggregate_id = self.aggregate_id(command)
+        label = f"{self.name} {aggregate_id!r}"
+        # 2. optimistic concurrency
+        meta = metadata if metadata is not None else Metadata()
+        if meta.expected_version is not None and meta.expected_version != version:
+            raise Rejected(
+                "version_conflict",
+                f"{label} is at version {version}, expected {meta.expected_version}",
+            )
+        # 3. built-in soft delete / recover
+        if decider is None:
+            events = self._soft_delete(state, command, label, deleted=deleted)
+        else:
+            # 4. - 6. deleted, not found, then the domain's own decision
+            if deleted:
+                raise Rejected("aggregate_deleted", f"{label} is deleted")
+            if state is None and not decider.creates:
+                raise Rejected("not_found", f"{label} does not exist")
+            args = (state, command, meta) if decider.wants_metadata else (state, command)
+            events = _as_events(decider.fn(*args), decider.fn)
+        # 7. fold
+        after = self.fold(events, Snapshot(state, version, deleted))
+        return Decision(aggregate_id, tuple(events), after.state, after.version, after.deleted)
+
+    def _soft_delete(
+        self, state: S | None, command: Command, label: str, *, deleted: bool
+    ) -> list[Event]:
+        sd = self.soft_delete
+        assert sd is not None and isinstance(command, DeleteAggregate | RecoverAggregate)
+        if state is None:
+            raise Rejected("not_found", f"{label} does not exist")
+        if isinstance(command, sd.recover):
+            if not deleted:
+                raise Rejected("not_deleted", f"{label} is not deleted")
+            return [sd.recovered(aggregate_id=command.aggregate_id, reason=command.reason)]
+        if deleted:
+            raise Rejected("aggregate_deleted", f"{label} is already deleted")
+        return [sd.deleted(aggregate_id=command.aggregate_id, reason=command.reason)]
+
+    def evolve(self, state: S | None, event: Event) -> S:
+        """Apply one domain event with its evolve function."""
+        evolver = self._evolvers.get(type(event))
+        if evolver is None:
+            raise HandlerContractError(f"{self!r} has no evolve for {type(event).__name__}")
+        if state is None and not evolver.creates:
+            raise HandlerContractError(
+                f"{type(event).__name__} cannot be the first event of {self.name} "
+                "(declare evolves(..., creates=True) if it may create it)"
+            )
+        new_state = evolver.fn(state, event)
+        if not isinstance(new_state, self.state_type):
+            raise HandlerContractError(
+                f"evolve {evolver.fn.__qualname__} returned {type(new_state).__name__}, "
+                f"expected {self.state_type.__name__}"
+            )
+        return new_state
+
+    def fold(self, events: Iterable[Event], start: Snapshot[S] | None = None) -> Snapshot[S]:
+        """Left-fold ``events`` onto ``start`` (nothing by default); one version per event."""
+        start = start if start is not None else Snapshot()
+        state, version, deleted = start.state, start.version, start.deleted
+        for event in events:
+            if isinstance(event, AggregateDeleted | AggregateRecovered):
+                deleted = isinstance(event, AggregateDeleted)
+            else:
+                state = self.evolve(state, event)
+            version += 1
+        return Snapshot(state, version, deleted)
+
+
+def _as_events(result: object, fn: Callable[..., Any]) -> list[Event]:
+    items: list[object] = list(result) if isinstance(result, list | tuple) else [result]
+    events: list[Event] = []
+    for item in items:
+        if not isinstance(item, Event):
+            raise HandlerContractError(
+                f"decide {fn.__qualname__} must return an Event or a list of Events, "
+                f"got {type(item).__name__}"
+            )
+        events.append(item)
+    return events
+
+
+def _positional_params(
+    fn: Callable[..., Any], *, expected: tuple[int, ...], role: str
+) -> list[inspect.Parameter]:
+    if not callable(fn):
+        raise ConfigurationError(f"{role} handler must be a function, got {fn!r}")
+    params = [
+        p
+        for p in inspect.signature(fn).parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    if len(params) not in expected:
+        want = " or ".join(str(n) for n in expected)
+        raise ConfigurationError(
+            f"{role} {fn.__qualname__} must take {want} positional parameters, got {len(params)}"
+        )
+    return params
+
+
+def _check_annotation(
+    fn: Callable[..., Any], param: inspect.Parameter, declared: type[Message], *, role: str
+) -> None:
+    """Fail if the handler's parameter annotation cannot accept the declared message type."""
+    try:
+        hints = typing.get_type_hints(fn)
+    except (NameError, TypeError):
+        return  # annotations that cannot be resolved here are left to the type checker
+    hint = hints.get(param.name)
+    if isinstance(hint, type) and not issubclass(declared, hint):
+        raise ConfigurationError(
+            f"{role} {fn.__qualname__} is registered for {declared.__name__} "
+            f"but its parameter {param.name!r} is annotated {hint.__name__}"
+        )

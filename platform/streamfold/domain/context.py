@@ -1,0 +1,116 @@
+"""A bounded context: a named group of aggregates with one Avro namespace.
+
+The context is the unit a topology deploys and the unit schemas are generated for
+(``schemas/<context>/``). It guarantees that every message type belongs to one aggregate and
+that record names are unique, so a command type alone routes to its aggregate and a record
+name alone identifies its schema.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, TypeVar
+
+from streamfold.domain.aggregate import Aggregate, IdSpec
+from streamfold.domain.messages import Command, Event, Message, State
+from streamfold.domain.naming import ContextTopics, context_topics, validate_name
+from streamfold.errors import ConfigurationError
+
+__all__ = ["BoundedContext"]
+
+S = TypeVar("S", bound=State)
+
+_NAMESPACE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+class BoundedContext:
+    """A bounded context; declare its aggregates with :meth:`aggregate`."""
+
+    def __init__(self, name: str, *, namespace: str) -> None:
+        self.name = validate_name("context", name)
+        if not _NAMESPACE.fullmatch(namespace):
+            raise ConfigurationError(f"Avro namespace {namespace!r} is not dotted identifiers")
+        self.namespace = namespace
+        self.topics: ContextTopics = context_topics(name)
+        self._aggregates: dict[str, Aggregate[Any]] = {}
+        self._owners: dict[type[Message], Aggregate[Any]] = {}
+        self._names: dict[str, type[Message]] = {}
+
+    def __repr__(self) -> str:
+        return f"BoundedContext({self.name!r}, namespace={self.namespace!r})"
+
+    def aggregate(
+        self,
+        name: str,
+        *,
+        state: type[S],
+        id: IdSpec,
+        soft_delete: bool = False,
+    ) -> Aggregate[S]:
+        """Declare an aggregate type; ``id`` is a command field name or ``command -> str``."""
+        validate_name("aggregate", name)
+        if name in self._aggregates:
+            raise ConfigurationError(f"{self!r} already has an aggregate {name!r}")
+        aggregate: Aggregate[S] = Aggregate(
+            context=self.name,
+            name=name,
+            state=state,
+            id=id,
+            soft_delete=soft_delete,
+            claim=self._claim,
+        )
+        self._aggregates[name] = aggregate
+        return aggregate
+
+    def _claim(self, message: type[Message], aggregate: Aggregate[Any]) -> None:
+        owner = self._owners.get(message)
+        if owner is not None and owner is not aggregate and not issubclass(message, Event):
+            raise ConfigurationError(
+                f"{message.__name__} already belongs to {owner!r}; a command or state type "
+                "belongs to one aggregate"
+            )
+        other = self._names.get(message.__name__)
+        if other is not None and other is not message:
+            raise ConfigurationError(
+                f"two message types named {message.__name__} in {self!r} "
+                f"({other.__module__} and {message.__module__}): record names must be unique"
+            )
+        self._owners.setdefault(message, aggregate)
+        self._names[message.__name__] = message
+
+    # --- lookup -------------------------------------------------------------------------
+
+    @property
+    def aggregates(self) -> tuple[Aggregate[Any], ...]:
+        """The aggregates, in declaration order."""
+        return tuple(self._aggregates.values())
+
+    def get(self, name: str) -> Aggregate[Any]:
+        """The aggregate called ``name``."""
+        try:
+            return self._aggregates[name]
+        except KeyError:
+            raise ConfigurationError(f"{self!r} has no aggregate {name!r}") from None
+
+    def aggregate_for(self, command: type[Command]) -> Aggregate[Any]:
+        """The aggregate that handles ``command``."""
+        for aggregate in self._aggregates.values():
+            if command in aggregate.commands:
+                return aggregate
+        raise ConfigurationError(f"no aggregate of {self!r} handles {command.__name__}")
+
+    def full_name(self, message: type[Message]) -> str:
+        """The Avro full name of a message type: ``{namespace}.{ClassName}``."""
+        return f"{self.namespace}.{message.__name__}"
+
+    def commands(self) -> tuple[type[Command], ...]:
+        """Every command type of the context."""
+        return tuple(c for a in self.aggregates for c in a.commands)
+
+    def events(self) -> tuple[type[Event], ...]:
+        """Every event type of the context, each once."""
+        return tuple(dict.fromkeys(e for a in self.aggregates for e in a.events))
+
+    def states(self) -> tuple[type[State], ...]:
+        """Every state type of the context."""
+        return tuple(a.state_type for a in self.aggregates)

@@ -1,0 +1,90 @@
+"""Topic and subject names: the one module that owns naming.
+
+Every topic of a bounded context derives from its name and the aggregate's name:
+
+========================================  =============================================
+``{context}.{aggregate}.commands``        commands addressed to the aggregate
+``{context}.{aggregate}.events``          the events it decided
+``{context}.{aggregate}.state``           state after each command, with its version
+``{context}.{aggregate}.results``         one result per command (accepted / rejected)
+``{context}.{aggregate}.changelog``       compacted changelog of the worker's store
+``{context}.dlq``                         dead letters of the whole context
+``{context}.projected``                   acknowledgements from sink connectors
+========================================  =============================================
+
+Schema registry subjects follow Confluent's TopicRecordNameStrategy:
+``{topic}-{record full name}``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from streamfold.errors import ConfigurationError
+
+__all__ = [
+    "AggregateTopics",
+    "ContextTopics",
+    "aggregate_topics",
+    "context_topics",
+    "subject_name",
+    "validate_name",
+]
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def validate_name(kind: str, name: str) -> str:
+    """Return ``name`` if it is a valid context or aggregate name (``snake_case``)."""
+    if not _NAME.fullmatch(name):
+        raise ConfigurationError(
+            f"{kind} name {name!r} must be snake_case: a lowercase letter, then [a-z0-9_]"
+        )
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class AggregateTopics:
+    """The topics of one aggregate type."""
+
+    commands: str
+    events: str
+    state: str
+    results: str
+    changelog: str
+
+    def all(self) -> tuple[str, ...]:
+        """Every topic, in a stable order."""
+        return (self.commands, self.events, self.state, self.results, self.changelog)
+
+
+@dataclass(frozen=True, slots=True)
+class ContextTopics:
+    """The topics shared by every aggregate of a bounded context."""
+
+    dlq: str
+    projected: str
+
+
+def aggregate_topics(context: str, aggregate: str) -> AggregateTopics:
+    """Name the topics of ``aggregate`` in ``context``."""
+    prefix = f"{validate_name('context', context)}.{validate_name('aggregate', aggregate)}"
+    return AggregateTopics(
+        commands=f"{prefix}.commands",
+        events=f"{prefix}.events",
+        state=f"{prefix}.state",
+        results=f"{prefix}.results",
+        changelog=f"{prefix}.changelog",
+    )
+
+
+def context_topics(context: str) -> ContextTopics:
+    """Name the topics shared by a whole context."""
+    validate_name("context", context)
+    return ContextTopics(dlq=f"{context}.dlq", projected=f"{context}.projected")
+
+
+def subject_name(topic: str, record_full_name: str) -> str:
+    """Registry subject of a record type on a topic (TopicRecordNameStrategy)."""
+    return f"{topic}-{record_full_name}"

@@ -1,0 +1,10 @@
+"""Test helpers for domain developers: Given / When / Expect, with no infrastructure.
+
+Kept free of heavy imports: importing ``streamfold.testing`` loads only the domain model.
+"""
+
+from __future__ import annotations
+
+from streamfold.testing.gwt import Given, Outcome, given
+
+__all__ = ["Given", "Outcome", "given"]

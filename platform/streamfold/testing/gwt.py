@@ -1,0 +1,206 @@
+"""Given / When / Expect for aggregates: pure Python, no infrastructure.
+
+::
+
+    given(stock, SupplyReceived(...)).when(RecordSale(...)).expect_events(SaleRecorded(...))
+    given(stock, StoreStock(...), version=3).when(RecordSale(...)).expect_rejected("no_stock")
+
+``given`` folds its history with the aggregate's own evolve functions and ``when`` runs
+:meth:`Aggregate.handle` — the very code path a worker runs. Expectations raise
+``AssertionError`` with a message that says what differs: the number of events first, then the
+event index and the field path (``event 1 (SaleRecorded): amount: expected 6.00, got 4.00``).
+Each ``expect_*`` returns the outcome, so expectations chain.
+
+The subject is the first argument so that sagas can join later as a second kind of subject
+(``given(saga, *events).when(event).expect_commands(...)``) with the same reporting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel
+
+from streamfold.domain.aggregate import Aggregate, Decision, Snapshot
+from streamfold.domain.messages import Command, Event, Metadata, State
+from streamfold.errors import Rejected
+
+__all__ = ["Given", "Outcome", "given"]
+
+S = TypeVar("S", bound=State)
+
+
+def given(
+    aggregate: Aggregate[S],
+    *history: Event | State | Iterable[Event],
+    version: int | None = None,
+    deleted: bool = False,
+) -> Given[S]:
+    """Start a scenario from events (folded in order) or from one state.
+
+    With a state, ``version`` defaults to 1; with events, it is the number of events.
+    With nothing, the aggregate does not exist yet.
+    """
+    __tracebackhide__ = True
+    events: list[Event] = []
+    states: list[State] = []
+    for item in history:
+        if isinstance(item, State):
+            states.append(item)
+        elif isinstance(item, Event):
+            events.append(item)
+        else:
+            events.extend(item)
+    if states and (events or len(states) > 1):
+        raise TypeError("given() takes either events or a single state, not both")
+    if states:
+        state = states[0]
+        if not isinstance(state, aggregate.state_type):
+            raise TypeError(f"{aggregate!r} has state {aggregate.state_type.__name__}")
+        start: Snapshot[S] = Snapshot(state, 1 if version is None else version, deleted)
+    else:
+        start = aggregate.fold(events)
+        if version is not None or deleted:
+            start = Snapshot(start.state, start.version if version is None else version, deleted)
+    return Given(aggregate, start)
+
+
+class Given(Generic[S]):
+    """An aggregate at a known snapshot, waiting for a command."""
+
+    def __init__(self, aggregate: Aggregate[S], snapshot: Snapshot[S]) -> None:
+        self.aggregate = aggregate
+        self.snapshot = snapshot
+
+    def when(self, command: Command, metadata: Metadata | None = None) -> Outcome[S]:
+        """Handle ``command`` as a worker would; a rejection is captured, not raised."""
+        snap = self.snapshot
+        try:
+            decision = self.aggregate.handle(
+                snap.state, snap.version, command, metadata, deleted=snap.deleted
+            )
+        except Rejected as rejected:
+            return Outcome(command, None, rejected)
+        return Outcome(command, decision, None)
+
+
+class Outcome(Generic[S]):
+    """What happened to the command; assert on it with the ``expect_*`` methods."""
+
+    def __init__(
+        self, command: Command, decision: Decision[S] | None, rejection: Rejected | None
+    ) -> None:
+        self.command = command
+        self.decision = decision
+        self.rejection = rejection
+
+    def _accepted(self, expectation: str) -> Decision[S]:
+        __tracebackhide__ = True
+        if self.decision is None:
+            assert self.rejection is not None
+            raise AssertionError(
+                f"expected {expectation}, but {type(self.command).__name__} was rejected: "
+                f"{self.rejection.code}: {self.rejection.message}"
+            )
+        return self.decision
+
+    @property
+    def events(self) -> tuple[Event, ...]:
+        """The decided events (fails if the command was rejected)."""
+        return self._accepted("events").events
+
+    @property
+    def state(self) -> S | None:
+        """The state after the command (fails if the command was rejected)."""
+        return self._accepted("a state").state
+
+    def expect_events(self, *expected: Event) -> Outcome[S]:
+        """Expect exactly these events, in order (none: the command changes nothing)."""
+        __tracebackhide__ = True
+        actual = self._accepted(f"{len(expected)} event(s)").events
+        if len(actual) != len(expected):
+            raise AssertionError(
+                f"expected {len(expected)} event(s), got {len(actual)}: "
+                f"{[type(e).__name__ for e in actual]}"
+            )
+        for index, (want, got) in enumerate(zip(expected, actual, strict=True)):
+            differences = diff(want, got)
+            if differences:
+                raise AssertionError(
+                    f"event {index} ({type(want).__name__}): " + "; ".join(differences)
+                )
+        return self
+
+    def expect_state(self, expected: S | None) -> Outcome[S]:
+        """Expect the state after the command to equal ``expected``."""
+        __tracebackhide__ = True
+        differences = diff(expected, self._accepted("a state").state)
+        if differences:
+            raise AssertionError("state: " + "; ".join(differences))
+        return self
+
+    def expect_version(self, version: int) -> Outcome[S]:
+        """Expect the aggregate's version after the command."""
+        __tracebackhide__ = True
+        actual = self._accepted(f"version {version}").version
+        if actual != version:
+            raise AssertionError(f"expected version {version}, got {actual}")
+        return self
+
+    def expect_deleted(self, deleted: bool = True) -> Outcome[S]:
+        """Expect the aggregate to be (or not be) soft-deleted after the command."""
+        __tracebackhide__ = True
+        if self._accepted("a deleted flag").deleted != deleted:
+            raise AssertionError(f"expected deleted={deleted}")
+        return self
+
+    def expect_rejected(self, code: str, message: str | None = None) -> Outcome[S]:
+        """Expect a rejection with ``code`` (and, if given, ``message`` within its message)."""
+        __tracebackhide__ = True
+        if self.rejection is None:
+            events = [type(e).__name__ for e in self.events]
+            raise AssertionError(f"expected rejection {code!r}, but it was accepted: {events}")
+        if self.rejection.code != code:
+            raise AssertionError(
+                f"expected rejection {code!r}, got {self.rejection.code!r}: "
+                f"{self.rejection.message}"
+            )
+        if message is not None and message not in self.rejection.message:
+            raise AssertionError(
+                f"rejection message {self.rejection.message!r} does not contain {message!r}"
+            )
+        return self
+
+
+def diff(expected: Any, actual: Any, path: str = "") -> list[str]:
+    """Describe how ``actual`` differs from ``expected``, one entry per differing path."""
+    where = f"{path}: " if path else ""
+    if isinstance(expected, BaseModel) and isinstance(actual, BaseModel):
+        if type(expected) is not type(actual):
+            return [f"{where}expected {type(expected).__name__}, got {type(actual).__name__}"]
+        return [
+            line
+            for name in type(expected).model_fields
+            for line in diff(getattr(expected, name), getattr(actual, name), _join(path, name))
+        ]
+    if isinstance(expected, list | tuple) and isinstance(actual, list | tuple):
+        if len(expected) != len(actual):
+            return [f"{where}expected {len(expected)} item(s), got {len(actual)}"]
+        return [
+            line
+            for i, (e, a) in enumerate(zip(expected, actual, strict=True))
+            for line in diff(e, a, f"{path}[{i}]")
+        ]
+    if isinstance(expected, Mapping) and isinstance(actual, Mapping):
+        keys = sorted({*expected, *actual}, key=str)
+        return [
+            line for k in keys for line in diff(expected.get(k), actual.get(k), f"{path}[{k!r}]")
+        ]
+    if expected != actual or type(expected) is not type(actual):
+        return [f"{where}expected {expected!r}, got {actual!r}"]
+    return []
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name

@@ -1,0 +1,174 @@
+"""The streamfold pytest plugin, registered through the ``pytest11`` entry point.
+
+Users of streamfold get it with the package. It provides:
+
+- ``kafka_cluster`` (session): a real single-node Kafka from the fetched jars, started once
+  per test session. ``STREAMFOLD_TEST_BOOTSTRAP=host:port`` points the suite at an existing
+  cluster instead; ``STREAMFOLD_TEST_KAFKA=testcontainers`` uses a Kafka container where a
+  Docker engine exists (needs the ``testcontainers`` package).
+- ``kafka_settings`` (session): :class:`~streamfold.transport.settings.KafkaSettings` for it.
+- ``topic_factory``: creates fresh, uniquely named topics for one test.
+- ``group_id_factory``: fresh consumer-group ids for one test.
+- ``state_dir``: a fresh state directory for one test.
+- ``kafka_three_node_cluster`` (module): three combined broker+controller processes, for
+  fault tests that kill brokers.
+- ``test_scale`` (session): ``STREAMFOLD_TEST_SCALE`` (default 1.0), the factor heavy
+  acceptance tests apply to their sizes; CI runs them scaled down.
+- markers ``unit``, ``integration``, ``fault`` and ``slow``.
+
+Environment variables are read here because pytest is this process's edge.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Protocol
+
+import pytest
+
+from streamfold.embedded.kafka import LocalKafkaCluster
+from streamfold.transport.admin import KafkaAdmin, TopicSpec
+from streamfold.transport.settings import KafkaSettings
+
+__all__ = ["KafkaEndpoint", "scaled"]
+
+MARKERS = {
+    "unit": "pure logic, no services",
+    "integration": "needs the real Kafka broker (started once per session)",
+    "fault": "kills processes or brokers; slower",
+    "slow": "long-running; scaled down by STREAMFOLD_TEST_SCALE",
+}
+
+
+class KafkaEndpoint(Protocol):
+    """Anything with bootstrap servers: a local cluster, an external one, a container."""
+
+    @property
+    def bootstrap_servers(self) -> str: ...
+
+
+class _External:
+    def __init__(self, bootstrap_servers: str) -> None:
+        self._bootstrap = bootstrap_servers
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self._bootstrap
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for name, description in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {description}")
+
+
+def _cache_dir() -> Path:
+    explicit = os.environ.get("STREAMFOLD_CACHE_DIR")
+    return Path(explicit) if explicit else Path.home() / ".cache" / "streamfold"
+
+
+@pytest.fixture(scope="session")
+def streamfold_cache_dir() -> Path:
+    """Where fetched tools (Kafka jars, helm) are cached across sessions."""
+    return _cache_dir()
+
+
+@pytest.fixture(scope="session")
+def test_scale() -> float:
+    """How much of the full size heavy tests run (``STREAMFOLD_TEST_SCALE``)."""
+    scale = float(os.environ.get("STREAMFOLD_TEST_SCALE", "1.0"))
+    if not 0 < scale <= 10:
+        raise pytest.UsageError(f"STREAMFOLD_TEST_SCALE must be in (0, 10], got {scale}")
+    return scale
+
+
+def scaled(full: int, scale: float, minimum: int = 1) -> int:
+    """``full`` times ``scale``, at least ``minimum``."""
+    return max(minimum, round(full * scale))
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster(
+    tmp_path_factory: pytest.TempPathFactory, streamfold_cache_dir: Path
+) -> Iterator[KafkaEndpoint]:
+    """A Kafka cluster for the whole test session."""
+    external = os.environ.get("STREAMFOLD_TEST_BOOTSTRAP")
+    if external:
+        yield _External(external)
+        return
+    if os.environ.get("STREAMFOLD_TEST_KAFKA") == "testcontainers":
+        from testcontainers.kafka import KafkaContainer  # noqa: PLC0415 - optional dependency
+
+        with KafkaContainer().with_kraft() as container:
+            yield _External(container.get_bootstrap_server())
+        return
+    cluster = LocalKafkaCluster(tmp_path_factory.mktemp("kafka"), streamfold_cache_dir, nodes=1)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_settings(kafka_cluster: KafkaEndpoint) -> KafkaSettings:
+    """Connection settings for the session's cluster."""
+    return KafkaSettings(bootstrap_servers=kafka_cluster.bootstrap_servers)
+
+
+@pytest.fixture(scope="session")
+def kafka_admin(kafka_settings: KafkaSettings) -> KafkaAdmin:
+    return KafkaAdmin(kafka_settings)
+
+
+def _unique(prefix: str, request: pytest.FixtureRequest) -> str:
+    test = "".join(c if c.isalnum() else "-" for c in request.node.name)[:60]
+    return f"{prefix}-{test}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def topic_factory(kafka_admin: KafkaAdmin, request: pytest.FixtureRequest) -> Callable[..., str]:
+    """Create a fresh topic for this test: ``topic_factory(partitions=3, config={...})``."""
+
+    def create(
+        partitions: int = 1,
+        replication_factor: int = 1,
+        config: dict[str, str] | None = None,
+        name: str | None = None,
+    ) -> str:
+        topic = name or _unique("t", request)
+        kafka_admin.create_topics(
+            [TopicSpec(topic, partitions, replication_factor, config or {})], exist_ok=False
+        )
+        return topic
+
+    return create
+
+
+@pytest.fixture
+def group_id_factory(request: pytest.FixtureRequest) -> Callable[[], str]:
+    """Fresh consumer-group ids for this test."""
+    return lambda: _unique("g", request)
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Path:
+    """A fresh state directory for this test."""
+    path = tmp_path / "state"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture(scope="module")
+def kafka_three_node_cluster(
+    tmp_path_factory: pytest.TempPathFactory, streamfold_cache_dir: Path
+) -> Iterator[LocalKafkaCluster]:
+    """Three combined broker+controller processes, for tests that kill brokers."""
+    cluster = LocalKafkaCluster(tmp_path_factory.mktemp("kafka3"), streamfold_cache_dir, nodes=3)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

@@ -1,0 +1,1 @@
+"""Kafka transport: typed connection settings, admin operations, client factories."""

@@ -1,0 +1,150 @@
+"""Topic administration over confluent-kafka's AdminClient.
+
+Errors from librdkafka are translated here into streamfold's tree: a timeout or a broker
+that cannot be reached is a :class:`~streamfold.errors.RetryableError`; an invalid topic
+configuration is a :class:`~streamfold.errors.PermanentError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
+
+from streamfold.errors import PermanentError, RetryableError
+from streamfold.observability.logging import get_logger
+from streamfold.transport.settings import KafkaSettings
+
+__all__ = ["KafkaAdmin", "PartitionInfo", "TopicInfo", "TopicSpec", "translate_kafka_error"]
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    """A topic to create: name, partitions, replication and topic-level configs."""
+
+    name: str
+    partitions: int = 1
+    replication_factor: int = 1
+    config: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def compacted(cls, name: str, partitions: int = 1, replication_factor: int = 1) -> TopicSpec:
+        """A log-compacted topic, as changelogs and the registry's store use."""
+        return cls(name, partitions, replication_factor, {"cleanup.policy": "compact"})
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionInfo:
+    """One partition of a topic as the cluster reports it."""
+
+    id: int
+    leader: int
+    replicas: tuple[int, ...]
+    isrs: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TopicInfo:
+    """A topic's partitions and non-default configuration."""
+
+    name: str
+    partitions: tuple[PartitionInfo, ...]
+    config: Mapping[str, str]
+
+
+def translate_kafka_error(exc: KafkaException, doing: str) -> RetryableError | PermanentError:
+    """Map a librdkafka error onto the retryable/permanent split."""
+    err = exc.args[0] if exc.args else None
+    if isinstance(err, KafkaError):
+        message = f"{doing}: {err.str()} ({err.name()})"
+        if err.retriable() or err.code() in {KafkaError._TIMED_OUT, KafkaError._TRANSPORT}:
+            return RetryableError(message)
+        return PermanentError(message)
+    return PermanentError(f"{doing}: {exc}")
+
+
+class KafkaAdmin:
+    """Create, list and describe topics."""
+
+    def __init__(self, settings: KafkaSettings, timeout: float = 30.0) -> None:
+        self._client = AdminClient(settings.admin_config())
+        self._timeout = timeout
+
+    def list_topics(self, include_internal: bool = False) -> list[str]:
+        """Names of the topics in the cluster, sorted."""
+        try:
+            metadata = self._client.list_topics(timeout=self._timeout)
+        except KafkaException as exc:
+            raise translate_kafka_error(exc, "listing topics") from exc
+        names = sorted(metadata.topics)
+        return names if include_internal else [n for n in names if not n.startswith("__")]
+
+    def create_topics(self, specs: Iterable[TopicSpec], exist_ok: bool = True) -> list[str]:
+        """Create topics; with ``exist_ok`` an existing topic is left as it is. Returns created."""
+        new = [
+            NewTopic(
+                s.name,
+                num_partitions=s.partitions,
+                replication_factor=s.replication_factor,
+                config=dict(s.config),
+            )
+            for s in specs
+        ]
+        if not new:
+            return []
+        created: list[str] = []
+        futures = self._client.create_topics(
+            new, operation_timeout=self._timeout, request_timeout=self._timeout
+        )
+        for name, future in futures.items():
+            try:
+                future.result()
+            except KafkaException as exc:
+                err = exc.args[0]
+                if (
+                    exist_ok
+                    and isinstance(err, KafkaError)
+                    and (err.code() == KafkaError.TOPIC_ALREADY_EXISTS)
+                ):
+                    continue
+                raise translate_kafka_error(exc, f"creating topic {name}") from exc
+            created.append(name)
+            log.info("topic created", topic=name)
+        return created
+
+    def delete_topics(self, names: Iterable[str]) -> None:
+        """Delete topics (missing ones are an error)."""
+        futures = self._client.delete_topics(list(names), operation_timeout=self._timeout)
+        for name, future in futures.items():
+            try:
+                future.result()
+            except KafkaException as exc:
+                raise translate_kafka_error(exc, f"deleting topic {name}") from exc
+
+    def describe(self, name: str) -> TopicInfo:
+        """Partitions, leaders, replicas and non-default configuration of one topic."""
+        try:
+            metadata = self._client.list_topics(topic=name, timeout=self._timeout)
+        except KafkaException as exc:
+            raise translate_kafka_error(exc, f"describing topic {name}") from exc
+        topic = metadata.topics.get(name)
+        if topic is None or topic.error is not None:
+            reason = topic.error.str() if topic is not None and topic.error else "not found"
+            raise PermanentError(f"topic {name}: {reason}")
+        partitions = tuple(
+            PartitionInfo(p.id, p.leader, tuple(p.replicas), tuple(p.isrs))
+            for p in sorted(topic.partitions.values(), key=lambda p: p.id)
+        )
+        resource = ConfigResource(ResourceType.TOPIC, name)
+        try:
+            configs = self._client.describe_configs([resource])[resource].result(
+                timeout=self._timeout
+            )
+        except KafkaException as exc:
+            raise translate_kafka_error(exc, f"describing configs of {name}") from exc
+        overrides = {k: str(v.value) for k, v in sorted(configs.items()) if not v.is_default}
+        return TopicInfo(name, partitions, overrides)

@@ -1,0 +1,179 @@
+"""``streamfold dev up | status | down`` run a real broker and leave no JVM behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from streamfold.embedded.ports import free_ports
+
+pytestmark = pytest.mark.integration
+
+
+def _cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "streamfold", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+def _jvms_under(path: Path) -> list[psutil.Process]:
+    """Java processes whose command line mentions ``path``."""
+    found = []
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if "java" in (proc.info["name"] or "") and str(path) in cmdline:
+            found.append(proc)
+    return found
+
+
+def _wait_gone(path: Path, timeout: float = 20) -> list[psutil.Process]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        left = [
+            p for p in _jvms_under(path) if p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+        ]
+        if not left:
+            return []
+        time.sleep(0.2)
+    return left
+
+
+def test_up_status_down(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    kafka_port, controller_port = free_ports(2)
+    ports = ["--kafka-port", str(kafka_port), "--controller-port", str(controller_port)]
+    up = _cli("dev", "up", "--home", str(home), *ports)
+    assert up.returncode == 0, up.stdout + up.stderr
+    try:
+        state = json.loads((home / "stack.json").read_text())
+        assert state["bootstrap_servers"] == f"127.0.0.1:{kafka_port}"
+        kcat = shutil.which("kcat")
+        assert kcat is not None, "kcat not found: the set-up script installs it"
+        listing = subprocess.run(
+            [kcat, "-L", "-b", f"127.0.0.1:{kafka_port}"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout
+        assert f"broker 1 at 127.0.0.1:{kafka_port}" in listing
+        status = _cli("dev", "status", "--home", str(home))
+        assert status.returncode == 0
+        assert "yes (1 broker(s)" in status.stdout
+        # `up` again is idempotent: it reports the running stack.
+        again = _cli("dev", "up", "--home", str(home), *ports)
+        assert again.returncode == 0
+        assert _jvms_under(home), "the broker JVM should be running"
+    finally:
+        down = _cli("dev", "down", "--home", str(home))
+    assert down.returncode == 0, down.stderr
+    assert "stopped" in down.stdout
+    assert _wait_gone(home, timeout=5) == []
+    assert not (home / "stack.json").exists()
+    assert _cli("dev", "status", "--home", str(home)).returncode == 3
+
+
+def test_taken_port_is_reported_with_its_pid(tmp_path: Path) -> None:
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        port = blocker.getsockname()[1]
+        (controller_port,) = free_ports(1)
+        result = _cli(
+            "dev",
+            "up",
+            "--home",
+            str(tmp_path / "home"),
+            "--kafka-port",
+            str(port),
+            "--controller-port",
+            str(controller_port),
+        )
+    assert result.returncode == 1
+    assert f"port {port} is in use by pid {os.getpid()}" in result.stderr + result.stdout
+    assert _wait_gone(tmp_path) == []
+
+
+def test_ctrl_c_in_the_foreground_stops_the_broker(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    kafka_port, controller_port = free_ports(2)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamfold",
+            "dev",
+            "up",
+            "--foreground",
+            "--home",
+            str(home),
+            "--kafka-port",
+            str(kafka_port),
+            "--controller-port",
+            str(controller_port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (home / "stack.json").exists():
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            assert time.monotonic() < deadline, "stack did not become ready"
+            time.sleep(0.2)
+        assert _jvms_under(home)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert _wait_gone(home, timeout=5) == []
+
+
+def test_sigkill_of_the_parent_takes_the_broker_down(
+    tmp_path: Path, streamfold_cache_dir: Path
+) -> None:
+    script = textwrap.dedent(
+        f"""
+        import sys, time
+        from pathlib import Path
+        from streamfold.embedded.kafka import LocalKafkaCluster
+        cluster = LocalKafkaCluster(Path({str(tmp_path / "k")!r}), Path({str(streamfold_cache_dir)!r}))
+        cluster.start()
+        print("JVM_PID", cluster.nodes[0].pid, flush=True)
+        time.sleep(600)
+        """
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        line = ""
+        while not line.startswith("JVM_PID"):
+            line = parent.stdout.readline()
+            assert line, "the parent exited before starting the broker"
+        jvm_pid = int(line.split()[1])
+        assert psutil.pid_exists(jvm_pid)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=10)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+    assert _wait_gone(tmp_path, timeout=10) == [], "the JVM outlived its SIGKILLed parent"

@@ -1,0 +1,1 @@
+"""Deployable topologies; each sub-package exports its bounded context(s)."""
