@@ -37,7 +37,7 @@ def test_old_java_is_refused_with_an_actionable_message(tmp_path: Path) -> None:
     java = fake_home / "bin" / "java"
     java.write_text("#!/bin/sh\necho 'openjdk version \"1.8.0_392\"' >&2\n")
     java.chmod(0o755)
-    with pytest.raises(HostEnvironmentError, match="Java 17 or newer not found: .* is Java 8"):
+    with pytest.raises(HostEnvironmentError, match=r"Java 17 or newer not found: .* is Java 8"):
         find_java(str(fake_home))
 
 

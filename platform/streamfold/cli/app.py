@@ -17,10 +17,11 @@ app = typer.Typer(
 
 
 def _mount() -> None:
-    from streamfold.cli import dev, topics  # noqa: PLC0415 - mount after app exists
+    from streamfold.cli import dev, schemas, topics  # noqa: PLC0415 - mount after app exists
 
     app.add_typer(dev.app, name="dev")
     app.add_typer(topics.app, name="topics")
+    app.add_typer(schemas.app, name="schemas")
 
 
 def main() -> None:

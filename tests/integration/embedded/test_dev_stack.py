@@ -156,7 +156,9 @@ def test_sigkill_of_the_parent_takes_the_broker_down(
         import sys, time
         from pathlib import Path
         from streamfold.embedded.kafka import LocalKafkaCluster
-        cluster = LocalKafkaCluster(Path({str(tmp_path / "k")!r}), Path({str(streamfold_cache_dir)!r}))
+        cluster = LocalKafkaCluster(
+            Path({str(tmp_path / "k")!r}), Path({str(streamfold_cache_dir)!r})
+        )
         cluster.start()
         print("JVM_PID", cluster.nodes[0].pid, flush=True)
         time.sleep(600)
