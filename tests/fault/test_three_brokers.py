@@ -39,8 +39,9 @@ def test_rf3_min_isr2_survives_a_killed_broker(
 
     def produce(phase: str) -> None:
         for i in range(per_phase):
-            producer.produce(topic, key=f"k{i}".encode(), value=f"{phase}-{i}".encode(),
-                             on_delivery=on_delivery)
+            producer.produce(
+                topic, key=f"k{i}".encode(), value=f"{phase}-{i}".encode(), on_delivery=on_delivery
+            )
             producer.poll(0)
         assert producer.flush(90) == 0
 

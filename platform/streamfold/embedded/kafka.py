@@ -323,8 +323,8 @@ class LocalKafkaCluster:
                 "kafka.tools.StorageTool",
                 "format",
                 "--ignore-formatted",
-                "-t",
-                cluster_id,
+                # "=" form: a base64 id may start with "-", which argparse would take for an option.
+                f"--cluster-id={cluster_id}",
                 "-c",
                 str(node.directory / "server.properties"),
             ],

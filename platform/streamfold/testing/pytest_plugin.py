@@ -104,12 +104,8 @@ def kafka_cluster(
         with KafkaContainer().with_kraft() as container:
             yield _External(container.get_bootstrap_server())
         return
-    cluster = LocalKafkaCluster(tmp_path_factory.mktemp("kafka"), streamfold_cache_dir, nodes=1)
-    cluster.start()
-    try:
+    with LocalKafkaCluster(tmp_path_factory.mktemp("kafka"), streamfold_cache_dir) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture(scope="session")
@@ -166,9 +162,6 @@ def kafka_three_node_cluster(
     tmp_path_factory: pytest.TempPathFactory, streamfold_cache_dir: Path
 ) -> Iterator[LocalKafkaCluster]:
     """Three combined broker+controller processes, for tests that kill brokers."""
-    cluster = LocalKafkaCluster(tmp_path_factory.mktemp("kafka3"), streamfold_cache_dir, nodes=3)
-    cluster.start()
-    try:
+    cache = streamfold_cache_dir
+    with LocalKafkaCluster(tmp_path_factory.mktemp("kafka3"), cache, nodes=3) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
