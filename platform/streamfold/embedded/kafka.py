@@ -30,6 +30,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
@@ -150,10 +151,15 @@ class LocalKafkaCluster:
         self._dist = ensure_kafka_jars(self.cache_dir)
         started = time.monotonic()
         cluster_id = self._cluster_id()
+        unformatted = []
         for node in self.nodes:
             self._write_config(node)
             if not (node.directory / "data" / "meta.properties").exists():
-                self._format(node, cluster_id)
+                unformatted.append(node)
+        # Each format is a JVM start; run them side by side.
+        with ThreadPoolExecutor(max_workers=max(1, len(unformatted))) as pool:
+            for done in [pool.submit(self._format, n, cluster_id) for n in unformatted]:
+                done.result()
         _LIVE.add(self)
         try:
             for node in self.nodes:
