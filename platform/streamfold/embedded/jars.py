@@ -11,12 +11,11 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
-import subprocess
 import tempfile
 from importlib.resources import files
 from pathlib import Path
 
-from streamfold.embedded.java import find_maven
+from streamfold.embedded.java import find_maven, run_tool
 from streamfold.errors import HostEnvironmentError
 from streamfold.observability.logging import get_logger
 
@@ -67,7 +66,7 @@ def ensure_kafka_jars(cache_dir: Path) -> KafkaDistribution:
         tmp_path = Path(tmp)
         (tmp_path / "pom.xml").write_text(pom, encoding="utf-8")
         staged = tmp_path / "libs"
-        proc = subprocess.run(
+        run_tool(
             [
                 str(mvn),
                 "-q",
@@ -78,16 +77,9 @@ def ensure_kafka_jars(cache_dir: Path) -> KafkaDistribution:
                 f"-DoutputDirectory={staged}",
                 "-DincludeScope=runtime",
             ],
-            capture_output=True,
-            text=True,
-            check=False,
+            f"Maven could not fetch Kafka {version}",
             timeout=900,
         )
-        if proc.returncode != 0:
-            raise HostEnvironmentError(
-                f"Maven could not fetch Kafka {version} (exit {proc.returncode}): "
-                f"{(proc.stdout + proc.stderr).strip()[-2000:]}"
-            )
         jars = sorted(staged.glob("*.jar"))
         if not any(j.name.startswith("kafka_2.13-") for j in jars):
             raise HostEnvironmentError(f"Maven ran but fetched no kafka_2.13 jar into {staged}")

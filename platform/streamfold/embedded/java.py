@@ -10,7 +10,7 @@ from pathlib import Path
 
 from streamfold.errors import HostEnvironmentError
 
-__all__ = ["MIN_JAVA", "find_java", "find_maven", "java_major_version"]
+__all__ = ["MIN_JAVA", "find_java", "find_maven", "java_major_version", "run_tool"]
 
 MIN_JAVA = 17
 _VERSION = re.compile(r'version "(\d+)(?:\.(\d+))?')
@@ -48,6 +48,14 @@ def java_major_version(java: Path) -> int:
         raise HostEnvironmentError(f"cannot tell the version of {java}: {out.stderr.strip()!r}")
     major = int(match.group(1))
     return int(match.group(2) or 0) if major == 1 else major
+
+
+def run_tool(argv: list[str], failure: str, timeout: float) -> None:
+    """Run a host tool to completion; on a non-zero exit raise naming ``failure`` and its output."""
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=timeout)
+    if proc.returncode != 0:
+        output = (proc.stdout + proc.stderr).strip()[-2000:]
+        raise HostEnvironmentError(f"{failure} (exit {proc.returncode}): {output}")
 
 
 def find_maven() -> Path:

@@ -41,7 +41,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from streamfold.embedded.jars import KafkaDistribution, ensure_kafka_jars
-from streamfold.embedded.java import find_java
+from streamfold.embedded.java import find_java, run_tool
 from streamfold.embedded.ports import ensure_port_free, free_ports
 from streamfold.errors import HostEnvironmentError, RetryableError
 from streamfold.observability.logging import get_logger
@@ -267,7 +267,6 @@ class LocalKafkaCluster:
     def _spawn(self, node: KafkaNode) -> None:
         assert self._java is not None and self._dist is not None
         (node.directory / "logs").mkdir(parents=True, exist_ok=True)
-        log4j = files("streamfold.embedded").joinpath("log4j2.properties")
         cmd = [
             str(self._java),
             f"-Xms{min(256, self.heap_mb)}m",
@@ -276,8 +275,7 @@ class LocalKafkaCluster:
             "-XX:MaxGCPauseMillis=20",
             "-XX:+ExitOnOutOfMemoryError",
             "-Djava.awt.headless=true",
-            f"-Dkafka.logs.dir={node.directory / 'logs'}",
-            f"-Dlog4j2.configurationFile={log4j}",
+            *_logging_flags(node),
             "-cp",
             self._dist.classpath,
             "kafka.Kafka",
@@ -318,14 +316,13 @@ class LocalKafkaCluster:
 
     def _format(self, node: KafkaNode, cluster_id: str) -> None:
         assert self._java is not None and self._dist is not None
-        proc = subprocess.run(
+        run_tool(
             [
                 str(self._java),
                 "-Xmx256m",
                 "-cp",
                 self._dist.classpath,
-                f"-Dlog4j2.configurationFile={files('streamfold.embedded') / 'log4j2.properties'}",
-                f"-Dkafka.logs.dir={node.directory / 'logs'}",
+                *_logging_flags(node),
                 "kafka.tools.StorageTool",
                 "format",
                 "--ignore-formatted",
@@ -334,16 +331,9 @@ class LocalKafkaCluster:
                 "-c",
                 str(node.directory / "server.properties"),
             ],
-            capture_output=True,
-            text=True,
-            check=False,
+            f"formatting KRaft storage of node {node.node_id} failed",
             timeout=120,
         )
-        if proc.returncode != 0:
-            raise HostEnvironmentError(
-                f"formatting KRaft storage of node {node.node_id} failed: "
-                f"{(proc.stdout + proc.stderr).strip()[-2000:]}"
-            )
 
     def _write_config(self, node: KafkaNode) -> None:
         n = len(self.nodes)
@@ -386,6 +376,12 @@ class LocalKafkaCluster:
         node.directory.mkdir(parents=True, exist_ok=True)
         text = "".join(f"{k}={v}\n" for k, v in config.items())
         (node.directory / "server.properties").write_text(text, encoding="utf-8")
+
+
+def _logging_flags(node: KafkaNode) -> list[str]:
+    """JVM flags that send a node's log4j2 output to ``<node dir>/logs``."""
+    log4j = files("streamfold.embedded").joinpath("log4j2.properties")
+    return [f"-Dkafka.logs.dir={node.directory / 'logs'}", f"-Dlog4j2.configurationFile={log4j}"]
 
 
 def _tcp_open(port: int, host: str = "127.0.0.1") -> bool:

@@ -29,6 +29,7 @@ from typing import Protocol
 
 import pytest
 
+from streamfold.cli.edge import default_cache_dir
 from streamfold.embedded.kafka import LocalKafkaCluster
 from streamfold.transport.admin import KafkaAdmin, TopicSpec
 from streamfold.transport.settings import KafkaSettings
@@ -64,15 +65,10 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", f"{name}: {description}")
 
 
-def _cache_dir() -> Path:
-    explicit = os.environ.get("STREAMFOLD_CACHE_DIR")
-    return Path(explicit) if explicit else Path.home() / ".cache" / "streamfold"
-
-
 @pytest.fixture(scope="session")
 def streamfold_cache_dir() -> Path:
     """Where fetched tools (Kafka jars, helm) are cached across sessions."""
-    return _cache_dir()
+    return default_cache_dir()
 
 
 @pytest.fixture(scope="session")
