@@ -17,11 +17,12 @@ app = typer.Typer(
 
 
 def _mount() -> None:
-    from streamfold.cli import dev, schemas, topics  # noqa: PLC0415 - mount after app exists
+    from streamfold.cli import dev, registry, schemas, topics  # noqa: PLC0415 - mount after app exists
 
     app.add_typer(dev.app, name="dev")
     app.add_typer(topics.app, name="topics")
     app.add_typer(schemas.app, name="schemas")
+    app.add_typer(registry.app, name="registry")
 
 
 def main() -> None:

@@ -12,6 +12,9 @@ Users of streamfold get it with the package. It provides:
 - ``state_dir``: a fresh state directory for one test.
 - ``kafka_three_node_cluster`` (module): three combined broker+controller processes, for
   fault tests that kill brokers.
+- ``schema_registry_factory``: starts ``streamfold registry serve`` processes on a fresh topic
+  (``auth=("user", "password")`` turns on basic auth; ``topic=`` shares a topic between
+  several registry processes); ``schema_registry`` (module) is one of them.
 - ``test_scale`` (session): ``STREAMFOLD_TEST_SCALE`` (default 1.0), the factor heavy
   acceptance tests apply to their sizes; CI runs them scaled down.
 - markers ``unit``, ``integration``, ``fault`` and ``slow``.
@@ -25,16 +28,18 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import pytest
 
 from streamfold.cli.edge import default_cache_dir
 from streamfold.embedded.kafka import LocalKafkaCluster
+from streamfold.embedded.ports import free_ports
+from streamfold.registry.server import RegistryProcess
 from streamfold.transport.admin import KafkaAdmin, TopicSpec
 from streamfold.transport.settings import KafkaSettings
 
-__all__ = ["KafkaEndpoint", "scaled"]
+__all__ = ["KafkaEndpoint", "RunningRegistry", "scaled"]
 
 MARKERS = {
     "unit": "pure logic, no services",
@@ -161,3 +166,79 @@ def kafka_three_node_cluster(
     cache = streamfold_cache_dir
     with LocalKafkaCluster(tmp_path_factory.mktemp("kafka3"), cache, nodes=3) as cluster:
         yield cluster
+
+
+class RunningRegistry:
+    """A ``streamfold registry serve`` child process started for tests."""
+
+    def __init__(self, process: RegistryProcess, topic: str, auth: tuple[str, str] | None) -> None:
+        self.process = process
+        self.topic = topic
+        self.auth = auth
+
+    @property
+    def url(self) -> str:
+        return self.process.url
+
+    def client(self, **conf: Any) -> Any:
+        """A confluent-kafka ``SchemaRegistryClient`` for this registry (with its credentials)."""
+        from confluent_kafka.schema_registry import SchemaRegistryClient  # noqa: PLC0415
+
+        base: dict[str, Any] = {"url": self.url}
+        if self.auth is not None:
+            base["basic.auth.user.info"] = ":".join(self.auth)
+        return SchemaRegistryClient({**base, **conf})
+
+    def restart(self) -> None:
+        """Stop the process and start it again (it rebuilds its state from the topic)."""
+        self.process.stop()
+        self.process.start()
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+def _registry_factory(
+    kafka_cluster: KafkaEndpoint, directory: Path, label: str
+) -> tuple[Callable[..., RunningRegistry], list[RunningRegistry]]:
+    started: list[RunningRegistry] = []
+
+    def start(auth: tuple[str, str] | None = None, topic: str | None = None) -> RunningRegistry:
+        topic = topic or f"_schemas-{label}-{uuid.uuid4().hex[:8]}"
+        (port,) = free_ports(1)
+        process = RegistryProcess(
+            kafka_cluster.bootstrap_servers,
+            port,
+            topic=topic,
+            basic_auth=":".join(auth) if auth else None,
+            log_file=directory / f"registry-{port}.log",
+        )
+        running = RunningRegistry(process.start(), topic, auth)
+        started.append(running)
+        return running
+
+    return start, started
+
+
+@pytest.fixture
+def schema_registry_factory(
+    kafka_cluster: KafkaEndpoint, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., RunningRegistry]]:
+    """Start registry processes for this test: ``schema_registry_factory(auth=..., topic=...)``."""
+    start, started = _registry_factory(kafka_cluster, tmp_path, _unique("r", request))
+    yield start
+    for running in started:
+        running.stop()
+
+
+@pytest.fixture(scope="module")
+def schema_registry(
+    kafka_cluster: KafkaEndpoint, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningRegistry]:
+    """One registry process shared by a test module (use unique subjects per test)."""
+    start, started = _registry_factory(
+        kafka_cluster, tmp_path_factory.mktemp("registry"), uuid.uuid4().hex[:8]
+    )
+    yield start()
+    for running in started:
+        running.stop()

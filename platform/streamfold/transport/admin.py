@@ -83,6 +83,13 @@ class KafkaAdmin:
         names = sorted(metadata.topics)
         return names if include_internal else [n for n in names if not n.startswith("__")]
 
+    def broker_count(self) -> int:
+        """How many brokers the cluster has."""
+        try:
+            return len(self._client.list_topics(timeout=self._timeout).brokers)
+        except KafkaException as exc:
+            raise translate_kafka_error(exc, "listing brokers") from exc
+
     def create_topics(self, specs: Iterable[TopicSpec], exist_ok: bool = True) -> list[str]:
         """Create topics; with ``exist_ok`` an existing topic is left as it is. Returns created."""
         new = [
