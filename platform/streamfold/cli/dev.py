@@ -1,8 +1,11 @@
-"""``streamfold dev``: the local stack (a real Kafka broker; later the registry, workers, chDB)."""
+"""``streamfold dev``: the local stack (a real Kafka broker and the schema registry)."""
 
 from __future__ import annotations
 
+import json
 import os
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Annotated
 
@@ -15,6 +18,7 @@ from rich.table import Table
 from streamfold.cli.edge import default_cache_dir, default_home, setup_logging
 from streamfold.embedded.stack import (
     DevStackSettings,
+    StackState,
     read_state,
     run_supervisor,
     start_detached,
@@ -36,10 +40,16 @@ ControllerPortOpt = Annotated[
     int, typer.Option("--controller-port", help="KRaft controller listener port.")
 ]
 HeapOpt = Annotated[int, typer.Option("--kafka-heap-mb", help="Broker JVM heap (MB).")]
+RegistryPortOpt = Annotated[int, typer.Option("--registry-port", help="Schema registry port.")]
 
 
 def _settings(
-    home: Path | None, cache_dir: Path | None, kafka_port: int, controller_port: int, heap: int
+    home: Path | None,
+    cache_dir: Path | None,
+    kafka_port: int,
+    controller_port: int,
+    heap: int,
+    registry_port: int,
 ) -> DevStackSettings:
     return DevStackSettings(
         home=(home or default_home()).absolute(),
@@ -48,6 +58,7 @@ def _settings(
         controller_port=controller_port,
         kafka_heap_mb=heap,
         java_home=os.environ.get("JAVA_HOME"),
+        registry_port=registry_port,
     )
 
 
@@ -58,19 +69,21 @@ def up(
     kafka_port: KafkaPortOpt = 9092,
     controller_port: ControllerPortOpt = 9093,
     kafka_heap_mb: HeapOpt = 1024,
+    registry_port: RegistryPortOpt = 8081,
     foreground: Annotated[
         bool, typer.Option("--foreground", help="Run in this terminal; Ctrl-C stops it.")
     ] = False,
 ) -> None:
     """Start the local stack in the background (or the foreground) and wait until ready."""
     setup_logging()
-    settings = _settings(home, cache_dir, kafka_port, controller_port, kafka_heap_mb)
+    settings = _settings(home, cache_dir, kafka_port, controller_port, kafka_heap_mb, registry_port)
     if foreground:
         run_supervisor(settings)
         return
     state = start_detached(settings)
     console.print(
-        f"[green]dev stack up[/green]: kafka at [bold]{state.bootstrap_servers}[/bold] "
+        f"[green]dev stack up[/green]: kafka at [bold]{state.bootstrap_servers}[/bold], "
+        f"schema registry at [bold]{state.registry_url}[/bold] "
         f"(ready in {state.ready_seconds}s; data in {settings.home})"
     )
 
@@ -82,10 +95,13 @@ def supervise(
     kafka_port: KafkaPortOpt = 9092,
     controller_port: ControllerPortOpt = 9093,
     kafka_heap_mb: HeapOpt = 1024,
+    registry_port: RegistryPortOpt = 8081,
 ) -> None:
     """Own the stack's processes until SIGTERM (started by ``dev up``)."""
     setup_logging()
-    run_supervisor(_settings(home, cache_dir, kafka_port, controller_port, kafka_heap_mb))
+    run_supervisor(
+        _settings(home, cache_dir, kafka_port, controller_port, kafka_heap_mb, registry_port)
+    )
 
 
 @app.command()
@@ -114,5 +130,14 @@ def status(home: HomeOpt = None) -> None:
     except KafkaException as exc:
         answers = f"no: {exc}"
     table.add_row("kafka", state.bootstrap_servers, ",".join(map(str, state.kafka_pids)), answers)
+    table.add_row("schema registry", state.registry_url, str(state.registry_pid), _registry(state))
     table.add_row("supervisor", "-", str(state.supervisor_pid), "yes")
     console.print(table)
+
+
+def _registry(state: StackState) -> str:
+    try:
+        with urllib.request.urlopen(f"{state.registry_url}/subjects", timeout=5) as response:
+            return f"yes ({len(json.loads(response.read()))} subjects)"
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        return f"no: {exc}"

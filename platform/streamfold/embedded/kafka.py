@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import atexit
 import base64
-import ctypes
-import os
 import signal
 import socket
 import subprocess
@@ -40,6 +38,7 @@ from typing import Self
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
+from streamfold.embedded.children import die_with_parent
 from streamfold.embedded.jars import KafkaDistribution, ensure_kafka_jars
 from streamfold.embedded.java import find_java, run_tool
 from streamfold.embedded.ports import ensure_port_free, free_ports
@@ -50,15 +49,7 @@ __all__ = ["KafkaNode", "LocalKafkaCluster", "NodePorts"]
 
 log = get_logger(__name__)
 
-_PR_SET_PDEATHSIG = 1
-_LIBC = ctypes.CDLL(None, use_errno=True) if os.name == "posix" else None
 _LIVE: set[LocalKafkaCluster] = set()
-
-
-def _die_with_parent() -> None:
-    """Run in the child between fork and exec: SIGKILL it when the parent dies."""
-    if _LIBC is not None:
-        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 @atexit.register
@@ -288,7 +279,7 @@ class LocalKafkaCluster:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - sets PDEATHSIG only
+                preexec_fn=die_with_parent,  # noqa: PLW1509 - sets PDEATHSIG only
             )
         log.info("kafka node started", node=node.node_id, pid=node.pid, port=node.ports.broker)
 

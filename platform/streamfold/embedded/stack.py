@@ -1,7 +1,8 @@
 """The local development stack, run by one supervisor process.
 
 ``streamfold dev up`` starts a detached supervisor (``streamfold dev supervise``) that owns
-every component of the stack as its children and records them in ``<home>/stack.json``.
+every component of the stack as its children (a Kafka broker, then the schema registry) and
+records them in ``<home>/stack.json``.
 ``streamfold dev down`` sends the supervisor SIGTERM; it stops its children in reverse
 order and removes the state file. Because every child is started with
 ``PR_SET_PDEATHSIG``, even a SIGKILL of the supervisor leaves no JVM behind.
@@ -24,8 +25,10 @@ import psutil
 from pydantic import BaseModel, ConfigDict
 
 from streamfold.embedded.kafka import LocalKafkaCluster, NodePorts
+from streamfold.embedded.ports import ensure_port_free
 from streamfold.errors import HostEnvironmentError
 from streamfold.observability.logging import get_logger
+from streamfold.registry.server import RegistryProcess
 
 __all__ = [
     "DevStackSettings",
@@ -51,6 +54,7 @@ class DevStackSettings(BaseModel):
     controller_port: int = 9093
     kafka_heap_mb: int = 1024
     java_home: str | None = None
+    registry_port: int = 8081
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +64,8 @@ class StackState:
     supervisor_pid: int
     bootstrap_servers: str
     kafka_pids: list[int]
+    registry_url: str
+    registry_pid: int
     started_at: float
     ready_seconds: float
 
@@ -99,27 +105,40 @@ def run_supervisor(settings: DevStackSettings) -> None:
         heap_mb=settings.kafka_heap_mb,
         java_home=settings.java_home,
     )
+    ensure_port_free(settings.registry_port)
     kafka.start()
     state_path = settings.home / STATE_FILE
+    registry = RegistryProcess(
+        kafka.bootstrap_servers, settings.registry_port, log_file=settings.home / "registry.log"
+    )
     try:
+        registry.start()
+        assert registry.process is not None
         state = StackState(
             supervisor_pid=os.getpid(),
             bootstrap_servers=kafka.bootstrap_servers,
             kafka_pids=[n.pid for n in kafka.nodes if n.pid is not None],
+            registry_url=registry.url,
+            registry_pid=registry.process.pid,
             started_at=time.time(),
             ready_seconds=round(time.monotonic() - started, 2),
         )
         tmp = state_path.with_suffix(".tmp")
         tmp.write_text(state.to_json(), encoding="utf-8")
         tmp.replace(state_path)
-        log.info("dev stack ready", bootstrap=kafka.bootstrap_servers)
+        log.info("dev stack ready", bootstrap=kafka.bootstrap_servers, registry=registry.url)
         while not stop.wait(1.0):
             for node in kafka.nodes:
                 if not node.is_running():
                     raise HostEnvironmentError(
                         f"kafka node {node.node_id} exited unexpectedly\n{node.log_tail()}"
                     )
+            if registry.process.poll() is not None:
+                raise HostEnvironmentError(
+                    f"the schema registry exited unexpectedly; see {registry.log_file}"
+                )
     finally:
+        registry.stop()
         kafka.stop()
         state_path.unlink(missing_ok=True)
         log.info("dev stack stopped")
@@ -148,6 +167,8 @@ def start_detached(settings: DevStackSettings, timeout: float = 180.0) -> StackS
         str(settings.controller_port),
         "--kafka-heap-mb",
         str(settings.kafka_heap_mb),
+        "--registry-port",
+        str(settings.registry_port),
     ]
     env = dict(os.environ)
     if settings.java_home:
@@ -180,7 +201,7 @@ def stop_stack(home: Path, timeout: float = 60.0) -> bool:
     if state is None:
         return False
     os.kill(state.supervisor_pid, signal.SIGTERM)
-    pids = [state.supervisor_pid, *state.kafka_pids]
+    pids = [state.supervisor_pid, state.registry_pid, *state.kafka_pids]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and any(_alive(p) for p in pids):
         time.sleep(0.1)

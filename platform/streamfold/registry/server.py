@@ -21,6 +21,7 @@ from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streamfold.contracts.compatibility import CompatibilityLevel
+from streamfold.embedded.children import die_with_parent
 from streamfold.errors import ConfigurationError, HostEnvironmentError
 from streamfold.observability.logging import get_logger
 from streamfold.registry.api import RegistryApp
@@ -126,13 +127,19 @@ class RegistryProcess:
 
     def start(self, timeout: float = 60.0) -> RegistryProcess:
         """Start the child and wait until ``/healthz`` says ready."""
-        output = self.log_file.open("ab") if self.log_file is not None else subprocess.DEVNULL
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "streamfold", "registry", "serve"],
-            env=self._env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
+        output = self.log_file.open("ab") if self.log_file is not None else None
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "streamfold", "registry", "serve"],
+                env=self._env,
+                stdin=subprocess.DEVNULL,
+                stdout=output if output is not None else subprocess.DEVNULL,
+                stderr=subprocess.STDOUT,
+                preexec_fn=die_with_parent,  # noqa: PLW1509 - sets PDEATHSIG only
+            )
+        finally:
+            if output is not None:
+                output.close()  # the child holds its own descriptor
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

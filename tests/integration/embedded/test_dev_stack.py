@@ -15,6 +15,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
 from streamfold.embedded.ports import free_ports
 
@@ -58,8 +59,15 @@ def _wait_gone(path: Path, timeout: float = 20) -> list[psutil.Process]:
 
 def test_up_status_down(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    kafka_port, controller_port = free_ports(2)
-    ports = ["--kafka-port", str(kafka_port), "--controller-port", str(controller_port)]
+    kafka_port, controller_port, registry_port = free_ports(3)
+    ports = [
+        "--kafka-port",
+        str(kafka_port),
+        "--controller-port",
+        str(controller_port),
+        "--registry-port",
+        str(registry_port),
+    ]
     up = _cli("dev", "up", "--home", str(home), *ports)
     assert up.returncode == 0, up.stdout + up.stderr
     try:
@@ -78,6 +86,12 @@ def test_up_status_down(tmp_path: Path) -> None:
         status = _cli("dev", "status", "--home", str(home))
         assert status.returncode == 0
         assert "yes (1 broker(s)" in status.stdout
+        # The schema registry joins the stack and answers Confluent clients.
+        assert state["registry_url"] == f"http://127.0.0.1:{registry_port}"
+        client = SchemaRegistryClient({"url": state["registry_url"]})
+        schema = Schema('{"type": "record", "name": "R", "fields": []}', "AVRO")
+        assert client.register_schema("dev-value", schema) == 1
+        assert "yes (1 subjects)" in _cli("dev", "status", "--home", str(home)).stdout
         # `up` again is idempotent: it reports the running stack.
         again = _cli("dev", "up", "--home", str(home), *ports)
         assert again.returncode == 0
@@ -87,6 +101,9 @@ def test_up_status_down(tmp_path: Path) -> None:
     assert down.returncode == 0, down.stderr
     assert "stopped" in down.stdout
     assert _wait_gone(home, timeout=5) == []
+    assert not psutil.pid_exists(state["registry_pid"]) or (
+        psutil.Process(state["registry_pid"]).status() == psutil.STATUS_ZOMBIE
+    )
     assert not (home / "stack.json").exists()
     assert _cli("dev", "status", "--home", str(home)).returncode == 3
 
@@ -106,6 +123,8 @@ def test_taken_port_is_reported_with_its_pid(tmp_path: Path) -> None:
             str(port),
             "--controller-port",
             str(controller_port),
+            "--registry-port",
+            str(free_ports(1)[0]),
         )
     assert result.returncode == 1
     assert f"port {port} is in use by pid {os.getpid()}" in result.stderr + result.stdout
@@ -114,7 +133,7 @@ def test_taken_port_is_reported_with_its_pid(tmp_path: Path) -> None:
 
 def test_ctrl_c_in_the_foreground_stops_the_broker(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    kafka_port, controller_port = free_ports(2)
+    kafka_port, controller_port, registry_port = free_ports(3)
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -129,6 +148,8 @@ def test_ctrl_c_in_the_foreground_stops_the_broker(tmp_path: Path) -> None:
             str(kafka_port),
             "--controller-port",
             str(controller_port),
+            "--registry-port",
+            str(registry_port),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
