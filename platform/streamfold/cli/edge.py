@@ -1,27 +1,39 @@
 """The process edge: the only place the CLI reads environment variables.
 
-============================  ====================================================
-``STREAMFOLD_HOME``            where the dev stack keeps data (default ``.streamfold``)
-``STREAMFOLD_CACHE_DIR``       where fetched tools live (default ``~/.cache/streamfold``)
-``STREAMFOLD_LOG_FORMAT``      ``console`` (default) or ``json``
-``STREAMFOLD_LOG_LEVEL``       ``INFO`` (default), ``DEBUG``, ...
-``STREAMFOLD_KAFKA_*``         Kafka connection, see :mod:`streamfold.transport.settings`
-============================  ====================================================
+=================================  ===================================================
+``STREAMFOLD_HOME``                 where the dev stack keeps data (default ``.streamfold``)
+``STREAMFOLD_CACHE_DIR``            where fetched tools live (default ``~/.cache/streamfold``)
+``STREAMFOLD_LOG_FORMAT``           ``console`` (default) or ``json``
+``STREAMFOLD_LOG_LEVEL``            ``INFO`` (default), ``DEBUG``, ...
+``STREAMFOLD_KAFKA_*``              Kafka connection, see :mod:`streamfold.transport.settings`
+``STREAMFOLD_REGISTRY_URL``         schema registry (default ``http://localhost:8081``)
+``STREAMFOLD_REGISTRY_USERNAME``    registry HTTP basic auth user (default: no auth)
+``STREAMFOLD_REGISTRY_PASSWORD``    registry HTTP basic auth password (secret)
+``STREAMFOLD_REGISTRY_TIMEOUT_S``   registry request timeout in seconds (default 10)
+``STREAMFOLD_REGISTRY_SERVER_*``    ``registry serve``, see :mod:`streamfold.registry.server`
+=================================  ===================================================
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from pydantic import ValidationError
 
+from streamfold.contracts.evolution import RegistryClientSettings
 from streamfold.errors import ConfigurationError
 from streamfold.observability.logging import LogFormat, configure_logging
 from streamfold.transport.settings import KafkaSettings
 
-__all__ = ["default_cache_dir", "default_home", "kafka_settings", "setup_logging"]
+__all__ = [
+    "default_cache_dir",
+    "default_home",
+    "kafka_settings",
+    "registry_settings",
+    "setup_logging",
+]
 
 
 def default_home() -> Path:
@@ -52,3 +64,15 @@ def kafka_settings(bootstrap: str | None = None) -> KafkaSettings:
     except ValidationError as exc:
         raise ConfigurationError(f"invalid STREAMFOLD_KAFKA_* settings: {exc}") from exc
     return settings
+
+
+def registry_settings(
+    url: str | None = None, username: str | None = None, password: str | None = None
+) -> RegistryClientSettings:
+    """Schema registry settings from the environment; the given arguments take precedence."""
+    given = {"url": url, "username": username, "password": password}
+    overrides: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+    try:
+        return RegistryClientSettings(**overrides)
+    except ValidationError as exc:
+        raise ConfigurationError(f"invalid STREAMFOLD_REGISTRY_* settings: {exc}") from exc

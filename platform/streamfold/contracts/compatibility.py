@@ -155,7 +155,8 @@ def _pair(
         return []
     # Avro merges the findings of one pair into sets; pair them back where it is unambiguous.
     kinds = [kind.value.upper() for kind in result.incompatibilities] or ["INCOMPATIBLE"]
-    locations = sorted(result.locations)
+    # Avro also reports the root ("/") for a mismatch found below it: keep the deeper paths.
+    locations = sorted(result.locations - {"/"}) or ["/"]
     messages = sorted(result.messages)
     problems = []
     for index, kind in enumerate(kinds):

@@ -8,8 +8,9 @@ subject, fetch a schema by id, and read a subject's latest version. Two adapters
 - :class:`ConfluentSchemaRegistry` over confluent-kafka's ``SchemaRegistryClient``, which
   speaks to any Confluent-compatible registry (and to its ``mock://`` in-process client).
 
-Errors are translated here, at the boundary: :class:`SchemaNotFoundError` (permanent),
-:class:`SchemaRejectedError` (invalid or incompatible, permanent),
+Errors are translated here, at the boundary, by :func:`translate_registry_errors` (which the
+schema evolution workflow uses too): :class:`SchemaNotFoundError` (permanent),
+:class:`SchemaRejectedError` (invalid, incompatible or unauthorised, permanent),
 :class:`RegistryUnavailableError` (retryable).
 """
 
@@ -33,6 +34,7 @@ __all__ = [
     "SchemaNotFoundError",
     "SchemaRegistry",
     "SchemaRejectedError",
+    "translate_registry_errors",
 ]
 
 
@@ -131,19 +133,43 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
     return (OSError,)
 
 
+@contextmanager
+def translate_registry_errors(action: str) -> Iterator[None]:
+    """Translate confluent-kafka registry errors raised inside the block into streamfold's.
+
+    ``action`` names what was attempted and starts the message. An HTTP 404 becomes
+    :class:`SchemaNotFoundError`; any other 4xx (invalid, incompatible, unauthorised)
+    :class:`SchemaRejectedError`; a 5xx or a transport failure
+    :class:`RegistryUnavailableError`.
+    """
+    from confluent_kafka.schema_registry.error import (  # noqa: PLC0415 - optional, heavy
+        SchemaRegistryError,
+    )
+
+    try:
+        yield
+    except _transport_errors() as exc:
+        raise RegistryUnavailableError(f"schema registry: {action}: {exc}") from exc
+    except SchemaRegistryError as exc:
+        status = int(getattr(exc, "http_status_code", -1))
+        message = f"schema registry: {action}: {exc}"
+        if status in (401, 403):
+            message += ": check the registry credentials"
+        if status == 404:
+            raise SchemaNotFoundError(message) from exc
+        if 400 <= status < 500:  # invalid, incompatible, unauthorised: retrying cannot help
+            raise SchemaRejectedError(message) from exc
+        raise RegistryUnavailableError(message) from exc
+
+
 class ConfluentSchemaRegistry:
     """:class:`SchemaRegistry` over confluent-kafka's ``SchemaRegistryClient``."""
 
     def __init__(self, client: Any) -> None:
         from confluent_kafka.schema_registry import Schema  # noqa: PLC0415 - optional, heavy
-        from confluent_kafka.schema_registry.error import (  # noqa: PLC0415
-            SchemaRegistryError,
-        )
 
         self.client = client
         self._schema_type: Callable[..., Any] = Schema
-        self._sr_error: type[Exception] = SchemaRegistryError
-        self._transport = _transport_errors()
 
     @classmethod
     def from_url(cls, url: str, **conf: Any) -> ConfluentSchemaRegistry:
@@ -154,33 +180,18 @@ class ConfluentSchemaRegistry:
 
     def register(self, subject: str, schema: str) -> int:
         """Register ``schema`` under ``subject`` and return its id."""
-        with self._translate(f"register under {subject!r}"):
+        with translate_registry_errors(f"register under {subject!r}"):
             return int(self.client.register_schema(subject, self._schema_type(schema, "AVRO")))
 
     def get_schema(self, schema_id: int) -> str:
         """Return the schema with id ``schema_id``."""
-        with self._translate(f"get schema id {schema_id}"):
+        with translate_registry_errors(f"get schema id {schema_id}"):
             return str(self.client.get_schema(schema_id).schema_str)
 
     def latest(self, subject: str) -> RegisteredSchema:
         """Return the latest version under ``subject``."""
-        with self._translate(f"latest of {subject!r}"):
+        with translate_registry_errors(f"latest of {subject!r}"):
             found = self.client.get_latest_version(subject)
             return RegisteredSchema(
                 int(found.schema_id), subject, int(found.version), str(found.schema.schema_str)
             )
-
-    @contextmanager
-    def _translate(self, action: str) -> Iterator[None]:
-        try:
-            yield
-        except self._transport as exc:
-            raise RegistryUnavailableError(f"schema registry: {action}: {exc}") from exc
-        except self._sr_error as exc:
-            status = int(getattr(exc, "http_status_code", -1))
-            message = f"schema registry: {action}: {exc}"
-            if status == 404:
-                raise SchemaNotFoundError(message) from exc
-            if 400 <= status < 500:  # invalid, incompatible, unauthorised: retrying cannot help
-                raise SchemaRejectedError(message) from exc
-            raise RegistryUnavailableError(message) from exc

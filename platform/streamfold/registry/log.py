@@ -197,7 +197,10 @@ class KafkaIntentLog:
         while self._running:
             self._producer.poll(0)
             try:
-                messages = self._consumer.consume(500, 0.05)
+                # poll() returns as soon as one record arrives (consume() would wait out its
+                # whole timeout for a full batch); then drain what is already fetched.
+                first = self._consumer.poll(0.05)
+                messages = [] if first is None else [first, *self._consumer.consume(499, 0)]
             except KafkaException as exc:
                 log.warning("registry log read failed; retrying", error=str(exc))
                 time.sleep(0.5)
