@@ -679,3 +679,27 @@ async def _put_mode(app: RegistryApp, request: Request, subject: str | None) -> 
     return await app.log.submit(
         {"op": "set_mode", "subject": subject, "mode": mode.value, "force": request.flag("force")}
     )
+
+
+# -------------------------------------------------------------------- not offered
+
+
+def _associations_unsupported() -> RegistryApiError:
+    return RegistryApiError(
+        404, 404, "associations (a Confluent Cloud catalog feature) are not supported here"
+    )
+
+
+@route("POST", "/associations")
+async def _create_association(app: RegistryApp, request: Request) -> Any:
+    raise _associations_unsupported()
+
+
+@route("GET", "/associations/resources/{namespace}/{name}")
+async def _associations_of(app: RegistryApp, request: Request) -> Any:
+    raise _associations_unsupported()
+
+
+@route("DELETE", "/associations/resources/{id}")
+async def _delete_associations(app: RegistryApp, request: Request) -> Any:
+    raise _associations_unsupported()

@@ -320,3 +320,11 @@ def test_subject_names_with_a_slash(client: Any, subject: str) -> None:
     assert client.get_latest_version(slashed).schema_id == schema_id
     assert slashed in client.get_subjects()
     assert client.delete_subject(slashed) == [1]
+
+
+def test_associations_are_refused_clearly(client: Any) -> None:
+    with pytest.raises(SchemaRegistryError) as caught:
+        client.get_associations_by_resource_name("orders", "lkc-1")
+    assert caught.value.http_status_code == 404
+    assert "not supported" in caught.value.error_message
+    assert error_of(lambda: client.delete_associations("res-1")) == (404, 404)
