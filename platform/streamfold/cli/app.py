@@ -17,12 +17,14 @@ app = typer.Typer(
 
 
 def _mount() -> None:
-    from streamfold.cli import dev, registry, schemas, topics  # noqa: PLC0415 - mount after app exists
+    from streamfold.cli import dev, dlq, registry, schemas, topics, worker  # noqa: PLC0415
 
     app.add_typer(dev.app, name="dev")
     app.add_typer(topics.app, name="topics")
     app.add_typer(schemas.app, name="schemas")
     app.add_typer(registry.app, name="registry")
+    app.command("worker")(worker.worker)
+    app.add_typer(dlq.app, name="dlq")
 
 
 def main() -> None:

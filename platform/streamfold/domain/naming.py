@@ -67,9 +67,10 @@ class ContextTopics:
     projected: str
 
 
-def aggregate_topics(context: str, aggregate: str) -> AggregateTopics:
-    """Name the topics of ``aggregate`` in ``context``."""
-    prefix = f"{validate_name('context', context)}.{validate_name('aggregate', aggregate)}"
+def aggregate_topics(context: str, aggregate: str, prefix: str = "") -> AggregateTopics:
+    """Name the topics of ``aggregate`` in ``context`` (``prefix``: a deployment's namespace,
+    e.g. ``staging.``, prepended to every topic; empty by default)."""
+    prefix += f"{validate_name('context', context)}.{validate_name('aggregate', aggregate)}"
     return AggregateTopics(
         commands=f"{prefix}.commands",
         events=f"{prefix}.events",
@@ -79,10 +80,10 @@ def aggregate_topics(context: str, aggregate: str) -> AggregateTopics:
     )
 
 
-def context_topics(context: str) -> ContextTopics:
-    """Name the topics shared by a whole context."""
+def context_topics(context: str, prefix: str = "") -> ContextTopics:
+    """Name the topics shared by a whole context (``prefix`` as for aggregate_topics)."""
     validate_name("context", context)
-    return ContextTopics(dlq=f"{context}.dlq", projected=f"{context}.projected")
+    return ContextTopics(dlq=f"{prefix}{context}.dlq", projected=f"{prefix}{context}.projected")
 
 
 def subject_name(topic: str, record_full_name: str) -> str:

@@ -33,10 +33,12 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
+from streamfold.errors import StreamfoldError
 from streamfold.observability.logging import get_logger
 from streamfold.registry.errors import RegistryApiError, RegistryStoreError
 from streamfold.registry.state import RegistryState
 from streamfold.transport.admin import KafkaAdmin, TopicSpec
+from streamfold.transport.reading import watermarks
 from streamfold.transport.settings import KafkaSettings
 
 __all__ = ["KafkaIntentLog"]
@@ -257,32 +259,12 @@ class KafkaIntentLog:
             )
 
     def _end_offset(self) -> int:
-        """The partition's end offset, retrying while leadership settles (a new topic)."""
+        """The partition's end offset (retried while leadership settles)."""
         assert self._probe is not None
-        deadline = time.monotonic() + self.timeout_s
-        while True:
-            try:
-                _low, high = self._probe.get_watermark_offsets(
-                    TopicPartition(self.topic, 0), timeout=self.timeout_s, cached=False
-                )
-                return int(high)
-            except KafkaException as exc:
-                error = exc.args[0] if exc.args else None
-                transient = isinstance(error, KafkaError) and (
-                    error.retriable() or error.code() in _SETTLING
-                )
-                if not transient or time.monotonic() > deadline:
-                    raise RegistryStoreError(
-                        50001, f"cannot read the end of {self.topic}: {exc}"
-                    ) from exc
-                time.sleep(0.1)
-
-
-_SETTLING = {
-    KafkaError.NOT_LEADER_FOR_PARTITION,
-    KafkaError.LEADER_NOT_AVAILABLE,
-    KafkaError.UNKNOWN_TOPIC_OR_PART,
-}
+        try:
+            return watermarks(self._probe, self.topic, 0, self.timeout_s)[1]
+        except StreamfoldError as exc:
+            raise RegistryStoreError(50001, f"cannot read the end of {self.topic}: {exc}") from exc
 
 
 def _decode(value: bytes | None) -> dict[str, Any] | None:

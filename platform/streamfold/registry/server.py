@@ -9,11 +9,6 @@ same process a user runs.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import uvicorn
@@ -21,8 +16,8 @@ from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streamfold.contracts.compatibility import CompatibilityLevel
-from streamfold.embedded.children import die_with_parent
-from streamfold.errors import ConfigurationError, HostEnvironmentError
+from streamfold.embedded.children import ChildProcess
+from streamfold.errors import ConfigurationError
 from streamfold.observability.logging import get_logger
 from streamfold.registry.api import RegistryApp
 from streamfold.registry.log import KafkaIntentLog
@@ -95,7 +90,7 @@ def serve(settings: RegistryServerSettings, kafka: KafkaSettings) -> None:
         log.info("registry stopped")
 
 
-class RegistryProcess:
+class RegistryProcess(ChildProcess):
     """``streamfold registry serve`` as a child process (SIGTERM stops it)."""
 
     def __init__(
@@ -110,8 +105,7 @@ class RegistryProcess:
         extra_env: dict[str, str] | None = None,
     ) -> None:
         self.url = f"http://{host}:{port}"
-        self.log_file = log_file
-        self._env = {
+        env = {
             **os.environ,
             "STREAMFOLD_KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers,
             "STREAMFOLD_REGISTRY_SERVER_HOST": host,
@@ -121,59 +115,18 @@ class RegistryProcess:
             **(extra_env or {}),
         }
         if basic_auth:
-            self._env["STREAMFOLD_REGISTRY_SERVER_BASIC_AUTH"] = basic_auth
-        self._auth = basic_auth.split(",")[0] if basic_auth else None
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 60.0) -> RegistryProcess:
-        """Start the child and wait until ``/healthz`` says ready."""
-        output = self.log_file.open("ab") if self.log_file is not None else None
-        try:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "streamfold", "registry", "serve"],
-                env=self._env,
-                stdin=subprocess.DEVNULL,
-                stdout=output if output is not None else subprocess.DEVNULL,
-                stderr=subprocess.STDOUT,
-                preexec_fn=die_with_parent,  # noqa: PLW1509 - sets PDEATHSIG only
-            )
-        finally:
-            if output is not None:
-                output.close()  # the child holds its own descriptor
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise HostEnvironmentError(
-                    f"the registry exited with code {self.process.returncode} "
-                    f"(log: {self.log_file})"
-                )
-            if self.answers():
-                return self
-            time.sleep(0.1)
-        self.stop()
-        raise HostEnvironmentError(f"the registry at {self.url} was not ready in {timeout}s")
-
-    def answers(self) -> bool:
-        """Whether the registry answers ``/healthz`` as ready."""
-        try:
-            with urllib.request.urlopen(f"{self.url}/healthz", timeout=1) as response:
-                return b'"ready": true' in response.read()
-        except (urllib.error.URLError, OSError):
-            return False
-
-    def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM the child and wait; SIGKILL if it does not stop in ``timeout``."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+            env["STREAMFOLD_REGISTRY_SERVER_BASIC_AUTH"] = basic_auth
+        super().__init__(
+            ["registry", "serve"],
+            env=env,
+            ready_url=f"{self.url}/healthz",
+            log_file=log_file,
+            name=f"the schema registry at {self.url}",
+        )
 
     def __enter__(self) -> RegistryProcess:
-        return self.start()
+        self.start()
+        return self
 
     def __exit__(self, *_exc: object) -> None:
         self.stop()

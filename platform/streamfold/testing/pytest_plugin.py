@@ -213,7 +213,8 @@ def _registry_factory(
             basic_auth=":".join(auth) if auth else None,
             log_file=directory / f"registry-{port}.log",
         )
-        running = RunningRegistry(process.start(), topic, auth)
+        process.start()
+        running = RunningRegistry(process, topic, auth)
         started.append(running)
         return running
 

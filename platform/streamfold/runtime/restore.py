@@ -1,0 +1,165 @@
+"""Restoring partition stores from their changelogs, a chunk at a time, beside processing.
+
+A store is restored when its partition is assigned: from the offset after the last changelog
+record it holds (:attr:`~streamfold.state.rocksdb.PartitionStore.changelog_offset`) to the
+changelog's end, read with ``read_committed``. The worker calls :meth:`ChangelogRestorer.step`
+from its loop, so partitions whose stores are ready keep processing while others restore;
+their commands partitions stay paused until :meth:`step` reports them done.
+
+The end is taken after the worker has read the partition's committed offset (which, under
+``read_committed``, waits for any transaction of the partition's previous owner to finish),
+so no record of an earlier owner lands in the changelog after the restore has ended.
+A store that claims more than the changelog holds (the topic was recreated) is wiped and
+restored from the beginning.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+
+from streamfold.observability.logging import get_logger
+from streamfold.state.rocksdb import PartitionStore
+from streamfold.transport.admin import translate_kafka_error
+from streamfold.transport.reading import watermarks
+from streamfold.transport.settings import KafkaSettings
+
+__all__ = ["ChangelogRestorer", "RestoreProgress"]
+
+log = get_logger(__name__)
+
+
+class RestoreProgress(Protocol):
+    """Where restore progress goes (metrics)."""
+
+    def restore_progress(
+        self, topic: str, partition: int, restored: int, remaining: int
+    ) -> None: ...
+
+
+@dataclass(slots=True)
+class _Restoring:
+    store: PartitionStore
+    end: int
+    restored: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+class ChangelogRestorer:
+    """Restores stores from changelog partitions with one consumer of its own."""
+
+    def __init__(
+        self, settings: KafkaSettings, progress: RestoreProgress, batch: int = 10_000
+    ) -> None:
+        self.batch = batch
+        self.progress = progress
+        self._consumer = Consumer(
+            settings.consumer_config(
+                f"streamfold-restore-{uuid.uuid4().hex}",
+                **{
+                    "enable.partition.eof": True,
+                    "fetch.max.bytes": 64 * 1024 * 1024,
+                    "max.partition.fetch.bytes": 16 * 1024 * 1024,
+                    "queued.max.messages.kbytes": 256 * 1024,
+                },
+            )
+        )
+        self._active: dict[tuple[str, int], _Restoring] = {}
+
+    @property
+    def restoring(self) -> int:
+        return len(self._active)
+
+    def add(self, topic: str, partition: int, store: PartitionStore) -> bool:
+        """Start restoring ``store``; return True if it is already up to date."""
+        low, end = self._watermarks(topic, partition)
+        held = store.changelog_offset
+        if held is not None and held >= end:
+            log.warning(
+                "store is ahead of its changelog; rebuilding it",
+                topic=topic,
+                partition=partition,
+                store_offset=held,
+                changelog_end=end,
+            )
+            store.wipe()
+            held = None
+        start = held + 1 if held is not None else OFFSET_BEGINNING
+        if end == 0 or (held is not None and held + 1 >= end) or end <= low:
+            self.progress.restore_progress(topic, partition, 0, 0)
+            return True
+        first = start if start != OFFSET_BEGINNING else low
+        self._active[(topic, partition)] = _Restoring(store, end)
+        self._consumer.incremental_assign([TopicPartition(topic, partition, start)])
+        self.progress.restore_progress(topic, partition, 0, end - first)
+        log.info("restoring store", topic=topic, partition=partition, start=first, end=end)
+        return False
+
+    def remove(self, topic: str, partition: int) -> None:
+        """Stop restoring a partition (it was revoked)."""
+        if self._active.pop((topic, partition), None) is not None:
+            self._consumer.incremental_unassign([TopicPartition(topic, partition)])
+
+    def step(self, timeout: float = 0.05) -> list[tuple[str, int]]:
+        """Apply one chunk of changelog records; return the partitions now fully restored."""
+        if not self._active:
+            return []
+        try:
+            messages = self._consumer.consume(self.batch, timeout)
+        except KafkaException as exc:
+            raise translate_kafka_error(exc, "reading changelogs") from exc
+        chunks: dict[tuple[str, int], list[tuple[bytes, bytes | None]]] = {}
+        last: dict[tuple[str, int], int] = {}
+        finished: set[tuple[str, int]] = set()
+        for message in messages:
+            where = (message.topic() or "", message.partition() or 0)
+            error = message.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    state = self._active.get(where)
+                    if state is not None and (message.offset() or 0) >= state.end:
+                        finished.add(where)
+                    continue
+                raise translate_kafka_error(KafkaException(error), "reading changelogs")
+            key = message.key()
+            if key is None or where not in self._active:
+                continue
+            chunks.setdefault(where, []).append((key, message.value()))
+            last[where] = message.offset() or 0
+        for where, records in chunks.items():
+            state = self._active[where]
+            state.store.restore_batch(records, last[where])
+            state.restored += len(records)
+            if last[where] + 1 >= state.end:
+                finished.add(where)
+            remaining = max(0, state.end - last[where] - 1)
+            self.progress.restore_progress(where[0], where[1], len(records), remaining)
+        done = []
+        for where in finished:
+            state = self._active.pop(where, None)
+            if state is None:
+                continue
+            self._consumer.incremental_unassign([TopicPartition(*where)])
+            elapsed = time.monotonic() - state.started
+            log.info(
+                "store restored",
+                topic=where[0],
+                partition=where[1],
+                records=state.restored,
+                seconds=round(elapsed, 3),
+                per_second=round(state.restored / elapsed) if elapsed > 0 else None,
+            )
+            self.progress.restore_progress(where[0], where[1], 0, 0)
+            done.append(where)
+        return done
+
+    def close(self) -> None:
+        self._active.clear()
+        self._consumer.close()
+
+    def _watermarks(self, topic: str, partition: int) -> tuple[int, int]:
+        return watermarks(self._consumer, topic, partition)

@@ -1,0 +1,53 @@
+"""The command result: what a worker answers to every command it reads.
+
+One result per command on ``{context}.{aggregate}.results``, keyed by the command id, so a
+caller waiting for a command computes the partition from the id (murmur2, as for every key)
+and reads only that one. Outcomes:
+
+- ``accepted``: ``version`` is the aggregate's version after the command, ``event_types`` the
+  types of the events it caused, in order;
+- ``rejected``: the domain refused it; ``code`` and ``message`` say why, ``version`` is the
+  aggregate's current version;
+- ``invalid``: the record could not be processed (bad bytes, unknown schema, invalid model,
+  wrong key, a handler that kept failing); ``code`` is the dead-letter reason and
+  ``message`` the error. The record itself is in the dead-letter topic.
+
+``duplicate`` marks an answer to a repeated command id: the first result again, no effect.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict
+
+__all__ = ["RESULT_NAMESPACE", "CommandResult", "Outcome"]
+
+RESULT_NAMESPACE = "io.streamfold.runtime"
+
+
+class Outcome(StrEnum):
+    """How a command ended."""
+
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    INVALID = "invalid"
+
+
+class CommandResult(BaseModel):
+    """The result of one command."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    command_id: str
+    request_id: str | None = None
+    aggregate_type: str
+    aggregate_id: str | None = None
+    command_type: str | None = None
+    outcome: Outcome
+    version: int = 0
+    event_types: list[str] = []
+    code: str | None = None
+    message: str | None = None
+    duplicate: bool = False
+    processed_at: AwareDatetime

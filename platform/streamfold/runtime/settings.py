@@ -1,0 +1,61 @@
+"""Worker settings: typed, documented, read from the environment at the process edge.
+
+Every field maps to ``STREAMFOLD_WORKER_<FIELD>`` (nested RocksDB options as
+``STREAMFOLD_WORKER_ROCKSDB__BLOCK_CACHE_MB``) and to a Helm value. Precedence: environment,
+then the topology file's ``worker:`` section, then these defaults.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streamfold.state.rocksdb import RocksDBOptions
+
+__all__ = ["WorkerSettings"]
+
+
+class WorkerSettings(BaseSettings):
+    """How one worker process runs."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STREAMFOLD_WORKER_", env_nested_delimiter="__", frozen=True, extra="forbid"
+    )
+
+    #: Stable per instance (a StatefulSet pod name): the transactional id is
+    #: ``<group>.<instance_id>``, so a restarted instance fences its zombie.
+    instance_id: str = Field(default_factory=socket.gethostname)
+    #: Prepended to every topic and to the consumer group (a deployment's namespace, e.g.
+    #: ``staging.``); empty by default.
+    topic_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9._-]*$")
+    state_dir: Path = Path(".streamfold/state")
+    #: Longest time a transaction stays open; a batch also commits when the consumer has
+    #: nothing more to give right now (low latency at low load) or at ``max_batch``.
+    commit_interval_ms: int = Field(default=100, ge=1)
+    max_batch: int = Field(default=1000, ge=1)
+    #: Recent command ids remembered per aggregate (see streamfold.state.entry).
+    idempotency_window: int = Field(default=32, ge=0)
+    #: Times a decide/evolve that raises (other than a rejection) is retried before the
+    #: command is dead-lettered.
+    handler_retries: int = Field(default=2, ge=0)
+    #: Use ``instance_id`` as ``group.instance.id`` (static membership: a quick restart
+    #: keeps its partitions without a rebalance).
+    static_membership: bool = False
+    session_timeout_ms: int = Field(default=10_000, ge=1000)
+    max_poll_interval_ms: int = Field(default=60_000, ge=1000)
+    transaction_timeout_ms: int = Field(default=30_000, ge=1000)
+    #: Health, readiness and Prometheus metrics; 0 picks a free port, -1 disables.
+    health_port: int = 8080
+    health_host: str = "0.0.0.0"  # probes come from outside the pod
+    restore_batch: int = Field(default=10_000, ge=1)
+    rocksdb: RocksDBOptions = RocksDBOptions()
+
+    @classmethod
+    def resolve(cls, file_values: dict[str, Any]) -> WorkerSettings:
+        """Settings from the environment over the topology file's values over defaults."""
+        from_env = cls()
+        return cls(**{**file_values, **from_env.model_dump(exclude_unset=True)})

@@ -1,0 +1,97 @@
+"""Topology files: which aggregates one worker deployment runs, and how.
+
+A topology is a YAML file, by convention ``topologies/<name>/topology.yaml``::
+
+    name: retail                                 # the consumer group is streamfold.retail
+    context: topologies.retail.domain:retail     # module:attribute of the BoundedContext
+    aggregates: [supplier, item, store_stock]    # default: every aggregate of the context
+    topics:
+      partitions: 6                              # of every topic the workers create
+      replication_factor: 3                      # default: 3, or fewer brokers if fewer
+    worker:                                      # any WorkerSettings field; env wins
+      commit_interval_ms: 100
+
+``streamfold worker <topology>`` accepts the file's path, its directory, or the topology
+name under ``topologies/``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from streamfold.domain.aggregate import Aggregate
+from streamfold.domain.context import BoundedContext
+from streamfold.errors import ConfigurationError
+
+__all__ = ["TopicSettings", "TopologySpec", "load_topology"]
+
+TOPOLOGY_FILE = "topology.yaml"
+
+
+class TopicSettings(BaseModel):
+    """How the workers create their topics when missing."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    partitions: int = Field(default=6, ge=1)
+    replication_factor: int | None = Field(default=None, ge=1)
+
+
+class TopologySpec(BaseModel):
+    """A parsed topology file."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_.-]*$")
+    context: str
+    aggregates: list[str] | None = None
+    topics: TopicSettings = TopicSettings()
+    worker: dict[str, Any] = {}
+    source: Path | None = None
+
+    @property
+    def group_id(self) -> str:
+        return f"streamfold.{self.name}"
+
+    def load_context(self) -> BoundedContext:
+        """Import the bounded context the topology names."""
+        module_name, _, attribute = self.context.partition(":")
+        if not attribute:
+            raise ConfigurationError(f"context must be module:attribute, not {self.context!r}")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise ConfigurationError(f"cannot import {module_name!r}: {exc}") from exc
+        context = getattr(module, attribute, None)
+        if not isinstance(context, BoundedContext):
+            raise ConfigurationError(f"{self.context!r} is not a BoundedContext")
+        return context
+
+    def select(self, context: BoundedContext) -> list[Aggregate[Any]]:
+        """The aggregates this topology runs."""
+        if self.aggregates is None:
+            return list(context.aggregates)
+        return [context.get(name) for name in self.aggregates]
+
+
+def load_topology(reference: str | Path, root: Path = Path("topologies")) -> TopologySpec:
+    """Load a topology from a file, a directory holding ``topology.yaml``, or a name."""
+    path = Path(reference)
+    if path.is_dir():
+        path = path / TOPOLOGY_FILE
+    elif not path.exists() and (root / str(reference) / TOPOLOGY_FILE).exists():
+        path = root / str(reference) / TOPOLOGY_FILE
+    if not path.is_file():
+        raise ConfigurationError(f"no topology {reference!r} (looked for {path})")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        return TopologySpec.model_validate({**data, "source": path})
+    except yaml.YAMLError as exc:
+        raise ConfigurationError(f"{path}: not valid YAML: {exc}") from exc
+    except ValidationError as exc:
+        raise ConfigurationError(f"{path}: {exc}") from exc

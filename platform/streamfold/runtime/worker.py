@@ -1,0 +1,509 @@
+"""The aggregate worker: consume commands, decide, and emit everything in one transaction.
+
+One worker process runs the aggregates of a topology. It consumes their commands topics in
+one consumer group (cooperative-sticky), keeps one RocksDB store per assigned partition, and
+owns ONE transactional producer whose ``transactional.id`` is ``<group>.<instance_id>``, so a
+restarted instance fences its zombie.
+
+The checkpoint (:meth:`AggregateWorker._commit`) is the unit of atomicity. A transaction holds
+many commands; it commits when ``max_batch`` commands are in it, when it has been open for
+``commit_interval_ms``, or as soon as the consumer has nothing more to give right now (so a
+lone command is answered at once). Its steps:
+
+1. flush the producer (every record of the batch acknowledged; the changelog offsets known);
+2. ``send_offsets_to_transaction`` with the consumer's group metadata (exactly-once v2);
+3. ``commit_transaction``;
+4. only now write each touched store's staged entries with its last changelog offset in one
+   RocksDB WriteBatch.
+
+On a failure that requires an abort: abort the transaction, drop the staged entries, and
+rewind each partition of the batch to its first offset, so the batch is processed again. A
+fenced producer (another instance with this id, or the group moved on) stops the worker: it
+must not write again.
+
+Assignment opens the partitions' stores and restores them from their changelogs
+(:mod:`streamfold.runtime.restore`) while the partitions stay paused; other partitions keep
+processing. Revocation commits the open transaction (or aborts it when the partitions were
+lost) and closes the stores. SIGTERM: stop reading, commit, close the stores, leave the group.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+
+from streamfold.contracts.codec import AvroCodec
+from streamfold.contracts.registry import RegistryUnavailableError
+from streamfold.domain.context import BoundedContext
+from streamfold.domain.naming import aggregate_topics, context_topics
+from streamfold.errors import PermanentError, RetryableError
+from streamfold.observability.logging import get_logger
+from streamfold.runtime.headers import Headers
+from streamfold.runtime.processor import CommandProcessor
+from streamfold.runtime.restore import ChangelogRestorer
+from streamfold.runtime.settings import WorkerSettings
+from streamfold.runtime.topology import TopologySpec
+from streamfold.state.rocksdb import PartitionStore, StoreEnvironment
+from streamfold.transport.admin import KafkaAdmin, TopicSpec, translate_kafka_error
+from streamfold.transport.settings import KafkaSettings
+
+__all__ = ["AggregateWorker", "FencedError", "WorkerMetricsPort"]
+
+log = get_logger(__name__)
+
+_TIMEOUT = 30.0
+
+
+class FencedError(PermanentError):
+    """This worker's producer was fenced: another instance owns its work now."""
+
+
+class WorkerMetricsPort(Protocol):
+    """What the worker reports (implemented by streamfold.observability.metrics)."""
+
+    def command(self, aggregate: str, outcome: str, n: int = 1) -> None: ...
+
+    def dead_letter(self, aggregate: str, reason: str) -> None: ...
+
+    def lag(self, topic: str, partition: int, value: int) -> None: ...
+
+    def batch(self, size: int, commit_seconds: float) -> None: ...
+
+    def aborted(self) -> None: ...
+
+    def restore_progress(
+        self, topic: str, partition: int, restored: int, remaining: int
+    ) -> None: ...
+
+    def partitions(self, assigned: int, restoring: int) -> None: ...
+
+    def forget_partition(self, topic: str, partition: int) -> None: ...
+
+
+@dataclass(slots=True)
+class _Batch:
+    """The open transaction: what it touched and where each partition started."""
+
+    started: float = 0.0
+    count: int = 0
+    first_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    stores: dict[tuple[str, int], PartitionStore] = field(default_factory=dict)
+    changelog_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    open: bool = False
+
+
+class AggregateWorker:
+    """Runs a topology's aggregates; :meth:`run` until :meth:`stop` (or SIGTERM at the edge)."""
+
+    def __init__(
+        self,
+        topology: TopologySpec,
+        context: BoundedContext,
+        settings: WorkerSettings,
+        kafka: KafkaSettings,
+        codec: AvroCodec,
+        metrics: WorkerMetricsPort,
+    ) -> None:
+        self.topology = topology
+        self.context = context
+        self.settings = settings
+        self.kafka = kafka
+        self.codec = codec
+        self.metrics = metrics
+        self.aggregates = topology.select(context)
+        self.group_id = f"{settings.topic_prefix}{topology.group_id}"
+        self.processors: dict[str, CommandProcessor] = {}
+        self.changelogs: dict[str, str] = {}  # commands topic -> changelog topic
+        self.stores: dict[tuple[str, int], PartitionStore] = {}
+        self.ready_partitions: set[tuple[str, int]] = set()
+        self._environment = StoreEnvironment(settings.rocksdb)
+        self._batch = _Batch()
+        self._running = False
+        self._started = False
+        self._consumer: Consumer | None = None
+        self._producer: Producer | None = None
+        self._restorer: ChangelogRestorer | None = None
+        self._fenced: BaseException | None = None
+        self._callback_error: Exception | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Create missing topics, register schemas, join the group, init transactions."""
+        self._ensure_topics()
+        for aggregate in self.aggregates:
+            processor = CommandProcessor(
+                aggregate,
+                self.context.namespace,
+                self.codec,
+                topic_prefix=self.settings.topic_prefix,
+                idempotency_window=self.settings.idempotency_window,
+                handler_retries=self.settings.handler_retries,
+                counters=self.metrics,
+            )
+            self.processors[processor.topics.commands] = processor
+            self.changelogs[processor.topics.commands] = processor.topics.changelog
+        transactional_id = f"{self.group_id}.{self.settings.instance_id}"
+        self._producer = Producer(
+            self.kafka.transactional_producer_config(
+                transactional_id,
+                **{
+                    "transaction.timeout.ms": self.settings.transaction_timeout_ms,
+                    "linger.ms": 2,
+                    "batch.num.messages": 10_000,
+                    "queue.buffering.max.messages": 500_000,
+                },
+            )
+        )
+        try:
+            self._producer.init_transactions(_TIMEOUT)
+        except KafkaException as exc:
+            doing = f"initialising transactions ({transactional_id})"
+            raise translate_kafka_error(exc, doing) from exc
+        overrides: dict[str, Any] = {
+            "session.timeout.ms": self.settings.session_timeout_ms,
+            "max.poll.interval.ms": self.settings.max_poll_interval_ms,
+            "fetch.wait.max.ms": 20,
+        }
+        if self.settings.static_membership:
+            overrides["group.instance.id"] = self.settings.instance_id
+        self._consumer = Consumer(self.kafka.consumer_config(self.group_id, **overrides))
+        self._restorer = ChangelogRestorer(self.kafka, self.metrics, self.settings.restore_batch)
+        self._consumer.subscribe(
+            list(self.processors),
+            on_assign=self._guarded(self._on_assign),
+            on_revoke=self._guarded(self._on_revoke),
+            on_lost=self._guarded(self._on_lost),
+        )
+        self._started = True
+        log.info(
+            "worker started",
+            topology=self.topology.name,
+            group=self.group_id,
+            transactional_id=transactional_id,
+            aggregates=[a.name for a in self.aggregates],
+        )
+
+    def run(self, until: Callable[[], bool] | None = None) -> None:
+        """Process until :meth:`stop` is called (or ``until()`` is true), then shut down."""
+        if not self._started:
+            self.start()
+        self._running = True
+        try:
+            while self._running and not (until is not None and until()):
+                self.step()
+        finally:
+            self.close()
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to finish after the current step (safe from a signal handler)."""
+        self._running = False
+
+    @property
+    def ready(self) -> bool:
+        """Started, and every assigned partition restored."""
+        return self._started and self._restorer is not None and self._restorer.restoring == 0
+
+    def close(self) -> None:
+        """Commit what is open, close the stores, leave the group."""
+        if not self._started:
+            return
+        self._started = False
+        try:
+            if self._batch.open and self._fenced is None:
+                self._commit()
+        finally:
+            assert self._consumer is not None and self._restorer is not None
+            self._consumer.close()  # leaves the group; revocation closes the stores
+            for key in list(self.stores):
+                self._close_store(key)
+            self._restorer.close()
+            if self._producer is not None:
+                self._producer.flush(5)
+            log.info("worker stopped", topology=self.topology.name)
+
+    # ------------------------------------------------------------------ the loop
+
+    def step(self) -> None:
+        """One turn: restore a chunk, process what the consumer has, commit when due."""
+        assert self._consumer is not None and self._restorer is not None
+        if self._fenced is not None:
+            raise FencedError(f"the worker was fenced: {self._fenced}")
+        if self._restorer.restoring:
+            for topic, partition in self._restorer.step(0.0 if self.ready_partitions else 0.05):
+                commands = self._commands_topic(topic)
+                self.ready_partitions.add((commands, partition))
+                self._consumer.resume([TopicPartition(commands, partition)])
+            self._report_partitions()
+        room = self.settings.max_batch - self._batch.count
+        try:
+            messages = self._consumer.consume(room, 0)
+            if not messages:
+                if self._batch.open:
+                    self._commit()  # nothing more right now: answer what we have
+                    return
+                first = self._consumer.poll(0.0 if self._restorer.restoring else 0.1)
+                messages = [first] if first is not None else []
+        except KafkaException as exc:
+            raise translate_kafka_error(exc, "consuming commands") from exc
+        self._raise_callback_error()
+        for message in messages:
+            self._process(message)
+        if self._batch.open and (
+            self._batch.count >= self.settings.max_batch
+            or time.monotonic() - self._batch.started >= self.settings.commit_interval_ms / 1000
+        ):
+            self._commit()
+
+    def _process(self, message: Message) -> None:
+        error = message.error()
+        if error is not None:
+            if error.code() != KafkaError._PARTITION_EOF:
+                log.warning("consumer error", error=str(error))
+            return
+        topic, partition, offset = message.topic() or "", message.partition(), message.offset()
+        assert partition is not None and offset is not None
+        key = (topic, partition)
+        store = self.stores.get(key)
+        if store is None or key not in self.ready_partitions:
+            return  # revoked or still restoring: it will be read again from the offsets
+        if not self._batch.open:
+            self._begin()
+        self._batch.first_offsets.setdefault(key, offset)
+        self._batch.stores[key] = store
+        try:
+            self.processors[topic].process(message, store, self)
+        except RegistryUnavailableError:
+            log.warning("schema registry unavailable; retrying the batch")
+            self._abort()
+            time.sleep(1.0)
+            return
+        self._batch.next_offsets[key] = offset + 1
+        self._batch.count += 1
+
+    # ------------------------------------------------------------------ Outbox
+
+    def send(self, topic: str, key: bytes | None, value: bytes | None, headers: Headers) -> None:
+        """Produce a record in the open transaction."""
+        assert self._producer is not None
+        self._produce(topic, key, value, headers=headers)
+
+    def send_changelog(self, topic: str, partition: int, key: bytes, value: bytes) -> None:
+        """Produce a changelog record in the open transaction, remembering its offset."""
+        self._produce(topic, key, value, partition=partition, on_delivery=self._changelog_delivered)
+
+    def _produce(self, topic: str, key: bytes | None, value: bytes | None, **kwargs: Any) -> None:
+        assert self._producer is not None
+        while True:
+            try:
+                self._producer.produce(topic, value, key, **kwargs)
+                return
+            except BufferError:
+                self._producer.poll(0.05)  # the local queue is full: let deliveries drain
+
+    def _changelog_delivered(self, err: KafkaError | None, message: Message) -> None:
+        if err is not None:
+            return  # the transaction will fail to commit and abort
+        key = (message.topic() or "", message.partition() or 0)
+        offset = message.offset() or 0
+        if offset > self._batch.changelog_offsets.get(key, -1):
+            self._batch.changelog_offsets[key] = offset
+
+    # ------------------------------------------------------------------ transactions
+
+    def _begin(self) -> None:
+        assert self._producer is not None
+        try:
+            self._producer.begin_transaction()
+        except KafkaException as exc:
+            self._classify(exc, "beginning a transaction")
+            raise translate_kafka_error(exc, "beginning a transaction") from exc
+        self._batch = _Batch(started=time.monotonic(), open=True)
+
+    def _commit(self) -> None:
+        """The checkpoint; see the module docstring for its steps."""
+        assert self._producer is not None and self._consumer is not None
+        batch = self._batch
+        if not batch.open:
+            return
+        started = time.monotonic()
+        try:
+            # 1. every record acknowledged; changelog offsets known
+            remaining = self._producer.flush(_TIMEOUT)
+            if remaining:
+                raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "flush timed out"))
+            # 2. offsets into the transaction
+            offsets = [TopicPartition(t, p, o) for (t, p), o in batch.next_offsets.items()]
+            if offsets:
+                self._producer.send_offsets_to_transaction(
+                    offsets, self._consumer.consumer_group_metadata(), _TIMEOUT
+                )
+            # 3. commit
+            self._producer.commit_transaction(_TIMEOUT)
+        except KafkaException as exc:
+            self._classify(exc, "committing")
+            log.warning("transaction failed; aborting and reprocessing", error=str(exc))
+            self._abort()
+            return
+        # 4. the stores follow the committed transaction
+        for (topic, partition), store in batch.stores.items():
+            changelog = (self.changelogs[topic], partition)
+            store.commit(batch.changelog_offsets.get(changelog))
+        self._batch = _Batch()
+        self.metrics.batch(batch.count, time.monotonic() - started)
+
+    def _abort(self) -> None:
+        assert self._producer is not None and self._consumer is not None
+        batch = self._batch
+        if not batch.open:
+            return
+        try:
+            self._producer.abort_transaction(_TIMEOUT)
+        except KafkaException as exc:
+            self._classify(exc, "aborting")
+            raise translate_kafka_error(exc, "aborting a transaction") from exc
+        finally:
+            for store in batch.stores.values():
+                store.discard()
+            self._batch = _Batch()
+        self.metrics.aborted()
+        assigned = {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+        for (topic, partition), offset in batch.first_offsets.items():
+            if (topic, partition) in assigned:
+                self._consumer.seek(TopicPartition(topic, partition, offset))
+
+    def _classify(self, exc: KafkaException, doing: str) -> None:
+        """Stop for good on a fatal error (fencing); let the caller abort otherwise."""
+        error = exc.args[0] if exc.args else None
+        if isinstance(error, KafkaError) and (
+            error.fatal()
+            or error.code()
+            in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH)
+        ):
+            self._fenced = exc
+            self._running = False
+            self._batch = _Batch()
+            raise FencedError(f"fenced while {doing}: {error}") from exc
+
+    # ------------------------------------------------------------------ rebalancing
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        assert self._restorer is not None
+        consumer.incremental_assign(partitions)
+        consumer.pause(partitions)
+        # Under read_committed this waits for the previous owner's open transaction to end,
+        # so the changelog ends where that owner stopped writing (see restore.py).
+        consumer.committed(partitions, timeout=_TIMEOUT)
+        for tp in partitions:
+            key = (tp.topic, tp.partition)
+            path = self.settings.state_dir / self.topology.name / tp.topic / str(tp.partition)
+            store = PartitionStore(path, self._environment)
+            self.stores[key] = store
+            if self._restorer.add(self.changelogs[tp.topic], tp.partition, store):
+                self.ready_partitions.add(key)
+                consumer.resume([tp])
+        log.info("partitions assigned", partitions=_names(partitions))
+        self._report_partitions()
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self._batch.open and self._fenced is None:
+            self._commit()
+        for tp in partitions:
+            self._close_store((tp.topic, tp.partition))
+        log.info("partitions revoked", partitions=_names(partitions))
+        self._report_partitions()
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self._batch.open and self._fenced is None:
+            try:
+                self._abort()
+            except (RetryableError, PermanentError) as exc:
+                log.warning("abort after losing partitions failed", error=str(exc))
+        for tp in partitions:
+            self._close_store((tp.topic, tp.partition))
+        log.warning("partitions lost", partitions=_names(partitions))
+        self._report_partitions()
+
+    def _guarded(
+        self, callback: Callable[[Consumer, list[TopicPartition]], None]
+    ) -> Callable[[Consumer, list[TopicPartition]], None]:
+        """Keep an exception of a rebalance callback and raise it after the poll returns.
+
+        An exception raised inside a callback would cross librdkafka's C frames mangled.
+        """
+
+        def guarded(consumer: Consumer, partitions: list[TopicPartition]) -> None:
+            try:
+                callback(consumer, partitions)
+            except Exception as exc:  # re-raised by _raise_callback_error
+                log.exception("rebalance callback failed", callback=callback.__name__)
+                self._callback_error = exc
+
+        return guarded
+
+    def _raise_callback_error(self) -> None:
+        error, self._callback_error = self._callback_error, None
+        if error is not None:
+            raise error
+
+    def _close_store(self, key: tuple[str, int]) -> None:
+        assert self._restorer is not None
+        topic, partition = key
+        self._restorer.remove(self.changelogs[topic], partition)
+        self.ready_partitions.discard(key)
+        self.metrics.forget_partition(topic, partition)
+        store = self.stores.pop(key, None)
+        if store is not None:
+            store.flush()
+            store.close()
+
+    def _report_partitions(self) -> None:
+        assert self._restorer is not None
+        self.metrics.partitions(len(self.stores), self._restorer.restoring)
+
+    # ------------------------------------------------------------------ topics
+
+    def _commands_topic(self, changelog: str) -> str:
+        for commands, candidate in self.changelogs.items():
+            if candidate == changelog:
+                return commands
+        raise KeyError(changelog)
+
+    def _ensure_topics(self) -> None:
+        admin = KafkaAdmin(self.kafka)
+        spec = self.topology.topics
+        replication = spec.replication_factor or min(3, max(1, admin.broker_count()))
+        partitions = spec.partitions
+        prefix = self.settings.topic_prefix
+        topics = [TopicSpec(context_topics(self.context.name, prefix).dlq, partitions, replication)]
+        for aggregate in self.aggregates:
+            names = aggregate_topics(self.context.name, aggregate.name, prefix)
+            for name in (names.commands, names.events, names.state, names.results):
+                topics.append(TopicSpec(name, partitions, replication))
+            topics.append(TopicSpec.compacted(names.changelog, partitions, replication))
+        admin.create_topics(topics)
+        for aggregate in self.aggregates:
+            names = aggregate_topics(self.context.name, aggregate.name, prefix)
+            commands = admin.describe(names.commands)
+            changelog = admin.describe(names.changelog)
+            if len(commands.partitions) != len(changelog.partitions):
+                raise PermanentError(
+                    f"{names.changelog} has {len(changelog.partitions)} partitions, "
+                    f"{names.commands} {len(commands.partitions)}: they must match"
+                )
+
+
+def _names(partitions: list[TopicPartition]) -> list[str]:
+    return [f"{tp.topic}/{tp.partition}" for tp in partitions]

@@ -1,0 +1,96 @@
+"""One aggregate's store entry: the value under its id in the store and in the changelog.
+
+An entry holds the aggregate's version, its deleted flag, its state as Avro wire bytes (the
+same bytes the state topic carries, schema id included, so a later reader schema still
+resolves them), and the results of its most recent commands.
+
+Idempotency: the entry keeps the last ``window`` command ids of its aggregate with their
+results (default 32, ``WorkerSettings.idempotency_window``). A command whose id is among them
+gets that first result again and has no effect. The bound is per aggregate and permanent in
+time: a retry is recognised however late it comes, as long as fewer than ``window`` other
+commands reached the same aggregate in between. Beyond that the id is forgotten and the
+command is decided again (a command carrying ``expected_version`` is then rejected with
+``version_conflict``, so use it where a late duplicate must never act twice). The bound keeps
+an entry's size, and so the changelog's, proportional to the aggregate, not to its history.
+
+Encoding: msgpack of ``[version, deleted, state, [[command_id, result...], ...]]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from streamfold.errors import PermanentError
+
+__all__ = ["AggregateEntry", "CorruptEntryError", "StoredResult"]
+
+
+class CorruptEntryError(PermanentError):
+    """A store or changelog value that is not an aggregate entry."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResult:
+    """A command's result as the entry remembers it (enough to answer a repeat)."""
+
+    outcome: str  # accepted | rejected
+    version: int  # after the command (accepted) or the current one (rejected)
+    event_types: tuple[str, ...] = ()
+    code: str | None = None
+    message: str | None = None
+
+    def pack(self) -> list[Any]:
+        return [self.outcome, self.version, list(self.event_types), self.code, self.message]
+
+    @classmethod
+    def unpack(cls, raw: list[Any]) -> StoredResult:
+        outcome, version, event_types, code, message = raw
+        return cls(outcome, version, tuple(event_types), code, message)
+
+
+@dataclass(frozen=True, slots=True)
+class AggregateEntry:
+    """An aggregate as stored: version, deleted flag, state wire bytes, recent results."""
+
+    version: int = 0
+    deleted: bool = False
+    state: bytes | None = None
+    recent: tuple[tuple[str, list[Any]], ...] = ()  # (command id, packed StoredResult)
+
+    def result_of(self, command_id: str) -> StoredResult | None:
+        """The stored result of ``command_id`` if it is among the recent commands."""
+        for known, packed in self.recent:
+            if known == command_id:
+                return StoredResult.unpack(packed)
+        return None
+
+    def after(
+        self,
+        *,
+        version: int,
+        deleted: bool,
+        state: bytes | None,
+        command_id: str,
+        result: StoredResult,
+        window: int,
+    ) -> AggregateEntry:
+        """The entry after a command: new version and state, its result remembered."""
+        recent = (*self.recent, (command_id, result.pack()))
+        return AggregateEntry(version, deleted, state, recent[-window:] if window else ())
+
+    def encode(self) -> bytes:
+        return msgpack.packb(  # type: ignore[no-any-return]
+            [self.version, self.deleted, self.state, [[c, r] for c, r in self.recent]],
+            use_bin_type=True,
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> AggregateEntry:
+        try:
+            version, deleted, state, recent = msgpack.unpackb(data, raw=False)
+            return cls(version, deleted, state, tuple((c, r) for c, r in recent))
+        except (ValueError, TypeError, msgpack.UnpackException) as exc:
+            raise CorruptEntryError(f"not an aggregate entry ({len(data)} bytes): {exc}") from exc

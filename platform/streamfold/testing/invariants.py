@@ -1,0 +1,116 @@
+"""Check the write side's promises on what a topology left in Kafka.
+
+:func:`check_aggregate` reads, with ``read_committed``, the results, events and changelog of
+one aggregate type and checks:
+
+1. every command sent has exactly one result that is not a duplicate;
+2. per aggregate, the events' versions run 1, 2, 3, ... in offset order, no gap, no duplicate;
+3. every aggregate's stored state (the changelog's last entry) is the fold of its events,
+   at the version of its last event.
+
+It returns a :class:`Report` with the counts; each broken promise is listed in
+``problems``. Tests assert ``report.problems == []``; benchmarks use the counts.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from streamfold.contracts.codec import AvroCodec
+from streamfold.domain.aggregate import Aggregate
+from streamfold.domain.messages import Event
+from streamfold.domain.naming import AggregateTopics
+from streamfold.runtime import headers as h
+from streamfold.runtime.results import RESULT_NAMESPACE, CommandResult
+from streamfold.state.entry import AggregateEntry
+from streamfold.transport.reading import read_to_end
+from streamfold.transport.settings import KafkaSettings
+
+__all__ = ["Report", "check_aggregate"]
+
+
+@dataclass(slots=True)
+class Report:
+    """What :func:`check_aggregate` found."""
+
+    results: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    duplicates: int = 0
+    events: int = 0
+    aggregates: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    def problem(self, text: str, limit: int = 50) -> None:
+        if len(self.problems) < limit:
+            self.problems.append(text)
+
+
+def check_aggregate(
+    settings: KafkaSettings,
+    aggregate: Aggregate[Any],
+    topics: AggregateTopics,
+    namespace: str,
+    codec: AvroCodec,
+    sent: set[str] | None = None,
+    *,
+    timeout: float = 300.0,
+) -> Report:
+    """Check promises 1-3 for ``aggregate`` (``sent``: the command ids produced, if known)."""
+    report = Report()
+    # 1. one result per command
+    results = codec.reader(CommandResult, namespace=RESULT_NAMESPACE)
+    seen: Counter[str] = Counter()
+    for message in read_to_end(settings, topics.results, timeout=timeout):
+        _, record = results.decode_dict(message.value() or b"")
+        report.results += 1
+        if record["duplicate"]:
+            report.duplicates += 1
+            continue
+        seen[record["command_id"]] += 1
+        report.outcomes[record["outcome"]] += 1
+    for command_id, count in seen.items():
+        if count > 1:
+            report.problem(f"command {command_id} has {count} results")
+    if sent is not None:
+        missing = sent - set(seen)
+        if missing:
+            report.problem(f"{len(missing)} commands have no result, e.g. {sorted(missing)[:3]}")
+        extra = set(seen) - sent
+        if extra:
+            report.problem(f"{len(extra)} results for commands never sent: {sorted(extra)[:3]}")
+    # 2. versions 1..n per aggregate
+    events_reader = codec.reader(*aggregate.events, namespace=namespace)
+    history: dict[bytes, list[Event]] = defaultdict(list)
+    for message in read_to_end(settings, topics.events, timeout=timeout):
+        key = message.key() or b""
+        version = int(h.header_map(message.headers()).get(h.AGGREGATE_VERSION, "0"))
+        expected = len(history[key]) + 1
+        if version != expected:
+            report.problem(f"{key!r}: event version {version} where {expected} was due")
+        event = events_reader.decode(message.value() or b"")
+        assert isinstance(event, Event)
+        history[key].append(event)
+        report.events += 1
+    # 3. stored state == fold of events
+    states = codec.reader(aggregate.state_type, namespace=namespace)
+    latest: dict[bytes, bytes] = {}
+    for message in read_to_end(settings, topics.changelog, timeout=timeout):
+        latest[message.key() or b""] = message.value() or b""
+    report.aggregates = len(latest)
+    for key, raw in latest.items():
+        entry = AggregateEntry.decode(raw)
+        events = history.get(key, [])
+        if entry.version != len(events):
+            report.problem(f"{key!r}: stored version {entry.version}, {len(events)} events")
+            continue
+        folded = aggregate.fold(events)
+        stored = (
+            states.decode_as(entry.state, aggregate.state_type) if entry.state is not None else None
+        )
+        if stored != folded.state or entry.deleted != folded.deleted:
+            report.problem(f"{key!r}: stored state {stored!r} is not the fold {folded.state!r}")
+    for key in history.keys() - latest.keys():
+        report.problem(f"{key!r}: {len(history[key])} events but no stored state")
+    return report

@@ -1,0 +1,59 @@
+"""A worker process on the real broker: results, events, state; restarts; idempotency."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from streamfold.testing.pytest_plugin import scaled
+from topologies.retail.domain import ReceiveSupply, RecordSale
+from topologies.retail.workload import stock_commands
+
+from .conftest import RetailRun
+
+pytestmark = pytest.mark.integration
+
+
+def wait_for_results(run: RetailRun, sent: set[str], timeout: float = 120.0) -> None:
+    """Wait until every sent command has a result (checked through the invariants)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        report = run.check_stock(sent)
+        if not report.problems:
+            return
+        dead = [w.name for w in run.workers if not w.running()]
+        if dead or time.monotonic() > deadline:
+            raise AssertionError(f"dead workers: {dead}; {report.problems[:10]}")
+        time.sleep(1.0)
+
+
+def test_commands_get_one_result_and_state_is_the_fold(
+    retail_run: RetailRun, test_scale: float
+) -> None:
+    retail_run.worker("w1")
+    sent = set()
+    for command in stock_commands(aggregates=50, commands=scaled(2000, test_scale, 200)):
+        sent.add(retail_run.producer.send(command))
+    retail_run.producer.flush()
+    wait_for_results(retail_run, sent)
+    report = retail_run.check_stock(sent)
+    assert report.outcomes["accepted"] > 0
+    assert report.outcomes["rejected"] > 0
+    assert report.aggregates == 50
+
+
+def test_a_repeated_command_id_gets_the_first_result(retail_run: RetailRun) -> None:
+    retail_run.worker("w1")
+    supply = ReceiveSupply(store_id="s", item_id="i", supplier_id="x", quantity=5)
+    first = retail_run.producer.send(supply)
+    retail_run.producer.send(supply, command_id=first)  # a retry
+    sale = RecordSale(store_id="s", item_id="i", sale_id="1", quantity=9, unit_price="1.00")
+    rejected = retail_run.producer.send(sale)
+    retail_run.producer.send(sale, command_id=rejected)
+    retail_run.producer.flush()
+    wait_for_results(retail_run, {first, rejected})
+    report = retail_run.check_stock({first, rejected})
+    assert report.duplicates == 2
+    assert report.events == 1  # the retried supply had no second effect
+    assert report.outcomes == {"accepted": 1, "rejected": 1}
