@@ -33,6 +33,10 @@ class WorkerSettings(BaseSettings):
     #: ``staging.``); empty by default.
     topic_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9._-]*$")
     state_dir: Path = Path(".streamfold/state")
+    #: Exactly-once (the default): every batch is one Kafka transaction. Off: at-least-once
+    #: (offsets committed after the batch's records are acknowledged; a crash may repeat a
+    #: batch's outputs); for comparison and for topologies that can tolerate it.
+    exactly_once: bool = True
     #: Longest time a transaction stays open; a batch also commits when the consumer has
     #: nothing more to give right now (low latency at low load) or at ``max_batch``.
     commit_interval_ms: int = Field(default=100, ge=1)

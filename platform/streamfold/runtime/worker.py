@@ -156,22 +156,25 @@ class AggregateWorker:
             self.processors[processor.topics.commands] = processor
             self.changelogs[processor.topics.commands] = processor.topics.changelog
         transactional_id = f"{self.group_id}.{self.settings.instance_id}"
-        self._producer = Producer(
-            self.kafka.transactional_producer_config(
-                transactional_id,
-                **{
-                    "transaction.timeout.ms": self.settings.transaction_timeout_ms,
-                    "linger.ms": 2,
-                    "batch.num.messages": 10_000,
-                    "queue.buffering.max.messages": 500_000,
-                },
+        tuning = {
+            "linger.ms": 2,
+            "batch.num.messages": 10_000,
+            "queue.buffering.max.messages": 500_000,
+        }
+        if self.settings.exactly_once:
+            self._producer = Producer(
+                self.kafka.transactional_producer_config(
+                    transactional_id,
+                    **{"transaction.timeout.ms": self.settings.transaction_timeout_ms, **tuning},
+                )
             )
-        )
-        try:
-            self._producer.init_transactions(_TIMEOUT)
-        except KafkaException as exc:
-            doing = f"initialising transactions ({transactional_id})"
-            raise translate_kafka_error(exc, doing) from exc
+            try:
+                self._producer.init_transactions(_TIMEOUT)
+            except KafkaException as exc:
+                doing = f"initialising transactions ({transactional_id})"
+                raise translate_kafka_error(exc, doing) from exc
+        else:
+            self._producer = Producer(self.kafka.producer_config(**tuning))
         overrides: dict[str, Any] = {
             "session.timeout.ms": self.settings.session_timeout_ms,
             "max.poll.interval.ms": self.settings.max_poll_interval_ms,
@@ -325,6 +328,9 @@ class AggregateWorker:
 
     def _begin(self) -> None:
         assert self._producer is not None
+        if not self.settings.exactly_once:
+            self._batch = _Batch(started=time.monotonic(), open=True)
+            return
         try:
             self._producer.begin_transaction()
         except KafkaException as exc:
@@ -344,14 +350,19 @@ class AggregateWorker:
             remaining = self._producer.flush(_TIMEOUT)
             if remaining:
                 raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "flush timed out"))
-            # 2. offsets into the transaction
             offsets = [TopicPartition(t, p, o) for (t, p), o in batch.next_offsets.items()]
-            if offsets:
-                self._producer.send_offsets_to_transaction(
-                    offsets, self._consumer.consumer_group_metadata(), _TIMEOUT
-                )
-            # 3. commit
-            self._producer.commit_transaction(_TIMEOUT)
+            if not self.settings.exactly_once:
+                # at-least-once: the records are acknowledged; now the offsets
+                if offsets:
+                    self._consumer.commit(offsets=offsets, asynchronous=False)
+            else:
+                # 2. offsets into the transaction
+                if offsets:
+                    self._producer.send_offsets_to_transaction(
+                        offsets, self._consumer.consumer_group_metadata(), _TIMEOUT
+                    )
+                # 3. commit
+                self._producer.commit_transaction(_TIMEOUT)
         except KafkaException as exc:
             self._classify(exc, "committing")
             log.warning("transaction failed; aborting and reprocessing", error=str(exc))
@@ -369,8 +380,12 @@ class AggregateWorker:
         batch = self._batch
         if not batch.open:
             return
+        if not self.settings.exactly_once:
+            # Records already sent stay sent (at-least-once); reprocess from the batch start.
+            self._producer.flush(_TIMEOUT)
         try:
-            self._producer.abort_transaction(_TIMEOUT)
+            if self.settings.exactly_once:
+                self._producer.abort_transaction(_TIMEOUT)
         except KafkaException as exc:
             self._classify(exc, "aborting")
             raise translate_kafka_error(exc, "aborting a transaction") from exc
