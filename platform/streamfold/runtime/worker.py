@@ -137,6 +137,7 @@ class AggregateWorker:
         self._restorer: ChangelogRestorer | None = None
         self._fenced: BaseException | None = None
         self._callback_error: Exception | None = None
+        self._joined = False
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -216,8 +217,13 @@ class AggregateWorker:
 
     @property
     def ready(self) -> bool:
-        """Started, and every assigned partition restored."""
-        return self._started and self._restorer is not None and self._restorer.restoring == 0
+        """Joined the group, and every partition it was assigned is restored."""
+        return (
+            self._started
+            and self._joined
+            and self._restorer is not None
+            and self._restorer.restoring == 0
+        )
 
     def close(self) -> None:
         """Commit what is open, close the stores, leave the group."""
@@ -233,9 +239,12 @@ class AggregateWorker:
             for key in list(self.stores):
                 self._close_store(key)
             self._restorer.close()
-            if self._producer is not None:
-                self._producer.flush(5)
-            log.info("worker stopped", topology=self.topology.name)
+            if self._producer is not None and self._fenced is None:
+                try:
+                    self._producer.flush(5)
+                except KafkaException as exc:  # fatal now (e.g. fenced): nothing left to send
+                    log.warning("producer flush at close failed", error=str(exc))
+            log.info("worker stopped", topology=self.topology.name, fenced=self._fenced is not None)
 
     # ------------------------------------------------------------------ the loop
 
@@ -429,6 +438,7 @@ class AggregateWorker:
             if self._restorer.add(self.changelogs[tp.topic], tp.partition, store):
                 self.ready_partitions.add(key)
                 consumer.resume([tp])
+        self._joined = True
         log.info("partitions assigned", partitions=_names(partitions))
         self._report_partitions()
 

@@ -7,6 +7,7 @@ configuration is a :class:`~streamfold.errors.PermanentError`.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -121,7 +122,30 @@ class KafkaAdmin:
                 raise translate_kafka_error(exc, f"creating topic {name}") from exc
             created.append(name)
             log.info("topic created", topic=name)
+        self._await_metadata(created)
         return created
+
+    def _await_metadata(self, names: list[str]) -> None:
+        """Wait until the created topics show in metadata with a leader for each partition."""
+        deadline = time.monotonic() + self._timeout
+        pending = set(names)
+        while pending:
+            try:
+                topics = self._client.list_topics(timeout=self._timeout).topics
+            except KafkaException as exc:
+                raise translate_kafka_error(exc, "waiting for new topics") from exc
+            pending = {
+                n
+                for n in pending
+                if n not in topics
+                or topics[n].error is not None
+                or not topics[n].partitions
+                or any(p.leader < 0 for p in topics[n].partitions.values())
+            }
+            if pending and time.monotonic() > deadline:
+                raise RetryableError(f"new topics not visible in time: {sorted(pending)}")
+            if pending:
+                time.sleep(0.1)
 
     def delete_topics(self, names: Iterable[str]) -> None:
         """Delete topics (missing ones are an error)."""

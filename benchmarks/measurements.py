@@ -1,0 +1,439 @@
+"""The measurements of the worker benchmark (see ``worker_bench.py``): one function each."""
+
+from __future__ import annotations
+
+import collections
+import os
+import random
+import re
+import signal
+import subprocess
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import psutil
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from topologies.retail.domain import StoreStock, retail
+from topologies.retail.workload import stock_commands
+
+from handwritten_loop import LoopTiming
+from streamfold.contracts.codec import AvroCodec
+from streamfold.contracts.registry import ConfluentSchemaRegistry
+from streamfold.domain import Command
+from streamfold.domain.naming import AggregateTopics, aggregate_topics, context_topics
+from streamfold.embedded.ports import free_ports
+from streamfold.observability.metrics import WorkerMetrics
+from streamfold.runtime.process import WorkerProcess
+from streamfold.runtime.restore import ChangelogRestorer
+from streamfold.runtime.settings import WorkerSettings
+from streamfold.runtime.topology import TopicSettings, TopologySpec
+from streamfold.runtime.worker import AggregateWorker
+from streamfold.state.entry import AggregateEntry, StoredResult
+from streamfold.state.rocksdb import PartitionStore, RocksDBOptions, StoreEnvironment
+from streamfold.transport.admin import KafkaAdmin, TopicSpec
+from streamfold.transport.commands import CommandProducer
+from streamfold.transport.settings import KafkaSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+TOPOLOGY = ROOT / "topologies" / "retail" / "topology.yaml"
+WARM_UP = 200
+
+
+@dataclass
+class BenchStack:
+    """The broker, the registry and a scratch directory of one benchmark run."""
+
+    bootstrap: str
+    registry_url: str
+    directory: Path
+    partitions: int = 6
+    kafka: KafkaSettings = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.kafka = KafkaSettings(bootstrap_servers=self.bootstrap)
+
+    def codec(self) -> AvroCodec:
+        """A fresh codec (empty caches), as a starting process has."""
+        return AvroCodec(ConfluentSchemaRegistry.from_url(self.registry_url))
+
+    @staticmethod
+    def fresh_prefix() -> str:
+        return f"b{uuid.uuid4().hex[:8]}."
+
+    @staticmethod
+    def topics(prefix: str) -> AggregateTopics:
+        return aggregate_topics("retail", "store_stock", prefix)
+
+    def create_topics(self, prefix: str) -> None:
+        """The store_stock topics of ``prefix``, as the worker creates them."""
+        names, n = self.topics(prefix), self.partitions
+        specs = [TopicSpec(t, n, 1) for t in (names.commands, names.events, names.state)]
+        specs += [TopicSpec(names.results, n, 1), TopicSpec(context_topics("retail", prefix).dlq)]
+        specs.append(TopicSpec.compacted(names.changelog, n, 1))
+        KafkaAdmin(self.kafka).create_topics(specs)
+
+    def produce(self, prefix: str, commands: list[Command]) -> list[str]:
+        """Create the topics of ``prefix`` and send ``commands`` to them; return their ids."""
+        self.create_topics(prefix)
+        producer = CommandProducer(self.kafka, self.codec(), retail, topic_prefix=prefix)
+        ids = [producer.send(command) for command in commands]
+        producer.flush()
+        return ids
+
+
+class TimedMetrics(WorkerMetrics):
+    """Worker metrics that also note the first command and the last commit."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = 0.0
+        self.last = 0.0
+        self.committed = 0
+
+    def command(self, aggregate: str, outcome: str, n: int = 1) -> None:
+        if not self.first:
+            self.first = time.perf_counter()
+        super().command(aggregate, outcome, n)
+
+    def batch(self, size: int, commit_seconds: float) -> None:
+        super().batch(size, commit_seconds)
+        self.committed += size
+        self.last = time.perf_counter()
+
+    def timing(self) -> LoopTiming:
+        return LoopTiming(self.first, self.last, self.committed)
+
+
+def run_worker(
+    stack: BenchStack,
+    prefix: str,
+    state_dir: Path,
+    total: int,
+    exactly_once: bool,
+    metrics: TimedMetrics,
+) -> None:
+    """Run an AggregateWorker of store_stock in this process until ``total`` are committed."""
+    spec = TopologySpec(
+        name="retail",
+        context="topologies.retail.domain:retail",
+        aggregates=["store_stock"],
+        topics=TopicSettings(partitions=stack.partitions, replication_factor=1),
+    )
+    settings = WorkerSettings(
+        topic_prefix=prefix,
+        state_dir=state_dir,
+        health_port=-1,
+        instance_id="bench",
+        exactly_once=exactly_once,
+        commit_interval_ms=100,
+        max_batch=1000,
+    )
+    worker = AggregateWorker(spec, retail, settings, stack.kafka, stack.codec(), metrics)
+    worker.run(until=lambda: metrics.committed >= total)
+
+
+# ---------------------------------------------------------------------- 2. latency
+
+
+def _start_worker(stack: BenchStack, prefix: str, name: str) -> WorkerProcess:
+    (port,) = free_ports(1)
+    worker = WorkerProcess(
+        TOPOLOGY,
+        bootstrap_servers=stack.bootstrap,
+        registry_url=stack.registry_url,
+        instance_id=name,
+        state_dir=stack.directory / f"state-{name}",
+        health_port=port,
+        log_file=stack.directory / f"worker-{name}.log",
+        extra_env={
+            "STREAMFOLD_WORKER_TOPIC_PREFIX": prefix,
+            "STREAMFOLD_LOG_LEVEL": "WARNING",
+            "PYTHONPATH": str(ROOT),
+        },
+    )
+    worker.start(timeout=600)
+    return worker
+
+
+class _ResultWatcher(threading.Thread):
+    """Note when each result (keyed by its command id) becomes visible, read_committed."""
+
+    def __init__(self, kafka: KafkaSettings, topic: str, partitions: int) -> None:
+        super().__init__(daemon=True)
+        self.seen: dict[str, float] = {}
+        self._halt = threading.Event()
+        self._consumer = Consumer(
+            kafka.consumer_config(f"bench-results-{uuid.uuid4().hex}", **{"fetch.wait.max.ms": 5})
+        )
+        self._consumer.assign(
+            [TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)]
+        )
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            message = self._consumer.poll(0.05)
+            if message is None or message.error() is not None:
+                continue
+            self.seen.setdefault((message.key() or b"").decode(), time.perf_counter())
+        self._consumer.close()
+
+    def wait_for(self, ids: list[str], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while any(i not in self.seen for i in ids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join()
+
+
+def _paced(producer: CommandProducer, commands: list[Command], rate: int) -> dict[str, float]:
+    """Send at ``rate`` per second; return each command id's send time."""
+    sent: dict[str, float] = {}
+    start = time.perf_counter()
+    for i, command in enumerate(commands):
+        delay = start + i / rate - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        command_id = str(uuid.uuid4())
+        sent[command_id] = time.perf_counter()
+        producer.send(command, command_id=command_id)
+    producer.flush()
+    return sent
+
+
+def measure_latency(stack: BenchStack, rate: int, seconds: float, aggregates: int) -> list[float]:
+    """Seconds from send to visible result, per command, at ``rate`` commands/s."""
+    prefix = stack.fresh_prefix()
+    stack.create_topics(prefix)
+    worker = _start_worker(stack, prefix, "latency")
+    watcher = _ResultWatcher(stack.kafka, stack.topics(prefix).results, stack.partitions)
+    watcher.start()
+    try:
+        # The client's own batching must not add to what is measured.
+        producer = CommandProducer(
+            stack.kafka, stack.codec(), retail, topic_prefix=prefix, **{"linger.ms": 0}
+        )
+        n = int(rate * seconds)
+        commands = list(stock_commands(aggregates, WARM_UP + n, seed=11))
+        warm = _paced(producer, commands[:WARM_UP], rate)
+        watcher.wait_for(list(warm), 60)
+        sent = _paced(producer, commands[WARM_UP:], rate)
+        watcher.wait_for(list(sent), 60)
+    finally:
+        watcher.stop()
+        worker.stop()
+    missing = [i for i in sent if i not in watcher.seen]
+    if missing:
+        raise SystemExit(f"{len(missing)} of {len(sent)} results never arrived")
+    latencies = [watcher.seen[i] - t for i, t in sent.items()]
+    print(f"latency: p50 {sorted(latencies)[len(latencies) // 2] * 1000:.1f} ms", flush=True)
+    return latencies
+
+
+# ---------------------------------------------------------------------- 3. restore
+
+
+def fill_changelog(stack: BenchStack, prefix: str, n: int) -> tuple[float, int]:
+    """Fill ``prefix``'s store_stock changelog with ``n`` entries; (seconds, mean bytes).
+
+    Each entry is what the worker writes for an aggregate after five commands: its version,
+    its state as Avro wire bytes, and the five remembered results.
+    """
+    stack.create_topics(prefix)
+    topics = stack.topics(prefix)
+    writer = stack.codec().writer(topics.state, StoreStock, retail.namespace)
+    producer = Producer(
+        stack.kafka.producer_config(
+            **{
+                "linger.ms": 20,
+                "batch.num.messages": 10_000,
+                "queue.buffering.max.messages": 500_000,
+            }
+        )
+    )
+    rng = random.Random(3)
+    kinds = (("SupplyReceived",), ("SaleRecorded",), ("StockAdjusted",))
+    started = time.perf_counter()
+    size = 0
+    for i in range(n):
+        store_id, item_id = f"store-{i % 97}", f"item-{i}"
+        state = writer.encode_dict(
+            {
+                "store_id": store_id,
+                "item_id": item_id,
+                "on_hand": rng.randint(0, 60),
+                "sold_amount": Decimal(rng.randint(0, 4000)) / 4,
+            }
+        )
+        recent = tuple(
+            (
+                str(uuid.UUID(int=rng.getrandbits(128))),
+                StoredResult("accepted", v, kinds[v % 3]).pack(),
+            )
+            for v in range(1, 6)
+        )
+        value = AggregateEntry(5, False, state, recent).encode()
+        size += len(value)
+        key = f"{store_id}/{item_id}".encode()
+        while True:
+            try:
+                producer.produce(topics.changelog, value, key)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    if producer.flush(120):
+        raise SystemExit("the changelog was not acknowledged in time")
+    return time.perf_counter() - started, size // max(1, n)
+
+
+class _Quiet:
+    def restore_progress(self, topic: str, partition: int, restored: int, remaining: int) -> None:
+        pass
+
+
+def measure_restore(stack: BenchStack, changelog: str, n: int) -> float:
+    """Records/s of ChangelogRestorer restoring every partition into fresh stores."""
+    environment = StoreEnvironment(RocksDBOptions())
+    stores = {
+        p: PartitionStore(stack.directory / "restore" / str(p), environment)
+        for p in range(stack.partitions)
+    }
+    restorer = ChangelogRestorer(stack.kafka, _Quiet())
+    started = time.perf_counter()
+    for partition, store in stores.items():
+        restorer.add(changelog, partition, store)
+    while restorer.restoring:
+        restorer.step(0.05)
+    elapsed = time.perf_counter() - started
+    restorer.close()
+    for store in stores.values():
+        store.close()
+    return n / elapsed
+
+
+# ---------------------------------------------------------------------- 4. memory
+
+
+def _metric_sum(url: str, name: str) -> float:
+    text = urllib.request.urlopen(f"{url}/metrics", timeout=5).read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name) and not line.startswith("#")
+    )
+
+
+def measure_rss(stack: BenchStack, prefix: str, n: int, commands: int) -> dict[str, float]:
+    """RSS (MB) of a worker process restoring ``n`` aggregates, then processing commands."""
+    peak = [0.0]
+    stop = threading.Event()
+    worker = _start_worker(stack, prefix, "rss")
+    assert worker.pid is not None
+    process = psutil.Process(worker.pid)
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], process.memory_info().rss / 2**20)
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    url = worker.health_url
+    out: dict[str, float] = {}
+    try:
+        deadline = time.monotonic() + 900
+        while _metric_sum(url, "streamfold_worker_restore_records_total") < n:
+            if time.monotonic() > deadline:
+                raise SystemExit("the worker did not restore its state in time")
+            time.sleep(0.5)
+        time.sleep(2)
+        out["after restoring, peak during restore"] = peak[0]
+        out["after restoring, settled"] = process.memory_info().rss / 2**20
+        producer = CommandProducer(stack.kafka, stack.codec(), retail, topic_prefix=prefix)
+        for command in stock_commands(n, commands, seed=5):
+            producer.send(command)
+        producer.flush()
+        while _metric_sum(url, "streamfold_worker_commands_total") < commands:
+            if time.monotonic() > deadline:
+                raise SystemExit("the worker did not process the commands in time")
+            time.sleep(0.5)
+        time.sleep(2)
+        out[f"after processing {commands:,} commands"] = process.memory_info().rss / 2**20
+        out["peak over the whole run"] = peak[0]
+    finally:
+        stop.set()
+        sampler.join()
+        worker.stop()
+    print(f"rss: {out}", flush=True)
+    return out
+
+
+# ---------------------------------------------------------------------- profile
+
+
+_FRAME = re.compile(r"^(?P<fn>.*?) \((?P<file>[^:]*)(?::\d+)?\)$")
+
+
+def profile_summary(action: Callable[[], Any], directory: Path, top: int = 15) -> list[str]:
+    """Run ``action`` under py-spy (this process); the hottest functions as markdown."""
+    raw = directory / f"profile-{uuid.uuid4().hex[:6]}.txt"
+    spy = subprocess.Popen(
+        ["py-spy", "record", "--pid", str(os.getpid()), "--format", "raw", "--rate", "250",
+         "--nonblocking", "-o", str(raw)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    time.sleep(1.0)
+    try:
+        action()
+    finally:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(timeout=60)
+    own: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in raw.read_text(encoding="utf-8").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [_name(f) for f in stack.split(";")]
+        if not any("worker.py" in f for f in frames):
+            continue  # the rest of the benchmark process
+        total += count
+        own[frames[-1]] += count
+        for frame in set(frames):
+            inclusive[frame] += count
+    if not total:
+        return ["py-spy took no samples (is ptrace allowed?)."]
+    lines = [
+        f"{total:,} samples at 250 Hz while the worker ran.",
+        "",
+        "| function | self | inclusive |",
+        "|---|---:|---:|",
+    ]
+    for frame, count in own.most_common(top):
+        lines.append(f"| `{frame}` | {count / total:.1%} | {inclusive[frame] / total:.1%} |")
+    lines += ["", "Inclusive, the framework's own steps:", "", "| function | inclusive |"]
+    lines.append("|---|---:|")
+    for frame, count in inclusive.most_common(40):
+        if "streamfold" in frame or "retail" in frame:
+            lines.append(f"| `{frame}` | {count / total:.1%} |")
+    return lines
+
+
+def _name(frame: str) -> str:
+    match = _FRAME.match(frame.strip())
+    if match is None:
+        return frame.strip()
+    file = match.group("file")
+    short = "/".join(Path(file).parts[-2:])
+    return f"{match.group('fn')} ({short})"
