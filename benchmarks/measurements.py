@@ -209,8 +209,10 @@ def _paced(producer: CommandProducer, commands: list[Command], rate: int) -> dic
     return sent
 
 
-def measure_latency(stack: BenchStack, rate: int, seconds: float, aggregates: int) -> list[float]:
-    """Seconds from send to visible result, per command, at ``rate`` commands/s."""
+def measure_latency(
+    stack: BenchStack, rate: int, seconds: float, aggregates: int
+) -> tuple[list[float], float]:
+    """Seconds from send to visible result per command at ``rate``/s; and the worker's RSS."""
     prefix = stack.fresh_prefix()
     stack.create_topics(prefix)
     worker = _start_worker(stack, prefix, "latency")
@@ -227,6 +229,8 @@ def measure_latency(stack: BenchStack, rate: int, seconds: float, aggregates: in
         watcher.wait_for(list(warm), 60)
         sent = _paced(producer, commands[WARM_UP:], rate)
         watcher.wait_for(list(sent), 60)
+        assert worker.pid is not None
+        rss = psutil.Process(worker.pid).memory_info().rss / 2**20
     finally:
         watcher.stop()
         worker.stop()
@@ -234,15 +238,16 @@ def measure_latency(stack: BenchStack, rate: int, seconds: float, aggregates: in
     if missing:
         raise SystemExit(f"{len(missing)} of {len(sent)} results never arrived")
     latencies = [watcher.seen[i] - t for i, t in sent.items()]
-    print(f"latency: p50 {sorted(latencies)[len(latencies) // 2] * 1000:.1f} ms", flush=True)
-    return latencies
+    p50 = sorted(latencies)[len(latencies) // 2] * 1000
+    print(f"latency at {rate}/s: p50 {p50:.1f} ms", flush=True)
+    return latencies, rss
 
 
 # ---------------------------------------------------------------------- 3. restore
 
 
-def fill_changelog(stack: BenchStack, prefix: str, n: int) -> tuple[float, int]:
-    """Fill ``prefix``'s store_stock changelog with ``n`` entries; (seconds, mean bytes).
+def fill_changelog(stack: BenchStack, prefix: str, n: int) -> int:
+    """Fill ``prefix``'s store_stock changelog with ``n`` entries; return their mean size.
 
     Each entry is what the worker writes for an aggregate after five commands: its version,
     its state as Avro wire bytes, and the five remembered results.
@@ -261,7 +266,6 @@ def fill_changelog(stack: BenchStack, prefix: str, n: int) -> tuple[float, int]:
     )
     rng = random.Random(3)
     kinds = (("SupplyReceived",), ("SaleRecorded",), ("StockAdjusted",))
-    started = time.perf_counter()
     size = 0
     for i in range(n):
         store_id, item_id = f"store-{i % 97}", f"item-{i}"
@@ -291,7 +295,7 @@ def fill_changelog(stack: BenchStack, prefix: str, n: int) -> tuple[float, int]:
                 producer.poll(0.05)
     if producer.flush(120):
         raise SystemExit("the changelog was not acknowledged in time")
-    return time.perf_counter() - started, size // max(1, n)
+    return size // max(1, n)
 
 
 class _Quiet:
@@ -380,21 +384,32 @@ def measure_rss(stack: BenchStack, prefix: str, n: int, commands: int) -> dict[s
 
 
 _FRAME = re.compile(r"^(?P<fn>.*?) \((?P<file>[^:]*)(?::\d+)?\)$")
+_RATE = 250
+_PROJECT = ("runtime/", "state/", "contracts/", "domain/", "retail/", "benchmarks/")
 
 
-def profile_summary(action: Callable[[], Any], directory: Path, top: int = 15) -> list[str]:
-    """Run ``action`` under py-spy (this process); the hottest functions as markdown."""
+def profile_summary(
+    action: Callable[[], Any], directory: Path, marker: str, top: int = 14
+) -> list[str]:
+    """Run ``action`` under py-spy (this process); its hottest functions as markdown rows.
+
+    Only stacks through a file whose path contains ``marker`` count, so the rest of the
+    benchmark process stays out. Idle samples (a thread waiting in librdkafka or in sleep)
+    are not taken, so the shares are of the time the code was on the CPU.
+    """
     raw = directory / f"profile-{uuid.uuid4().hex[:6]}.txt"
     spy = subprocess.Popen(
-        ["py-spy", "record", "--pid", str(os.getpid()), "--format", "raw", "--rate", "250",
+        ["py-spy", "record", "--pid", str(os.getpid()), "--format", "raw", "--rate", str(_RATE),
          "--nonblocking", "-o", str(raw)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
     time.sleep(1.0)
+    started = time.perf_counter()
     try:
         action()
     finally:
+        elapsed = time.perf_counter() - started
         spy.send_signal(signal.SIGINT)
         spy.wait(timeout=60)
     own: collections.Counter[str] = collections.Counter()
@@ -402,12 +417,10 @@ def profile_summary(action: Callable[[], Any], directory: Path, top: int = 15) -
     total = 0
     for line in raw.read_text(encoding="utf-8").splitlines():
         stack, _, count_text = line.rpartition(" ")
-        if not stack or not count_text.isdigit():
+        if not stack or not count_text.isdigit() or marker not in stack:
             continue
         count = int(count_text)
         frames = [_name(f) for f in stack.split(";")]
-        if not any("worker.py" in f for f in frames):
-            continue  # the rest of the benchmark process
         total += count
         own[frames[-1]] += count
         for frame in set(frames):
@@ -415,18 +428,17 @@ def profile_summary(action: Callable[[], Any], directory: Path, top: int = 15) -
     if not total:
         return ["py-spy took no samples (is ptrace allowed?)."]
     lines = [
-        f"{total:,} samples at 250 Hz while the worker ran.",
+        f"{total:,} samples on the CPU at {_RATE} Hz in {elapsed:.1f} s "
+        f"({total / (_RATE * elapsed):.0%} of the wall time).",
         "",
-        "| function | self | inclusive |",
+        "| function (self time) | self | inclusive |",
         "|---|---:|---:|",
     ]
     for frame, count in own.most_common(top):
         lines.append(f"| `{frame}` | {count / total:.1%} | {inclusive[frame] / total:.1%} |")
-    lines += ["", "Inclusive, the framework's own steps:", "", "| function | inclusive |"]
-    lines.append("|---|---:|")
-    for frame, count in inclusive.most_common(40):
-        if "streamfold" in frame or "retail" in frame:
-            lines.append(f"| `{frame}` | {count / total:.1%} |")
+    lines += ["", "| function (inclusive, project code) | inclusive |", "|---|---:|"]
+    ours = [f for f, _ in inclusive.most_common() if f.split("(")[-1].startswith(_PROJECT)]
+    lines += [f"| `{f}` | {inclusive[f] / total:.1%} |" for f in ours[:20]]
     return lines
 
 
@@ -434,6 +446,5 @@ def _name(frame: str) -> str:
     match = _FRAME.match(frame.strip())
     if match is None:
         return frame.strip()
-    file = match.group("file")
-    short = "/".join(Path(file).parts[-2:])
+    short = "/".join(Path(match.group("file")).parts[-2:])
     return f"{match.group('fn')} ({short})"

@@ -44,6 +44,7 @@ from topologies.retail.workload import stock_commands
 from handwritten_loop import LoopTiming, handwritten_eos, passthrough
 from measurements import (
     ROOT,
+    WARM_UP,
     BenchStack,
     TimedMetrics,
     fill_changelog,
@@ -62,12 +63,19 @@ from streamfold.registry.server import RegistryProcess
 
 REPORT = Path(__file__).resolve().parent / "reports" / "worker.md"
 CANDIDATES = ("handwritten", "worker EOS on", "worker EOS off")
+LABELS = {
+    "passthrough": "(a) raw consume→produce, no transaction (context)",
+    "handwritten": "(b) hand-written exactly-once loop (baseline)",
+    "worker EOS on": "(c) AggregateWorker, exactly-once",
+    "worker EOS off": "(d) AggregateWorker, at-least-once",
+}
+QUANTILES = (0.5, 0.95, 0.99)
 
 
 def throughput(
     stack: BenchStack, commands: list[Command], rounds: int, profile: bool
-) -> tuple[dict[str, list[float]], list[str]]:
-    """Rates (commands/s) of every candidate, per round; and the profile if one was taken."""
+) -> tuple[dict[str, list[float]], dict[str, list[str]]]:
+    """Rates (commands/s) of every candidate, per round; and profiles if they were taken."""
     total = len(commands)
     plan = [("passthrough", 0)] + [(name, r) for r in range(rounds) for name in CANDIDATES]
     prefixes = {}
@@ -82,15 +90,21 @@ def throughput(
         timing = _run_candidate(stack, name, prefix, total)
         rates.setdefault(name, []).append(timing.rate)
         print(f"round {r + 1}: {name}: {timing.rate:,.0f} commands/s", flush=True)
-    lines: list[str] = []
+    profiles: dict[str, list[str]] = {}
     best = {name: max(values) for name, values in rates.items()}
     if profile or best["worker EOS on"] < 0.8 * best["handwritten"]:
-        prefix = stack.fresh_prefix()
-        stack.produce(prefix, commands)
-        lines = profile_summary(
-            lambda: _run_candidate(stack, "worker EOS on", prefix, total), stack.directory
-        )
-    return rates, lines
+        for name, marker in (
+            ("handwritten", "handwritten_loop.py"),
+            ("worker EOS on", "worker.py"),
+        ):
+            prefix = stack.fresh_prefix()
+            stack.produce(prefix, commands)
+            profiles[name] = profile_summary(
+                lambda name=name, prefix=prefix: _run_candidate(stack, name, prefix, total),
+                stack.directory,
+                marker,
+            )
+    return rates, profiles
 
 
 def _run_candidate(stack: BenchStack, name: str, prefix: str, total: int) -> LoopTiming:
@@ -132,19 +146,25 @@ def main() -> None:
         with RegistryProcess(kafka.bootstrap_servers, port, log_file=Path(tmp) / "registry.log"):
             stack = BenchStack(kafka.bootstrap_servers, f"http://127.0.0.1:{port}", Path(tmp))
             stack.partitions = args.partitions
-            rates, profile = throughput(stack, commands, args.rounds, args.profile)
-            latencies = measure_latency(
-                stack, args.latency_rate, args.latency_seconds, args.aggregates
-            )
+            rates, profiles = throughput(stack, commands, args.rounds, args.profile)
+            latencies = {
+                rate: measure_latency(stack, rate, args.latency_seconds, args.aggregates)
+                for rate in (args.latency_rate, args.latency_rate // 5)
+            }
             prefix = stack.fresh_prefix()
             changelog = stack.topics(prefix).changelog
-            fill_seconds, entry_size = fill_changelog(stack, prefix, args.state)
+            entry_size = fill_changelog(stack, prefix, args.state)
             print(f"changelog filled: {args.state} entries of ~{entry_size} B", flush=True)
             restore_rate = measure_restore(stack, changelog, args.state)
             print(f"restore: {restore_rate:,.0f} records/s", flush=True)
+            if args.profile or restore_rate < 200_000:
+                profiles["restore"] = profile_summary(
+                    lambda: measure_restore(stack, changelog, args.state),
+                    stack.directory,
+                    "restore.py",
+                )
             rss = measure_rss(stack, prefix, args.state, min(20_000, args.commands))
-    report = render(args, started, rates, profile, latencies, restore_rate, entry_size, rss)
-    del fill_seconds
+    report = render(args, started, rates, profiles, latencies, restore_rate, entry_size, rss)
     REPORT.parent.mkdir(exist_ok=True)
     REPORT.write_text(report, encoding="utf-8")
     print(report)
@@ -154,72 +174,63 @@ def render(
     args: argparse.Namespace,
     started: str,
     rates: dict[str, list[float]],
-    profile: list[str],
-    latencies: list[float],
+    profiles: dict[str, list[str]],
+    latencies: dict[int, tuple[list[float], float]],
     restore_rate: float,
     entry_size: int,
     rss: dict[str, float],
 ) -> str:
     """The markdown report."""
     best = {name: max(values) for name, values in rates.items()}
-    hand, eos, alo, raw = (
-        best["handwritten"],
-        best["worker EOS on"],
-        best["worker EOS off"],
-        best["passthrough"],
-    )
-    ordered = sorted(latencies)
-
-    def pct(q: float) -> float:
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
-
-    p99 = pct(0.99)
-    flags = sys.argv[1:]
+    hand, eos, alo = best["handwritten"], best["worker EOS on"], best["worker EOS off"]
+    raw = best["passthrough"]
+    command = " ".join(["python benchmarks/worker_bench.py", *sys.argv[1:]])
     lines = [
-        "# Aggregate worker throughput, latency, restore and memory",
+        "# Aggregate worker: throughput, latency, restore, memory",
         "",
-        f"`python benchmarks/worker_bench.py {' '.join(flags)}`".replace(" `", "`"),
-        f", {started} UTC; {os.cpu_count()} cores shared with other work, one single-node "
-        "local Kafka broker (KRaft) and one registry process on the same machine. Figures "
-        "are ratios against baselines measured in the same run.",
+        f"`{command}`, {started} UTC. Machine: {os.cpu_count()} cores shared with other "
+        "work (another engineer's tests), one single-node local Kafka broker (KRaft) and one "
+        "registry process on the same machine. Every figure is compared with a baseline "
+        "measured in the same run.",
         "",
         f"## 1. Throughput ({args.commands:,} store_stock commands over {args.aggregates:,} "
-        f"aggregates, {args.partitions} partitions, best of {args.rounds} interleaved rounds)",
+        f"aggregates, {args.partitions} partitions; best of {args.rounds} interleaved rounds)",
         "",
-        "| candidate | commands/s (best) | every round | vs hand-written |",
+        "| candidate | commands/s (best) | each round | vs (b) |",
         "|---|---:|---|---:|",
     ]
-    labels = {
-        "passthrough": "(a) raw consume→produce, no transaction (context)",
-        "handwritten": "(b) hand-written exactly-once loop (baseline)",
-        "worker EOS on": "(c) AggregateWorker, exactly-once",
-        "worker EOS off": "(d) AggregateWorker, at-least-once",
-    }
     for name in ("passthrough", *CANDIDATES):
-        every = ", ".join(f"{r:,.0f}" for r in rates[name])
-        lines.append(f"| {labels[name]} | {best[name]:,.0f} | {every} | {best[name] / hand:.0%} |")
+        each = ", ".join(f"{r:,.0f}" for r in rates[name])
+        lines.append(f"| {LABELS[name]} | {best[name]:,.0f} | {each} | {best[name] / hand:.0%} |")
     lines += [
         "",
-        f"- c/b = **{eos / hand:.0%}** (target ≥ 80 %: {_met(eos >= 0.8 * hand)}); "
+        f"c/b = **{eos / hand:.0%}** (target ≥ 80 %: {_met(eos >= 0.8 * hand)}); "
         f"d/b = {alo / hand:.0%}; c/a = {eos / raw:.0%}.",
         "",
-        f"## 2. Latency, exactly-once, {args.latency_rate:,} commands/s for "
-        f"{args.latency_seconds:g} s (`streamfold worker` process)",
+        f"## 2. Latency, exactly-once (`streamfold worker` process, {args.latency_seconds:g} s "
+        "per rate)",
         "",
-        "Send (client) → the result seen by the client's read_committed consumer, per command;",
-        "after a warm-up of 200 commands.",
+        "From the client's send to its read_committed consumer seeing the result, per command, "
+        f"after a warm-up of {WARM_UP} commands.",
         "",
-        "| commands | p50 ms | p95 ms | p99 ms | max ms |",
-        "|---:|---:|---:|---:|---:|",
-        f"| {len(ordered):,} | {pct(0.5):.1f} | {pct(0.95):.1f} | {p99:.1f} | "
-        f"{ordered[-1] * 1000:.1f} |",
+        "| offered commands/s | commands | p50 ms | p95 ms | p99 ms | max ms | worker RSS MB |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for rate, (values, rss_mb) in latencies.items():
+        ordered = sorted(values)
+        pct = [ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 for q in QUANTILES]
+        cells = " | ".join(f"{v:,.1f}" for v in (*pct, ordered[-1] * 1000))
+        lines.append(f"| {rate:,} | {len(ordered):,} | {cells} | {rss_mb:,.0f} |")
+    values, _ = latencies[args.latency_rate]
+    p99 = sorted(values)[min(len(values) - 1, int(0.99 * len(values)))] * 1000
+    lines += [
         "",
-        f"- p99 {p99:.1f} ms (target ≤ 50 ms: {_met(p99 <= 50)}).",
+        f"p99 at {args.latency_rate:,}/s: {p99:,.1f} ms (target ≤ 50 ms: {_met(p99 <= 50)}).",
         "",
         f"## 3. Restore ({args.state:,} changelog entries of ~{entry_size} bytes, "
         f"{args.partitions} partitions)",
         "",
-        f"- ChangelogRestorer into fresh PartitionStores: **{restore_rate:,.0f} records/s** "
+        f"ChangelogRestorer into fresh PartitionStores: **{restore_rate:,.0f} records/s** "
         f"(target ≥ 200k/s: {_met(restore_rate >= 200_000)}).",
         "",
         f"## 4. Worker RSS with {args.state:,} aggregates in state (`streamfold worker`)",
@@ -229,10 +240,14 @@ def render(
     ]
     lines += [f"| {moment} | {mb:,.0f} |" for moment, mb in rss.items()]
     worst = max(rss.values())
-    lines += ["", f"- highest {worst:,.0f} MB (target ≤ 250 MB: {_met(worst <= 250)})."]
-    if profile:
-        lines += ["", "## Profile of the worker, exactly-once (py-spy, active samples)", ""]
-        lines += profile
+    lines += ["", f"Highest: {worst:,.0f} MB (target ≤ 250 MB: {_met(worst <= 250)})."]
+    titles = {
+        "handwritten": "(b) the hand-written loop",
+        "worker EOS on": "(c) the worker, exactly-once",
+        "restore": "the restore",
+    }
+    for name, rows in profiles.items():
+        lines += ["", f"## Profile: {titles[name]} (py-spy)", "", *rows]
     return "\n".join(lines) + "\n"
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from topologies.retail.domain import retail, stock
 
 from streamfold.contracts.codec import AvroCodec
 from streamfold.contracts.registry import ConfluentSchemaRegistry
@@ -18,7 +19,6 @@ from streamfold.runtime.process import WorkerProcess
 from streamfold.testing.invariants import Report, check_aggregate
 from streamfold.transport.commands import CommandProducer
 from streamfold.transport.settings import KafkaSettings
-from topologies.retail.domain import retail, stock
 
 TOPOLOGY = Path(__file__).resolve().parents[3] / "topologies" / "retail" / "topology.yaml"
 

@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
+from topologies.retail.workload import stock_commands
 
 from streamfold.state.rocksdb import PartitionStore, RocksDBOptions, StoreEnvironment
 from streamfold.testing.pytest_plugin import scaled
-from topologies.retail.workload import stock_commands
 
 from .conftest import RetailRun
 
@@ -55,9 +55,7 @@ def test_two_workers_process_everything_exactly_once(
 ) -> None:
     retail_run.worker("w1")
     retail_run.worker("w2")
-    sent = produce(
-        retail_run, scaled(10_000, test_scale, 500), scaled(100_000, test_scale, 5_000)
-    )
+    sent = produce(retail_run, scaled(10_000, test_scale, 500), scaled(100_000, test_scale, 5_000))
     wait_until_processed(retail_run, sent)
     report = retail_run.check_stock(sent)
     assert report.results == len(sent)

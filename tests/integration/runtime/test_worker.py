@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 
 import pytest
-
-from streamfold.testing.pytest_plugin import scaled
 from topologies.retail.domain import ReceiveSupply, RecordSale
 from topologies.retail.workload import stock_commands
+
+from streamfold.testing.pytest_plugin import scaled
 
 from .conftest import RetailRun
 
