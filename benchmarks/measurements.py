@@ -211,8 +211,12 @@ def _paced(producer: CommandProducer, commands: list[Command], rate: int) -> dic
 
 def measure_latency(
     stack: BenchStack, rate: int, seconds: float, aggregates: int
-) -> tuple[list[float], float]:
-    """Seconds from send to visible result per command at ``rate``/s; and the worker's RSS."""
+) -> tuple[list[float], dict[str, float]]:
+    """Seconds from send to visible result per command at ``rate``/s; and worker figures.
+
+    The figures: the worker's RSS (MB), its mean batch (commands per transaction) and its
+    mean transaction commit (ms), from its ``/metrics``.
+    """
     prefix = stack.fresh_prefix()
     stack.create_topics(prefix)
     worker = _start_worker(stack, prefix, "latency")
@@ -231,6 +235,14 @@ def measure_latency(
         watcher.wait_for(list(sent), 60)
         assert worker.pid is not None
         rss = psutil.Process(worker.pid).memory_info().rss / 2**20
+        metric = lambda name: _metric_sum(worker.health_url, f"streamfold_worker_{name}")  # noqa: E731
+        commits = metric("transaction_commit_seconds_count")
+        figures = {
+            "rss": rss,
+            "batch": metric("batch_size_sum") / commits,
+            "commit_ms": metric("transaction_commit_seconds_sum") / commits * 1000,
+        }
+        print(f"latency at {rate}/s: {commits:.0f} transactions, {figures}", flush=True)
     finally:
         watcher.stop()
         worker.stop()
@@ -240,7 +252,7 @@ def measure_latency(
     latencies = [watcher.seen[i] - t for i, t in sent.items()]
     p50 = sorted(latencies)[len(latencies) // 2] * 1000
     print(f"latency at {rate}/s: p50 {p50:.1f} ms", flush=True)
-    return latencies, rss
+    return latencies, figures
 
 
 # ---------------------------------------------------------------------- 3. restore
@@ -307,7 +319,7 @@ def measure_restore(stack: BenchStack, changelog: str, n: int) -> float:
     """Records/s of ChangelogRestorer restoring every partition into fresh stores."""
     environment = StoreEnvironment(RocksDBOptions())
     stores = {
-        p: PartitionStore(stack.directory / "restore" / str(p), environment)
+        p: PartitionStore(stack.directory / f"restore-{uuid.uuid4().hex[:6]}" / str(p), environment)
         for p in range(stack.partitions)
     }
     restorer = ChangelogRestorer(stack.kafka, _Quiet())

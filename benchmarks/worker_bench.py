@@ -175,7 +175,7 @@ def render(
     started: str,
     rates: dict[str, list[float]],
     profiles: dict[str, list[str]],
-    latencies: dict[int, tuple[list[float], float]],
+    latencies: dict[int, tuple[list[float], dict[str, float]]],
     restore_rate: float,
     entry_size: int,
     rss: dict[str, float],
@@ -213,14 +213,16 @@ def render(
         "From the client's send to its read_committed consumer seeing the result, per command, "
         f"after a warm-up of {WARM_UP} commands.",
         "",
-        "| offered commands/s | commands | p50 ms | p95 ms | p99 ms | max ms | worker RSS MB |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "| offered /s | commands | p50 ms | p95 ms | p99 ms | max ms | commands per "
+        "transaction | commit ms (mean) | worker RSS MB |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for rate, (values, rss_mb) in latencies.items():
+    for rate, (values, figures) in latencies.items():
         ordered = sorted(values)
         pct = [ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 for q in QUANTILES]
         cells = " | ".join(f"{v:,.1f}" for v in (*pct, ordered[-1] * 1000))
-        lines.append(f"| {rate:,} | {len(ordered):,} | {cells} | {rss_mb:,.0f} |")
+        worker = f"{figures['batch']:.1f} | {figures['commit_ms']:.1f} | {figures['rss']:,.0f}"
+        lines.append(f"| {rate:,} | {len(ordered):,} | {cells} | {worker} |")
     values, _ = latencies[args.latency_rate]
     p99 = sorted(values)[min(len(values) - 1, int(0.99 * len(values)))] * 1000
     lines += [

@@ -17,7 +17,7 @@ app = typer.Typer(
 
 
 def _mount() -> None:
-    from streamfold.cli import dev, dlq, registry, schemas, topics, worker  # noqa: PLC0415
+    from streamfold.cli import dev, dlq, registry, schemas, state, topics, worker  # noqa: PLC0415
 
     app.add_typer(dev.app, name="dev")
     app.add_typer(topics.app, name="topics")
@@ -25,6 +25,7 @@ def _mount() -> None:
     app.add_typer(registry.app, name="registry")
     app.command("worker")(worker.worker)
     app.add_typer(dlq.app, name="dlq")
+    app.add_typer(state.app, name="state")
 
 
 def main() -> None:

@@ -63,6 +63,7 @@ __all__ = ["AggregateWorker", "FencedError", "WorkerMetricsPort"]
 log = get_logger(__name__)
 
 _TIMEOUT = 30.0
+_LAG_INTERVAL_S = 5.0
 
 
 class FencedError(PermanentError):
@@ -138,6 +139,7 @@ class AggregateWorker:
         self._fenced: BaseException | None = None
         self._callback_error: Exception | None = None
         self._joined = False
+        self._next_lag_report = 0.0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -278,6 +280,24 @@ class AggregateWorker:
             or time.monotonic() - self._batch.started >= self.settings.commit_interval_ms / 1000
         ):
             self._commit()
+        if time.monotonic() >= self._next_lag_report:
+            self._report_lag()
+
+    def _report_lag(self) -> None:
+        """Consumer lag per ready partition: end offset (as last fetched) minus position."""
+        assert self._consumer is not None
+        self._next_lag_report = time.monotonic() + _LAG_INTERVAL_S
+        ready = [TopicPartition(t, p) for t, p in self.ready_partitions]
+        if not ready:
+            return
+        try:
+            positions = self._consumer.position(ready)
+            for tp in positions:
+                _low, high = self._consumer.get_watermark_offsets(tp, cached=True)
+                if high >= 0 and tp.offset >= 0:
+                    self.metrics.lag(tp.topic, tp.partition, max(0, high - tp.offset))
+        except KafkaException as exc:
+            log.debug("lag not available", error=str(exc))
 
     def _process(self, message: Message) -> None:
         error = message.error()

@@ -98,6 +98,13 @@ class CommandProducer:
             failures, self._failures = self._failures, []
             raise RetryableError(f"{len(failures)} commands failed, first: {failures[0]}")
 
+    def close(self) -> None:
+        """Flush what is queued and release the client's connections and threads."""
+        try:
+            self._producer.flush(10)
+        finally:
+            self._producer.close()
+
     def topic_of(self, command: type[Command]) -> str:
         return self._writer(command)[0]
 

@@ -73,6 +73,7 @@ def retail_run(
     yield run
     for worker in run.workers:
         worker.stop()
+    producer.close()
 
 
 WaitFor = Callable[[Callable[[], bool], float], None]

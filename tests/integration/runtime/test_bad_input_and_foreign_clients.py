@@ -250,5 +250,6 @@ def test_a_handler_that_keeps_failing_is_dead_lettered(
         results = results_by_command(kafka_settings, codec, topics.results)
         assert {r[0]["outcome"] for k, r in results.items() if k in good} == {"accepted"}
         assert Decimal(len(good)) == len([k for k in results if k in good])
+        producer.close()
     finally:
         worker.stop()

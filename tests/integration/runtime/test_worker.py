@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
 from topologies.retail.domain import ReceiveSupply, RecordSale
 from topologies.retail.workload import stock_commands
+from typer.testing import CliRunner
 
+from streamfold.cli.app import _mount, app
 from streamfold.testing.pytest_plugin import scaled
 
-from .conftest import RetailRun
+from .conftest import TOPOLOGY, RetailRun
+
+if not app.registered_groups:
+    _mount()
 
 pytestmark = pytest.mark.integration
 
@@ -57,3 +63,34 @@ def test_a_repeated_command_id_gets_the_first_result(retail_run: RetailRun) -> N
     assert report.duplicates == 2
     assert report.events == 1  # the retried supply had no second effect
     assert report.outcomes == {"accepted": 1, "rejected": 1}
+
+
+def test_state_get_reads_the_committed_state(retail_run: RetailRun) -> None:
+    retail_run.worker("w1")
+    supply = ReceiveSupply(store_id="s1", item_id="i1", supplier_id="x", quantity=7)
+    sale = RecordSale(store_id="s1", item_id="i1", sale_id="1", quantity=2, unit_price="1.50")
+    sent = {retail_run.producer.send(supply), retail_run.producer.send(sale)}
+    retail_run.producer.flush()
+    wait_for_results(retail_run, sent)
+    common = [
+        "--topology",
+        str(TOPOLOGY),
+        "--prefix",
+        retail_run.prefix,
+        "--bootstrap",
+        retail_run.settings.bootstrap_servers,
+        "--registry",
+        retail_run.registry_url,
+    ]
+    found = CliRunner().invoke(app, ["state", "get", "store_stock", "s1/i1", *common])
+    assert found.exit_code == 0, found.output
+    answer = json.loads(found.stdout)
+    assert (answer["version"], answer["deleted"]) == (2, False)
+    assert answer["state"] == {
+        "store_id": "s1",
+        "item_id": "i1",
+        "on_hand": 5,
+        "sold_amount": "3.00",
+    }
+    missing = CliRunner().invoke(app, ["state", "get", "store_stock", "nobody/none", *common])
+    assert missing.exit_code == 3
