@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -188,7 +189,8 @@ def render(
     lines = [
         "# Aggregate worker: throughput, latency, restore, memory",
         "",
-        f"`{command}`, {started} UTC. Machine: {os.cpu_count()} cores shared with other "
+        f"`{command}`, {started} UTC, at commit {_revision()}. Machine: {os.cpu_count()} "
+        "cores shared with other "
         "work (another engineer's tests), one single-node local Kafka broker (KRaft) and one "
         "registry process on the same machine. Every figure is compared with a baseline "
         "measured in the same run.",
@@ -251,6 +253,18 @@ def render(
     for name, rows in profiles.items():
         lines += ["", f"## Profile: {titles[name]} (py-spy)", "", *rows]
     return "\n".join(lines) + "\n"
+
+
+def _revision() -> str:
+    """The commit the code under test came from (``+`` when platform/ had local changes)."""
+    git = ["git", "-C", str(ROOT)]
+    head = subprocess.run(
+        [*git, "rev-parse", "--short", "HEAD"], check=False, capture_output=True, text=True
+    )
+    dirty = subprocess.run(
+        [*git, "status", "--porcelain", "platform"], check=False, capture_output=True, text=True
+    )
+    return head.stdout.strip() + ("+" if dirty.stdout.strip() else "")
 
 
 def _met(ok: bool) -> str:

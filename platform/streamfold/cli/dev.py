@@ -41,6 +41,9 @@ ControllerPortOpt = Annotated[
 ]
 HeapOpt = Annotated[int, typer.Option("--kafka-heap-mb", help="Broker JVM heap (MB).")]
 RegistryPortOpt = Annotated[int, typer.Option("--registry-port", help="Schema registry port.")]
+WorkerPortOpt = Annotated[
+    int, typer.Option("--worker-port", help="First worker's health/metrics port.")
+]
 
 
 def _settings(
@@ -50,6 +53,7 @@ def _settings(
     controller_port: int,
     heap: int,
     registry_port: int,
+    worker_port: int,
 ) -> DevStackSettings:
     return DevStackSettings(
         home=(home or default_home()).absolute(),
@@ -59,6 +63,9 @@ def _settings(
         kafka_heap_mb=heap,
         java_home=os.environ.get("JAVA_HOME"),
         registry_port=registry_port,
+        worker_port=worker_port,
+        # Every topology of the project this is run from (topologies/<name>/topology.yaml).
+        topologies=tuple(sorted(p.parent.name for p in Path("topologies").glob("*/topology.yaml"))),
     )
 
 
@@ -70,20 +77,24 @@ def up(
     controller_port: ControllerPortOpt = 9093,
     kafka_heap_mb: HeapOpt = 1024,
     registry_port: RegistryPortOpt = 8081,
+    worker_port: WorkerPortOpt = 8090,
     foreground: Annotated[
         bool, typer.Option("--foreground", help="Run in this terminal; Ctrl-C stops it.")
     ] = False,
 ) -> None:
     """Start the local stack in the background (or the foreground) and wait until ready."""
     setup_logging()
-    settings = _settings(home, cache_dir, kafka_port, controller_port, kafka_heap_mb, registry_port)
+    settings = _settings(
+        home, cache_dir, kafka_port, controller_port, kafka_heap_mb, registry_port, worker_port
+    )
     if foreground:
         run_supervisor(settings)
         return
     state = start_detached(settings)
     console.print(
         f"[green]dev stack up[/green]: kafka at [bold]{state.bootstrap_servers}[/bold], "
-        f"schema registry at [bold]{state.registry_url}[/bold] "
+        f"schema registry at [bold]{state.registry_url}[/bold], "
+        f"workers: {', '.join(state.workers) or 'none'} "
         f"(ready in {state.ready_seconds}s; data in {settings.home})"
     )
 
@@ -96,11 +107,14 @@ def supervise(
     controller_port: ControllerPortOpt = 9093,
     kafka_heap_mb: HeapOpt = 1024,
     registry_port: RegistryPortOpt = 8081,
+    worker_port: WorkerPortOpt = 8090,
 ) -> None:
     """Own the stack's processes until SIGTERM (started by ``dev up``)."""
     setup_logging()
     run_supervisor(
-        _settings(home, cache_dir, kafka_port, controller_port, kafka_heap_mb, registry_port)
+        _settings(
+            home, cache_dir, kafka_port, controller_port, kafka_heap_mb, registry_port, worker_port
+        )
     )
 
 
@@ -131,6 +145,8 @@ def status(home: HomeOpt = None) -> None:
         answers = f"no: {exc}"
     table.add_row("kafka", state.bootstrap_servers, ",".join(map(str, state.kafka_pids)), answers)
     table.add_row("schema registry", state.registry_url, str(state.registry_pid), _registry(state))
+    for topology, pid in state.workers.items():
+        table.add_row(f"worker {topology}", "-", str(pid), "yes" if _alive(pid) else "no")
     table.add_row("supervisor", "-", str(state.supervisor_pid), "yes")
     console.print(table)
 
@@ -141,3 +157,11 @@ def _registry(state: StackState) -> str:
             return f"yes ({len(json.loads(response.read()))} subjects)"
     except (urllib.error.URLError, OSError, ValueError) as exc:
         return f"no: {exc}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True

@@ -1,8 +1,8 @@
 """The local development stack, run by one supervisor process.
 
 ``streamfold dev up`` starts a detached supervisor (``streamfold dev supervise``) that owns
-every component of the stack as its children (a Kafka broker, then the schema registry) and
-records them in ``<home>/stack.json``.
+every component of the stack as its children (a Kafka broker, the schema registry, then one
+worker per topology, the example's by default) and records them in ``<home>/stack.json``.
 ``streamfold dev down`` sends the supervisor SIGTERM; it stops its children in reverse
 order and removes the state file. Because every child is started with
 ``PR_SET_PDEATHSIG``, even a SIGKILL of the supervisor leaves no JVM behind.
@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from streamfold.embedded.ports import ensure_port_free
 from streamfold.errors import HostEnvironmentError
 from streamfold.observability.logging import get_logger
 from streamfold.registry.server import RegistryProcess
+from streamfold.runtime.process import WorkerProcess
 
 __all__ = [
     "DevStackSettings",
@@ -55,6 +56,10 @@ class DevStackSettings(BaseModel):
     kafka_heap_mb: int = 1024
     java_home: str | None = None
     registry_port: int = 8081
+    #: Topologies whose workers the stack runs (names under ``topologies/`` or paths); one
+    #: worker each, health on ``worker_port`` and up.
+    topologies: tuple[str, ...] = ()
+    worker_port: int = 8090
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +73,7 @@ class StackState:
     registry_pid: int
     started_at: float
     ready_seconds: float
+    workers: dict[str, int] = field(default_factory=dict)  # topology -> pid
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
@@ -111,15 +117,29 @@ def run_supervisor(settings: DevStackSettings) -> None:
     registry = RegistryProcess(
         kafka.bootstrap_servers, settings.registry_port, log_file=settings.home / "registry.log"
     )
+    workers: dict[str, WorkerProcess] = {}
     try:
         registry.start()
         assert registry.process is not None
+        for n, topology in enumerate(settings.topologies):
+            worker = WorkerProcess(
+                topology,
+                bootstrap_servers=kafka.bootstrap_servers,
+                registry_url=registry.url,
+                instance_id=f"dev-{n}",
+                state_dir=settings.home / "state",
+                health_port=settings.worker_port + n,
+                log_file=settings.home / f"worker-{n}.log",
+            )
+            worker.start(timeout=120)
+            workers[topology] = worker
         state = StackState(
             supervisor_pid=os.getpid(),
             bootstrap_servers=kafka.bootstrap_servers,
             kafka_pids=[n.pid for n in kafka.nodes if n.pid is not None],
             registry_url=registry.url,
             registry_pid=registry.process.pid,
+            workers={t: w.pid for t, w in workers.items() if w.pid is not None},
             started_at=time.time(),
             ready_seconds=round(time.monotonic() - started, 2),
         )
@@ -137,7 +157,14 @@ def run_supervisor(settings: DevStackSettings) -> None:
                 raise HostEnvironmentError(
                     f"the schema registry exited unexpectedly; see {registry.log_file}"
                 )
+            for topology, worker in workers.items():
+                if not worker.running():
+                    raise HostEnvironmentError(
+                        f"the {topology} worker exited unexpectedly; see {worker.log_file}"
+                    )
     finally:
+        for worker in workers.values():
+            worker.stop()
         registry.stop()
         kafka.stop()
         state_path.unlink(missing_ok=True)
@@ -169,6 +196,8 @@ def start_detached(settings: DevStackSettings, timeout: float = 180.0) -> StackS
         str(settings.kafka_heap_mb),
         "--registry-port",
         str(settings.registry_port),
+        "--worker-port",
+        str(settings.worker_port),
     ]
     env = dict(os.environ)
     if settings.java_home:
@@ -201,7 +230,7 @@ def stop_stack(home: Path, timeout: float = 60.0) -> bool:
     if state is None:
         return False
     os.kill(state.supervisor_pid, signal.SIGTERM)
-    pids = [state.supervisor_pid, state.registry_pid, *state.kafka_pids]
+    pids = [state.supervisor_pid, state.registry_pid, *state.workers.values(), *state.kafka_pids]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and any(_alive(p) for p in pids):
         time.sleep(0.1)

@@ -59,7 +59,7 @@ def _wait_gone(path: Path, timeout: float = 20) -> list[psutil.Process]:
 
 def test_up_status_down(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    kafka_port, controller_port, registry_port = free_ports(3)
+    kafka_port, controller_port, registry_port, worker_port = free_ports(4)
     ports = [
         "--kafka-port",
         str(kafka_port),
@@ -67,6 +67,8 @@ def test_up_status_down(tmp_path: Path) -> None:
         str(controller_port),
         "--registry-port",
         str(registry_port),
+        "--worker-port",
+        str(worker_port),
     ]
     up = _cli("dev", "up", "--home", str(home), *ports)
     assert up.returncode == 0, up.stdout + up.stderr
@@ -90,8 +92,25 @@ def test_up_status_down(tmp_path: Path) -> None:
         assert state["registry_url"] == f"http://127.0.0.1:{registry_port}"
         client = SchemaRegistryClient({"url": state["registry_url"]})
         schema = Schema('{"type": "record", "name": "R", "fields": []}', "AVRO")
-        assert client.register_schema("dev-value", schema) == 1
-        assert "yes (1 subjects)" in _cli("dev", "status", "--home", str(home)).stdout
+        assert client.register_schema("dev-value", schema) >= 1
+        assert "worker retail" in _cli("dev", "status", "--home", str(home)).stdout
+        # The main job: the retail example end to end through the stack's workers.
+        demo = subprocess.run(
+            [sys.executable, "-m", "topologies.retail.demo"],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            env={
+                **os.environ,
+                "STREAMFOLD_KAFKA_BOOTSTRAP_SERVERS": state["bootstrap_servers"],
+                "STREAMFOLD_REGISTRY_URL": state["registry_url"],
+            },
+        )
+        assert demo.returncode == 0, demo.stdout + demo.stderr
+        assert "insufficient_stock" in demo.stdout
+        assert "duplicate" in demo.stdout
+        assert "on_hand=5" in demo.stdout  # 12 - 5 - 2
         # `up` again is idempotent: it reports the running stack.
         again = _cli("dev", "up", "--home", str(home), *ports)
         assert again.returncode == 0
@@ -133,7 +152,7 @@ def test_taken_port_is_reported_with_its_pid(tmp_path: Path) -> None:
 
 def test_ctrl_c_in_the_foreground_stops_the_broker(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    kafka_port, controller_port, registry_port = free_ports(3)
+    kafka_port, controller_port, registry_port, worker_port = free_ports(4)
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -150,6 +169,8 @@ def test_ctrl_c_in_the_foreground_stops_the_broker(tmp_path: Path) -> None:
             str(controller_port),
             "--registry-port",
             str(registry_port),
+            "--worker-port",
+            str(worker_port),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
