@@ -20,7 +20,14 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
 from streamfold.observability.logging import get_logger
 from streamfold.state.rocksdb import PartitionStore
@@ -112,24 +119,32 @@ class ChangelogRestorer:
             messages = self._consumer.consume(self.batch, timeout)
         except KafkaException as exc:
             raise translate_kafka_error(exc, "reading changelogs") from exc
+        # The hot loop of a restore: records arrive in runs per partition, so the chunk to
+        # append to changes only when the partition does (one tuple per run, not per record).
         chunks: dict[tuple[str, int], list[tuple[bytes, bytes | None]]] = {}
         last: dict[tuple[str, int], int] = {}
         finished: set[tuple[str, int]] = set()
+        run_topic: str | None = None
+        run_partition = -1
+        chunk: list[tuple[bytes, bytes | None]] = []
+        tail: Message | None = None
         for message in messages:
-            where = (message.topic() or "", message.partition() or 0)
-            error = message.error()
-            if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    state = self._active.get(where)
-                    if state is not None and (message.offset() or 0) >= state.end:
-                        finished.add(where)
-                    continue
-                raise translate_kafka_error(KafkaException(error), "reading changelogs")
             key = message.key()
-            if key is None or where not in self._active:
+            if key is None:
+                self._control(message, finished)
                 continue
-            chunks.setdefault(where, []).append((key, message.value()))
-            last[where] = message.offset() or 0
+            partition = message.partition()
+            topic = message.topic()
+            if partition != run_partition or topic != run_topic:
+                if tail is not None and run_topic is not None:
+                    last[(run_topic, run_partition)] = tail.offset() or 0
+                run_topic, run_partition = topic, partition or 0
+                chunk = chunks.setdefault((run_topic or "", run_partition), [])
+            chunk.append((key, message.value()))
+            tail = message
+        if tail is not None and run_topic is not None:
+            last[(run_topic, run_partition)] = tail.offset() or 0
+        chunks = {where: records for where, records in chunks.items() if where in self._active}
         for where, records in chunks.items():
             state = self._active[where]
             state.store.restore_batch(records, last[where])
@@ -140,9 +155,10 @@ class ChangelogRestorer:
             self.progress.restore_progress(where[0], where[1], len(records), remaining)
         done = []
         for where in finished:
-            state = self._active.pop(where, None)
-            if state is None:
+            ended = self._active.pop(where, None)
+            if ended is None:
                 continue
+            state = ended
             self._consumer.incremental_unassign([TopicPartition(*where)])
             elapsed = time.monotonic() - state.started
             log.info(
@@ -156,6 +172,18 @@ class ChangelogRestorer:
             self.progress.restore_progress(where[0], where[1], 0, 0)
             done.append(where)
         return done
+
+    def _control(self, message: Message, finished: set[tuple[str, int]]) -> None:
+        """An end-of-partition event (or an error, or a keyless record: skipped)."""
+        error = message.error()
+        if error is None:
+            return
+        if error.code() != KafkaError._PARTITION_EOF:
+            raise translate_kafka_error(KafkaException(error), "reading changelogs")
+        where = (message.topic() or "", message.partition() or 0)
+        state = self._active.get(where)
+        if state is not None and (message.offset() or 0) >= state.end:
+            finished.add(where)
 
     def close(self) -> None:
         self._active.clear()
