@@ -75,7 +75,12 @@ class Outbox(Protocol):
     """Where a processed command's records go: the worker's open transaction."""
 
     def send(
-        self, topic: str, key: bytes | None, value: bytes | None, headers: Headers
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers,
+        partition: int | None = None,
     ) -> None: ...
 
     def send_changelog(self, topic: str, partition: int, key: bytes, value: bytes) -> None: ...
@@ -96,6 +101,7 @@ class _Command:
     command_id: str
     propagated: Headers
     request_id: str | None
+    partition: int  # the command's; its result goes to the same results partition
 
 
 class CommandProcessor:
@@ -141,7 +147,7 @@ class CommandProcessor:
         propagated += [
             (name, raw_headers[name].encode()) for name in h.PROPAGATED[1:] if name in raw_headers
         ]
-        about = _Command(command_id, propagated, raw_headers.get(h.REQUEST_ID))
+        about = _Command(command_id, propagated, raw_headers.get(h.REQUEST_ID), partition)
         bound = structlog.contextvars.bind_contextvars(
             command_id=command_id, request_id=about.request_id, trace_id=_trace_id(raw_headers)
         )
@@ -338,6 +344,7 @@ class CommandProcessor:
             about.command_id.encode(),
             self._result_writer.encode_dict(record),
             about.propagated,
+            about.partition,
         )
 
     def _dead_letter(

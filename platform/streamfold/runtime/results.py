@@ -1,8 +1,10 @@
 """The command result: what a worker answers to every command it reads.
 
-One result per command on ``{context}.{aggregate}.results``, keyed by the command id, so a
-caller waiting for a command computes the partition from the id (murmur2, as for every key)
-and reads only that one. Outcomes:
+One result per command on ``{context}.{aggregate}.results``, keyed by the command id, on the
+partition with the number of the command's own partition (murmur2 of the aggregate id): a
+caller waiting for a command reads that one partition and matches the key. Keeping results
+with their command's partition also keeps a transaction's writes on as few partitions as
+possible (each partition a transaction touches costs a produce request). Outcomes:
 
 - ``accepted``: ``version`` is the aggregate's version after the command, ``event_types`` the
   types of the events it caused, in order;

@@ -327,10 +327,19 @@ class AggregateWorker:
 
     # ------------------------------------------------------------------ Outbox
 
-    def send(self, topic: str, key: bytes | None, value: bytes | None, headers: Headers) -> None:
-        """Produce a record in the open transaction."""
-        assert self._producer is not None
-        self._produce(topic, key, value, headers=headers)
+    def send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Headers,
+        partition: int | None = None,
+    ) -> None:
+        """Produce a record in the open transaction (murmur2 of the key unless ``partition``)."""
+        if partition is None:
+            self._produce(topic, key, value, headers=headers)
+        else:
+            self._produce(topic, key, value, headers=headers, partition=partition)
 
     def send_changelog(self, topic: str, partition: int, key: bytes, value: bytes) -> None:
         """Produce a changelog record in the open transaction, remembering its offset."""
