@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import collections
+import json
 import os
 import random
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -210,12 +212,13 @@ def _paced(producer: CommandProducer, commands: list[Command], rate: int) -> dic
 
 
 def measure_latency(
-    stack: BenchStack, rate: int, seconds: float, aggregates: int
-) -> tuple[list[float], dict[str, float]]:
-    """Seconds from send to visible result per command at ``rate``/s; and worker figures.
+    stack: BenchStack, rate: int, seconds: float, aggregates: int, profile: bool = False
+) -> tuple[list[float], dict[str, float], list[str]]:
+    """Seconds from send to visible result per command at ``rate``/s; worker figures; profile.
 
     The figures: the worker's RSS (MB), its mean batch (commands per transaction) and its
-    mean transaction commit (ms), from its ``/metrics``.
+    mean transaction commit (ms), from its ``/metrics``. With ``profile``, ten more seconds
+    at the same rate are sampled with py-spy (wall time of the worker's main thread).
     """
     prefix = stack.fresh_prefix()
     stack.create_topics(prefix)
@@ -243,6 +246,16 @@ def measure_latency(
             "commit_ms": metric("transaction_commit_seconds_sum") / commits * 1000,
         }
         print(f"latency at {rate}/s: {commits:.0f} transactions, {figures}", flush=True)
+        lines: list[str] = []
+        if profile:
+            more = list(stock_commands(aggregates, rate * 10, seed=13))
+            lines = profile_summary(
+                lambda: watcher.wait_for(list(_paced(producer, more, rate)), 60),
+                stack.directory,
+                "worker.py",
+                pid=worker.pid,
+                idle=True,
+            )
     finally:
         watcher.stop()
         worker.stop()
@@ -252,7 +265,7 @@ def measure_latency(
     latencies = [watcher.seen[i] - t for i, t in sent.items()]
     p50 = sorted(latencies)[len(latencies) // 2] * 1000
     print(f"latency at {rate}/s: p50 {p50:.1f} ms", flush=True)
-    return latencies, figures
+    return latencies, figures, lines
 
 
 # ---------------------------------------------------------------------- 3. restore
@@ -392,27 +405,53 @@ def measure_rss(stack: BenchStack, prefix: str, n: int, commands: int) -> dict[s
     return out
 
 
+def probe_restore_memory(
+    stack: BenchStack, changelog: str, queue_kb: int | None = None
+) -> dict[str, float]:
+    """RSS (MB) of a bare restore in a fresh interpreter, step by step (see rss_probe.py)."""
+    command = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "rss_probe.py"),
+        stack.bootstrap,
+        changelog,
+        str(stack.partitions),
+        str(stack.directory / f"probe-{uuid.uuid4().hex[:6]}"),
+    ]
+    if queue_kb is not None:
+        command += ["--queue-kb", str(queue_kb)]
+    done = subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT)
+    figures: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"restore memory (queue {queue_kb} kB): {figures}", flush=True)
+    return figures
+
+
 # ---------------------------------------------------------------------- profile
 
 
-_FRAME = re.compile(r"^(?P<fn>.*?) \((?P<file>[^:]*)(?::\d+)?\)$")
+_FRAME = re.compile(r"^(?P<fn>.*?) \((?P<file>[^:]*)(?::(?P<line>\d+))?\)$")
 _RATE = 250
 _PROJECT = ("runtime/", "state/", "contracts/", "domain/", "retail/", "benchmarks/")
 
 
 def profile_summary(
-    action: Callable[[], Any], directory: Path, marker: str, top: int = 14
+    action: Callable[[], Any],
+    directory: Path,
+    marker: str,
+    *,
+    pid: int | None = None,
+    idle: bool = False,
+    top: int = 14,
 ) -> list[str]:
-    """Run ``action`` under py-spy (this process); its hottest functions as markdown rows.
+    """Sample process ``pid`` (this one) with py-spy during ``action``; the hottest functions.
 
     Only stacks through a file whose path contains ``marker`` count, so the rest of the
-    benchmark process stays out. Idle samples (a thread waiting in librdkafka or in sleep)
-    are not taken, so the shares are of the time the code was on the CPU.
+    process stays out. Without ``idle``, a thread waiting (in librdkafka, in a sleep) is not
+    sampled, so the shares are of CPU time; with it, they are of wall time.
     """
     raw = directory / f"profile-{uuid.uuid4().hex[:6]}.txt"
     spy = subprocess.Popen(
-        ["py-spy", "record", "--pid", str(os.getpid()), "--format", "raw", "--rate", str(_RATE),
-         "--nonblocking", "-o", str(raw)],
+        ["py-spy", "record", "--pid", str(pid or os.getpid()), "--format", "raw",
+         "--rate", str(_RATE), "--nonblocking", "-o", str(raw), *(["--idle"] if idle else [])],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
@@ -434,29 +473,31 @@ def profile_summary(
         count = int(count_text)
         frames = [_name(f) for f in stack.split(";")]
         total += count
-        own[frames[-1]] += count
+        own[_name(stack.split(";")[-1], line=True)] += count
         for frame in set(frames):
             inclusive[frame] += count
     if not total:
         return ["py-spy took no samples (is ptrace allowed?)."]
+    what = "samples, idle ones included," if idle else "samples on the CPU"
     lines = [
-        f"{total:,} samples on the CPU at {_RATE} Hz in {elapsed:.1f} s "
+        f"{total:,} {what} at {_RATE} Hz in {elapsed:.1f} s "
         f"({total / (_RATE * elapsed):.0%} of the wall time).",
         "",
-        "| function (self time) | self | inclusive |",
-        "|---|---:|---:|",
+        "| line (self time: the frame on top) | self |",
+        "|---|---:|",
     ]
-    for frame, count in own.most_common(top):
-        lines.append(f"| `{frame}` | {count / total:.1%} | {inclusive[frame] / total:.1%} |")
+    lines += [f"| `{frame}` | {count / total:.1%} |" for frame, count in own.most_common(top)]
     lines += ["", "| function (inclusive, project code) | inclusive |", "|---|---:|"]
     ours = [f for f, _ in inclusive.most_common() if f.split("(")[-1].startswith(_PROJECT)]
     lines += [f"| `{f}` | {inclusive[f] / total:.1%} |" for f in ours[:20]]
     return lines
 
 
-def _name(frame: str) -> str:
+def _name(frame: str, line: bool = False) -> str:
     match = _FRAME.match(frame.strip())
     if match is None:
         return frame.strip()
     short = "/".join(Path(match.group("file")).parts[-2:])
+    if line and match.group("line"):
+        short += f":{match.group('line')}"
     return f"{match.group('fn')} ({short})"

@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -52,6 +53,7 @@ from measurements import (
     measure_latency,
     measure_restore,
     measure_rss,
+    probe_restore_memory,
     profile_summary,
     run_worker,
 )
@@ -148,10 +150,17 @@ def main() -> None:
             stack = BenchStack(kafka.bootstrap_servers, f"http://127.0.0.1:{port}", Path(tmp))
             stack.partitions = args.partitions
             rates, profiles = throughput(stack, commands, args.rounds, args.profile)
-            latencies = {
-                rate: measure_latency(stack, rate, args.latency_seconds, args.aggregates)
-                for rate in (args.latency_rate, args.latency_rate // 5)
-            }
+            latencies = {}
+            for rate in (args.latency_rate, args.latency_rate // 5):
+                values, figures, lines = measure_latency(
+                    stack, rate, args.latency_seconds, args.aggregates, args.profile
+                )
+                latencies[rate] = (values, figures)
+                p99 = sorted(values)[min(len(values) - 1, int(0.99 * len(values)))]
+                if rate == args.latency_rate and (args.profile or p99 > 0.050):
+                    profiles["latency"] = (
+                        lines or measure_latency(stack, rate, 2.0, args.aggregates, profile=True)[2]
+                    )
             prefix = stack.fresh_prefix()
             changelog = stack.topics(prefix).changelog
             entry_size = fill_changelog(stack, prefix, args.state)
@@ -165,23 +174,37 @@ def main() -> None:
                     "restore.py",
                 )
             rss = measure_rss(stack, prefix, args.state, min(20_000, args.commands))
-    report = render(args, started, rates, profiles, latencies, restore_rate, entry_size, rss)
+            probes = {
+                "restore consumer as configured": probe_restore_memory(stack, changelog),
+                "its prefetch (queued.max.messages.kbytes) at 32 MiB": probe_restore_memory(
+                    stack, changelog, 32 * 1024
+                ),
+            }
+    measured = Figures(rates, profiles, latencies, restore_rate, entry_size, rss, probes)
+    report = render(args, started, measured)
     REPORT.parent.mkdir(exist_ok=True)
     REPORT.write_text(report, encoding="utf-8")
     print(report)
 
 
-def render(
-    args: argparse.Namespace,
-    started: str,
-    rates: dict[str, list[float]],
-    profiles: dict[str, list[str]],
-    latencies: dict[int, tuple[list[float], dict[str, float]]],
-    restore_rate: float,
-    entry_size: int,
-    rss: dict[str, float],
-) -> str:
+@dataclass
+class Figures:
+    """Everything one run measured."""
+
+    rates: dict[str, list[float]]
+    profiles: dict[str, list[str]]
+    latencies: dict[int, tuple[list[float], dict[str, float]]]
+    restore_rate: float
+    entry_size: int
+    rss: dict[str, float]
+    probes: dict[str, dict[str, float]]
+
+
+def render(args: argparse.Namespace, started: str, measured: Figures) -> str:
     """The markdown report."""
+    rates, profiles, latencies = measured.rates, measured.profiles, measured.latencies
+    restore_rate, entry_size = measured.restore_rate, measured.entry_size
+    rss, probes = measured.rss, measured.probes
     best = {name: max(values) for name, values in rates.items()}
     hand, eos, alo = best["handwritten"], best["worker EOS on"], best["worker EOS off"]
     raw = best["passthrough"]
@@ -245,10 +268,22 @@ def render(
     lines += [f"| {moment} | {mb:,.0f} |" for moment, mb in rss.items()]
     worst = max(rss.values())
     lines += ["", f"Highest: {worst:,.0f} MB (target ≤ 250 MB: {_met(worst <= 250)})."]
+    moments = list(next(iter(probes.values())))
+    lines += [
+        "",
+        "The same restore alone in a fresh interpreter (`benchmarks/rss_probe.py`: "
+        "ChangelogRestorer into fresh stores with the worker's RocksDB options), RSS MB:",
+        "",
+        "| restore | " + " | ".join(moments) + " |",
+        "|---|" + "---:|" * len(moments),
+    ]
+    for name, figures in probes.items():
+        lines.append(f"| {name} | " + " | ".join(f"{figures[m]:,.1f}" for m in moments) + " |")
     titles = {
         "handwritten": "(b) the hand-written loop",
         "worker EOS on": "(c) the worker, exactly-once",
         "restore": "the restore",
+        "latency": f"the worker process at {args.latency_rate:,} commands/s, wall time",
     }
     for name, rows in profiles.items():
         lines += ["", f"## Profile: {titles[name]} (py-spy)", "", *rows]

@@ -69,9 +69,10 @@ class ChangelogRestorer:
                 f"streamfold-restore-{uuid.uuid4().hex}",
                 **{
                     "enable.partition.eof": True,
-                    "fetch.max.bytes": 64 * 1024 * 1024,
-                    "max.partition.fetch.bytes": 16 * 1024 * 1024,
-                    "queued.max.messages.kbytes": 256 * 1024,
+                    # Large fetches, but a bounded prefetch queue: it counts in the RSS.
+                    "fetch.max.bytes": 16 * 1024 * 1024,
+                    "max.partition.fetch.bytes": 4 * 1024 * 1024,
+                    "queued.max.messages.kbytes": 32 * 1024,
                 },
             )
         )
