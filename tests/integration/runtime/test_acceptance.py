@@ -100,9 +100,14 @@ def test_a_paused_zombie_cannot_commit(retail_run: RetailRun, test_scale: float)
         wait_until_processed(retail_run, sent | more)
     finally:
         zombie.resume()
-    # Woken up, the zombie finds itself fenced or out of the group; nothing it does counts.
+    # Woken up, the zombie finds itself fenced (it stops with an error) or, if it held no
+    # open transaction, out of the group (it rejoins as a new member); nothing it does counts.
     time.sleep(5)
     wait_until_processed(retail_run, sent | more)
+    if not zombie.running():
+        assert zombie.process is not None and zombie.process.returncode != 0
+        log = zombie.log_file.read_text(encoding="utf-8") if zombie.log_file else ""
+        assert "fenced" in log
 
 
 def test_a_deleted_state_directory_is_restored_identically(
