@@ -71,6 +71,7 @@ CONSUMER_TUNING: dict[str, Any] = {
     "session.timeout.ms": 10_000,
     "max.poll.interval.ms": 60_000,
     "fetch.wait.max.ms": 20,
+    "queued.max.messages.kbytes": 16 * 1024,
 }
 
 DECIDE: dict[type[Any], tuple[Callable[..., Any], bool]] = {
@@ -238,7 +239,9 @@ class _HandwrittenLoop:
         command_type = type(command).__name__
         for known, stored in recent:
             if known == command_id:  # a repeat: answer its first result
-                self._result(command_id, aggregate_id, command_type, stored, propagated, True)
+                self._result(
+                    partition, command_id, aggregate_id, command_type, stored, propagated, True
+                )
                 self._done(partition, offset)
                 return
         state = None
@@ -293,7 +296,7 @@ class _HandwrittenLoop:
             on_delivery=self._delivered,
         )
         staged[key] = entry
-        self._result(command_id, aggregate_id, command_type, stored, propagated, False)
+        self._result(partition, command_id, aggregate_id, command_type, stored, propagated, False)
         self._done(partition, offset)
 
     def _done(self, partition: int, offset: int) -> None:
@@ -302,6 +305,7 @@ class _HandwrittenLoop:
 
     def _result(
         self,
+        partition: int,
         command_id: str,
         aggregate_id: str,
         command_type: str,
@@ -324,7 +328,15 @@ class _HandwrittenLoop:
             "duplicate": duplicate,
             "processed_at": datetime.now(UTC),
         }
-        self._send(self.topics.results, command_id.encode(), _encode(*self.result, record), headers)
+        # On the command's partition number, as the worker places results.
+        _produce(
+            self.producer,
+            self.topics.results,
+            command_id.encode(),
+            _encode(*self.result, record),
+            headers,
+            partition=partition,
+        )
 
     def _send(self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> None:
         _produce(self.producer, topic, key, value, headers)

@@ -41,6 +41,7 @@ from streamfold.state.entry import AggregateEntry, StoredResult
 from streamfold.state.rocksdb import PartitionStore, RocksDBOptions, StoreEnvironment
 from streamfold.transport.admin import KafkaAdmin, TopicSpec
 from streamfold.transport.commands import CommandProducer
+from streamfold.transport.reading import reader, watermarks
 from streamfold.transport.settings import KafkaSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,13 +82,26 @@ class BenchStack:
         specs.append(TopicSpec.compacted(names.changelog, n, 1))
         KafkaAdmin(self.kafka).create_topics(specs)
 
-    def produce(self, prefix: str, commands: list[Command]) -> list[str]:
-        """Create the topics of ``prefix`` and send ``commands`` to them; return their ids."""
+    def produce(self, prefix: str, commands: list[Command]) -> int:
+        """Create the topics of ``prefix``, send ``commands``; return how many are stored."""
         self.create_topics(prefix)
         producer = CommandProducer(self.kafka, self.codec(), retail, topic_prefix=prefix)
-        ids = [producer.send(command) for command in commands]
+        for command in commands:
+            producer.send(command)
         producer.flush()
-        return ids
+        stored = self.records(self.topics(prefix).commands)
+        if stored != len(commands):
+            print(
+                f"WARNING: {self.topics(prefix).commands} holds {stored} records after a flush "
+                f"without error; {len(commands)} were sent",
+                flush=True,
+            )
+        return stored
+
+    def records(self, topic: str) -> int:
+        """The records in ``topic`` (the sum of its partitions' end offsets)."""
+        with reader(self.kafka) as consumer:
+            return sum(watermarks(consumer, topic, p)[1] for p in range(self.partitions))
 
 
 class TimedMetrics(WorkerMetrics):
@@ -138,7 +152,16 @@ def run_worker(
         max_batch=1000,
     )
     worker = AggregateWorker(spec, retail, settings, stack.kafka, stack.codec(), metrics)
-    worker.run(until=lambda: metrics.committed >= total)
+    progress = [0, time.monotonic()]
+
+    def until() -> bool:
+        if metrics.committed != progress[0]:
+            progress[:] = [metrics.committed, time.monotonic()]
+        elif time.monotonic() - progress[1] > 120:
+            raise SystemExit(f"the worker stalled at {metrics.committed} of {total} commands")
+        return metrics.committed >= total
+
+    worker.run(until=until)
 
 
 # ---------------------------------------------------------------------- 2. latency

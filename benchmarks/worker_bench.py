@@ -79,17 +79,15 @@ def throughput(
     stack: BenchStack, commands: list[Command], rounds: int, profile: bool
 ) -> tuple[dict[str, list[float]], dict[str, list[str]]]:
     """Rates (commands/s) of every candidate, per round; and profiles if they were taken."""
-    total = len(commands)
     plan = [("passthrough", 0)] + [(name, r) for r in range(rounds) for name in CANDIDATES]
-    prefixes = {}
+    inputs = {}
     for name, r in plan:
         prefix = stack.fresh_prefix()
-        stack.produce(prefix, commands)
-        prefixes[(name, r)] = prefix
-    print(f"input ready: {total} commands x {len(plan)} candidates", flush=True)
+        inputs[(name, r)] = (prefix, stack.produce(prefix, commands))
+    print(f"input ready: {len(commands)} commands x {len(plan)} candidates", flush=True)
     rates: dict[str, list[float]] = {}
     for name, r in plan:
-        prefix = prefixes[(name, r)]
+        prefix, total = inputs[(name, r)]
         timing = _run_candidate(stack, name, prefix, total)
         rates.setdefault(name, []).append(timing.rate)
         print(f"round {r + 1}: {name}: {timing.rate:,.0f} commands/s", flush=True)
@@ -101,9 +99,11 @@ def throughput(
             ("worker EOS on", "worker.py"),
         ):
             prefix = stack.fresh_prefix()
-            stack.produce(prefix, commands)
+            total = stack.produce(prefix, commands)
             profiles[name] = profile_summary(
-                lambda name=name, prefix=prefix: _run_candidate(stack, name, prefix, total),
+                lambda name=name, prefix=prefix, total=total: _run_candidate(
+                    stack, name, prefix, total
+                ),
                 stack.directory,
                 marker,
             )
@@ -176,8 +176,8 @@ def main() -> None:
             rss = measure_rss(stack, prefix, args.state, min(20_000, args.commands))
             probes = {
                 "restore consumer as configured": probe_restore_memory(stack, changelog),
-                "its prefetch (queued.max.messages.kbytes) at 32 MiB": probe_restore_memory(
-                    stack, changelog, 32 * 1024
+                "its prefetch (queued.max.messages.kbytes) at 8 MiB": probe_restore_memory(
+                    stack, changelog, 8 * 1024
                 ),
             }
     measured = Figures(rates, profiles, latencies, restore_rate, entry_size, rss, probes)
