@@ -69,10 +69,11 @@ class ChangelogRestorer:
                 f"streamfold-restore-{uuid.uuid4().hex}",
                 **{
                     "enable.partition.eof": True,
-                    # Large fetches, but a bounded prefetch queue: it counts in the RSS.
+                    # Large fetches and prefetch (the restore rate follows the queue size);
+                    # the worker returns the memory once restores are done (runtime.memory).
                     "fetch.max.bytes": 16 * 1024 * 1024,
                     "max.partition.fetch.bytes": 4 * 1024 * 1024,
-                    "queued.max.messages.kbytes": 32 * 1024,
+                    "queued.max.messages.kbytes": 128 * 1024,
                 },
             )
         )

@@ -50,6 +50,7 @@ from streamfold.domain.naming import aggregate_topics, context_topics
 from streamfold.errors import PermanentError, RetryableError
 from streamfold.observability.logging import get_logger
 from streamfold.runtime.headers import Headers
+from streamfold.runtime.memory import release_free_memory
 from streamfold.runtime.processor import CommandProcessor
 from streamfold.runtime.restore import ChangelogRestorer
 from streamfold.runtime.settings import WorkerSettings
@@ -140,6 +141,8 @@ class AggregateWorker:
         self._callback_error: Exception | None = None
         self._joined = False
         self._next_lag_report = 0.0
+        self._aborted_partitions: set[tuple[str, int]] | None = None
+        self._held_back: dict[tuple[str, int], int] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -263,7 +266,10 @@ class AggregateWorker:
                 self.ready_partitions.add((commands, partition))
                 self._consumer.resume([TopicPartition(commands, partition)])
             self._report_partitions()
+            if not self._restorer.restoring:
+                release_free_memory()  # the restore's buffers are garbage now
         room = self.settings.max_batch - self._batch.count
+        self._aborted_partitions = None  # an abort from here on (callbacks too) is seen below
         try:
             messages = self._consumer.consume(room, 0)
             if not messages:
@@ -275,8 +281,14 @@ class AggregateWorker:
         except KafkaException as exc:
             raise translate_kafka_error(exc, "consuming commands") from exc
         self._raise_callback_error()
-        for message in messages:
+        for index, message in enumerate(messages):
+            if self._aborted_partitions is not None:
+                # The batch was rewound: what follows must be read again after it, in order.
+                self._rewind(messages[index:])
+                break
             self._process(message)
+        if self._held_back:
+            self._rewind_held_back()
         if self._batch.open and (
             self._batch.count >= self.settings.max_batch
             or time.monotonic() - self._batch.started >= self.settings.commit_interval_ms / 1000
@@ -312,7 +324,10 @@ class AggregateWorker:
         key = (topic, partition)
         store = self.stores.get(key)
         if store is None or key not in self.ready_partitions:
-            return  # revoked or still restoring: it will be read again from the offsets
+            # Revoked (the next owner reads it) or still restoring (read it again later).
+            if store is not None:
+                self._held_back.setdefault(key, offset)
+            return
         if not self._batch.open:
             self._begin()
         self._batch.first_offsets.setdefault(key, offset)
@@ -438,6 +453,30 @@ class AggregateWorker:
         for (topic, partition), offset in batch.first_offsets.items():
             if (topic, partition) in assigned:
                 self._consumer.seek(TopicPartition(topic, partition, offset))
+        self._aborted_partitions = set(batch.first_offsets)
+
+    def _rewind(self, rest: list[Message]) -> None:
+        """Seek back to the first of ``rest`` in each partition the abort did not rewind."""
+        assert self._consumer is not None
+        aborted = self._aborted_partitions or set()
+        assigned = {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+        first: dict[tuple[str, int], int] = {}
+        for message in rest:
+            if message.error() is None:
+                key = (message.topic() or "", message.partition() or 0)
+                first.setdefault(key, message.offset() or 0)
+        for (topic, partition), offset in first.items():
+            if (topic, partition) in assigned and (topic, partition) not in aborted:
+                self._consumer.seek(TopicPartition(topic, partition, offset))
+
+    def _rewind_held_back(self) -> None:
+        """Seek restoring partitions back to the records read before they were ready."""
+        assert self._consumer is not None
+        assigned = {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+        for (topic, partition), offset in self._held_back.items():
+            if (topic, partition) in assigned:
+                self._consumer.seek(TopicPartition(topic, partition, offset))
+        self._held_back.clear()
 
     def _classify(self, exc: KafkaException, doing: str) -> None:
         """Stop for good on a fatal error (fencing); let the caller abort otherwise."""
