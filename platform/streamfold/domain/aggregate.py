@@ -263,11 +263,13 @@ class Aggregate(Generic[S]):
         metadata: Metadata | None = None,
         *,
         deleted: bool = False,
+        aggregate_id: str | None = None,
     ) -> Decision[S]:
         """Decide ``command`` against the aggregate at ``version``; raise ``Rejected`` to refuse.
 
         Pure: the same inputs (metadata included) give the same decision; nothing is stored
         or sent. Without metadata, a fresh :class:`Metadata` (now, a new command id) is used.
+        ``aggregate_id``, when the caller has already computed it, saves computing it again.
         """
         # 1. the decide function and the aggregate id
         sd = self.soft_delete
@@ -275,7 +277,8 @@ class Aggregate(Generic[S]):
         decider = self._deciders.get(type(command))
         if decider is None and not builtin:
             raise HandlerContractError(f"{self!r} has no decide for {type(command).__name__}")
-        aggregate_id = self.aggregate_id(command)
+        if aggregate_id is None:
+            aggregate_id = self.aggregate_id(command)
         label = f"{self.name} {aggregate_id!r}"
         # 2. optimistic concurrency
         meta = metadata if metadata is not None else Metadata()

@@ -12,9 +12,11 @@
 7. decide and fold with :meth:`~streamfold.domain.aggregate.Aggregate.handle` (the expected
    version is checked there); a rejection is a result, not a failure; a handler that still
    raises after ``handler_retries`` retries is dead-lettered;
-8. send the events, the state record, the result and the changelog record through the
-   worker's :class:`Outbox` (the worker's open transaction), and stage the new entry in the
-   store, where it becomes visible to the store when that transaction commits.
+8. send the events, the state record and the result through the worker's :class:`Outbox`
+   (its open transaction), and stage the new entry in the store; at commit the worker sends
+   each staged entry to the changelog in the same transaction (the last entry of an
+   aggregate only: the changelog is compacted state, the events are the history), and the
+   store takes the entries once that transaction has committed.
 
 Everything a command causes carries its ``command_id``, ``request_id``, ``tenant``,
 ``principal`` and ``traceparent`` headers; events and state add ``message_type`` and
@@ -82,8 +84,6 @@ class Outbox(Protocol):
         headers: Headers,
         partition: int | None = None,
     ) -> None: ...
-
-    def send_changelog(self, topic: str, partition: int, key: bytes, value: bytes) -> None: ...
 
 
 class Processed(Protocol):
@@ -215,7 +215,12 @@ class CommandProcessor:
             attempts += 1
             try:
                 decision = self.aggregate.handle(
-                    state, entry.version, command, metadata, deleted=entry.deleted
+                    state,
+                    entry.version,
+                    command,
+                    metadata,
+                    deleted=entry.deleted,
+                    aggregate_id=aggregate_id,
                 )
                 break
             except Rejected as rejection:
@@ -309,11 +314,8 @@ class CommandProcessor:
         akey: bytes,
         entry: AggregateEntry,
     ) -> None:
-        encoded = entry.encode()
-        partition = message.partition()
-        assert partition is not None
-        outbox.send_changelog(self.topics.changelog, partition, akey, encoded)
-        store.stage(akey, encoded)
+        """Stage the new entry; the worker sends it to the changelog when it commits."""
+        store.stage(akey, entry.encode())
 
     def _send_result(
         self,
@@ -398,20 +400,35 @@ def _codec_reason(exc: CodecError) -> DeadLetterReason:
 
 
 def _metadata(raw: dict[str, str], command_id: str, message: Message) -> Metadata:
-    """The command's metadata; ``issued_at`` defaults to the record's timestamp."""
-    values: dict[str, Any] = {"command_id": uuid.UUID(command_id)}
-    for name in ("request_id", "tenant", "principal"):
-        if name in raw:
-            values[name] = raw[name]
-    if h.EXPECTED_VERSION in raw:
-        values["expected_version"] = int(raw[h.EXPECTED_VERSION])
-    if h.ISSUED_AT in raw:
-        values["issued_at"] = datetime.fromisoformat(raw[h.ISSUED_AT])
+    """The command's metadata; ``issued_at`` defaults to the record's timestamp.
+
+    Every value is checked here (a ValueError names the bad header), so the model is built
+    without a second validation: this runs once per command.
+    """
+    expected = raw.get(h.EXPECTED_VERSION)
+    expected_version = int(expected) if expected is not None else None
+    if expected_version is not None and expected_version < 0:
+        raise ValueError(f"expected_version must be 0 or more, not {expected_version}")
+    stamp = raw.get(h.ISSUED_AT)
+    if stamp is not None:
+        issued_at = datetime.fromisoformat(stamp)
+        if issued_at.tzinfo is None:
+            raise ValueError(f"issued_at {stamp!r} has no time zone")
     else:
         _kind, millis = message.timestamp()
-        if millis and millis > 0:
-            values["issued_at"] = datetime.fromtimestamp(millis / 1000, UTC)
-    return Metadata.model_validate(values)
+        issued_at = datetime.fromtimestamp(millis / 1000, UTC) if millis and millis > 0 else _now()
+    return Metadata.model_construct(
+        command_id=uuid.UUID(command_id),
+        request_id=raw.get(h.REQUEST_ID),
+        tenant=raw.get(h.TENANT),
+        principal=raw.get(h.PRINCIPAL),
+        issued_at=issued_at,
+        expected_version=expected_version,
+    )
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 def _trace_id(raw: dict[str, str]) -> str | None:

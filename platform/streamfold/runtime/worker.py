@@ -10,7 +10,8 @@ many commands; it commits when ``max_batch`` commands are in it, when it has bee
 ``commit_interval_ms``, or as soon as the consumer has nothing more to give right now (so a
 lone command is answered at once). Its steps:
 
-1. flush the producer (every record of the batch acknowledged; the changelog offsets known);
+1. send each touched aggregate's latest entry to its changelog partition, then flush the
+   producer (every record of the batch acknowledged; the changelog offsets known);
 2. ``send_offsets_to_transaction`` with the consumer's group metadata (exactly-once v2);
 3. ``commit_transaction``;
 4. only now write each touched store's staged entries with its last changelog offset in one
@@ -358,9 +359,26 @@ class AggregateWorker:
         else:
             self._produce(topic, key, value, headers=headers, partition=partition)
 
-    def send_changelog(self, topic: str, partition: int, key: bytes, value: bytes) -> None:
-        """Produce a changelog record in the open transaction, remembering its offset."""
-        self._produce(topic, key, value, partition=partition, on_delivery=self._changelog_delivered)
+    def _send_changelogs(self, batch: _Batch) -> None:
+        """Send each touched store's staged entries to its changelog partition.
+
+        One record per aggregate (its latest entry); only each partition's last record asks
+        for a delivery report, which gives the offset the store records at commit.
+        """
+        for (topic, partition), store in batch.stores.items():
+            changelog = self.changelogs[topic]
+            staged = store.staged_items()
+            for key, value in staged[:-1]:
+                self._produce(changelog, key, value, partition=partition)
+            if staged:
+                key, value = staged[-1]
+                self._produce(
+                    changelog,
+                    key,
+                    value,
+                    partition=partition,
+                    on_delivery=self._changelog_delivered,
+                )
 
     def _produce(self, topic: str, key: bytes | None, value: bytes | None, **kwargs: Any) -> None:
         assert self._producer is not None
@@ -401,7 +419,8 @@ class AggregateWorker:
             return
         started = time.monotonic()
         try:
-            # 1. every record acknowledged; changelog offsets known
+            # 1. the staged entries to the changelogs; every record acknowledged
+            self._send_changelogs(batch)
             remaining = self._producer.flush(_TIMEOUT)
             if remaining:
                 raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "flush timed out"))

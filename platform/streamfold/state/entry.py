@@ -18,6 +18,7 @@ Encoding: msgpack of ``[version, deleted, state, [[command_id, result...], ...]]
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,7 +59,8 @@ class AggregateEntry:
     version: int = 0
     deleted: bool = False
     state: bytes | None = None
-    recent: tuple[tuple[str, list[Any]], ...] = ()  # (command id, packed StoredResult)
+    #: [command id, packed StoredResult] pairs, oldest first (lists, as msgpack decodes them).
+    recent: tuple[Sequence[Any], ...] = ()
 
     def result_of(self, command_id: str) -> StoredResult | None:
         """The stored result of ``command_id`` if it is among the recent commands."""
@@ -78,12 +80,12 @@ class AggregateEntry:
         window: int,
     ) -> AggregateEntry:
         """The entry after a command: new version and state, its result remembered."""
-        recent = (*self.recent, (command_id, result.pack()))
+        recent = (*self.recent, [command_id, result.pack()])
         return AggregateEntry(version, deleted, state, recent[-window:] if window else ())
 
     def encode(self) -> bytes:
         return msgpack.packb(  # type: ignore[no-any-return]
-            [self.version, self.deleted, self.state, [[c, r] for c, r in self.recent]],
+            [self.version, self.deleted, self.state, self.recent],
             use_bin_type=True,
         )
 
@@ -91,6 +93,6 @@ class AggregateEntry:
     def decode(cls, data: bytes) -> AggregateEntry:
         try:
             version, deleted, state, recent = msgpack.unpackb(data, raw=False)
-            return cls(version, deleted, state, tuple((c, r) for c, r in recent))
+            return cls(version, deleted, state, tuple(recent))
         except (ValueError, TypeError, msgpack.UnpackException) as exc:
             raise CorruptEntryError(f"not an aggregate entry ({len(data)} bytes): {exc}") from exc

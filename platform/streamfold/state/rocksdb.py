@@ -133,6 +133,10 @@ class PartitionStore:
     def staged(self) -> int:
         return len(self._staged)
 
+    def staged_items(self) -> list[tuple[bytes, bytes]]:
+        """The staged (key, value) writes, in the order first staged (deletes excluded)."""
+        return [(k, v) for k, v in self._staged.items() if v is not None]
+
     def commit(self, changelog_offset: int | None) -> None:
         """Write the staged values and the changelog offset in one WriteBatch."""
         if not self._staged and changelog_offset is None:
