@@ -10,7 +10,8 @@
   retail pydantic models and calls the retail decide and evolve functions directly
   (``receive_supply`` / ``record_sale`` / ``adjust_stock``, then ``supply_received`` /
   ``sale_recorded`` / ``stock_adjusted``), encodes the event, state and result with fastavro
-  behind a Confluent header, and produces the event, state, result and changelog records in
+  behind a Confluent header, and produces the event, state and result records (and, at
+  commit, each touched aggregate's latest entry to the changelog) in
   one Kafka transaction per batch with ``send_offsets_to_transaction``. The batch commits on
   the worker's rules (``max_batch`` commands, ``commit_interval_ms``, or nothing more to read
   right now); then each touched store gets one WriteBatch with its changelog offset.
@@ -286,16 +287,7 @@ class _HandwrittenLoop:
             stored = ["accepted", version, [event_type], None, None]
         recent = [*recent, [command_id, stored]][-WINDOW:]
         entry = msgpack.packb([version, False, state_bytes, recent], use_bin_type=True)
-        _produce(
-            self.producer,
-            self.topics.changelog,
-            key,
-            entry,
-            None,
-            partition=partition,
-            on_delivery=self._delivered,
-        )
-        staged[key] = entry
+        staged[key] = entry  # to the changelog at commit: the latest entry per aggregate
         self._result(partition, command_id, aggregate_id, command_type, stored, propagated, False)
         self._done(partition, offset)
 
@@ -358,7 +350,24 @@ class _HandwrittenLoop:
         return db
 
     def commit(self) -> None:
-        """Flush, offsets into the transaction, commit; then the stores' WriteBatches."""
+        """Changelogs, flush, offsets into the transaction, commit; then the WriteBatches."""
+        for partition, staged in self.staged.items():
+            items = list(staged.items())
+            for key, value in items[:-1]:
+                _produce(
+                    self.producer, self.topics.changelog, key, value, None, partition=partition
+                )
+            if items:
+                key, value = items[-1]
+                _produce(
+                    self.producer,
+                    self.topics.changelog,
+                    key,
+                    value,
+                    None,
+                    partition=partition,
+                    on_delivery=self._delivered,
+                )
         if self.producer.flush(30):
             raise RuntimeError("flush timed out")
         offsets = [TopicPartition(self.topics.commands, p, o) for p, o in self.next_offsets.items()]
