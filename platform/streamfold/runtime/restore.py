@@ -60,7 +60,11 @@ class ChangelogRestorer:
     """Restores stores from changelog partitions with one consumer of its own."""
 
     def __init__(
-        self, settings: KafkaSettings, progress: RestoreProgress, batch: int = 10_000
+        self,
+        settings: KafkaSettings,
+        progress: RestoreProgress,
+        batch: int = 10_000,
+        prefetch_mb: int = 128,
     ) -> None:
         self.batch = batch
         self.progress = progress
@@ -73,7 +77,7 @@ class ChangelogRestorer:
                     # the worker returns the memory once restores are done (runtime.memory).
                     "fetch.max.bytes": 16 * 1024 * 1024,
                     "max.partition.fetch.bytes": 4 * 1024 * 1024,
-                    "queued.max.messages.kbytes": 128 * 1024,
+                    "queued.max.messages.kbytes": prefetch_mb * 1024,
                 },
             )
         )

@@ -187,12 +187,17 @@ class AggregateWorker:
             "max.poll.interval.ms": self.settings.max_poll_interval_ms,
             "fetch.wait.max.ms": 20,
             # The prefetch queue counts in the RSS; 16 MiB keeps thousands of commands ready.
-            "queued.max.messages.kbytes": 16 * 1024,
+            "queued.max.messages.kbytes": self.settings.consumer_prefetch_mb * 1024,
         }
         if self.settings.static_membership:
             overrides["group.instance.id"] = self.settings.instance_id
         self._consumer = Consumer(self.kafka.consumer_config(self.group_id, **overrides))
-        self._restorer = ChangelogRestorer(self.kafka, self.metrics, self.settings.restore_batch)
+        self._restorer = ChangelogRestorer(
+            self.kafka,
+            self.metrics,
+            self.settings.restore_batch,
+            self.settings.restore_prefetch_mb,
+        )
         self._consumer.subscribe(
             list(self.processors),
             on_assign=self._guarded(self._on_assign),
