@@ -213,8 +213,8 @@ def render(args: argparse.Namespace, started: str, measured: Figures) -> str:
         "# Aggregate worker: throughput, latency, restore, memory",
         "",
         f"`{command}`, {started} UTC, at commit {_revision()}. Machine: {os.cpu_count()} "
-        "cores shared with other "
-        "work (another engineer's tests), one single-node local Kafka broker (KRaft) and one "
+        "cores shared with other work on the machine, one single-node local Kafka broker "
+        "(KRaft) and one "
         "registry process on the same machine. Every figure is compared with a baseline "
         "measured in the same run.",
         "",
