@@ -38,7 +38,7 @@ log = get_logger(__name__)
 
 CONTENT_TYPE = b"application/vnd.schemaregistry.v1+json"
 MAX_BODY = 8 * 1024 * 1024
-_NOT_FOUND_CODES = {40401, 40402, 40403}
+_NOT_FOUND_CODES = {40401, 40402, 40403, 40408, 40409}
 
 
 @dataclass(slots=True)
@@ -608,14 +608,7 @@ async def _get_config(app: RegistryApp, request: Request) -> Any:
             )
         return dict(config)
 
-    try:
-        return await app.read(query)
-    except RegistryApiError as exc:
-        if exc.code != 40408:
-            raise
-    await app.log.barrier()
-    with app.log.lock:
-        return query()
+    return await app.read(query)
 
 
 @route("PUT", "/config/{subject}")
@@ -650,8 +643,8 @@ async def _put_global_mode(app: RegistryApp, request: Request) -> Any:
 @route("GET", "/mode/{subject}")
 async def _get_mode(app: RegistryApp, request: Request) -> Any:
     subject = request.params["subject"]
-    await app.log.barrier()
-    with app.log.lock:
+
+    def query() -> dict[str, Any]:
         mode = app.state.subject_mode(subject)
         if mode is None:
             if request.flag("defaultToGlobal"):
@@ -660,6 +653,8 @@ async def _get_mode(app: RegistryApp, request: Request) -> Any:
                 404, 40409, f"Subject '{subject}' does not have subject-level mode configured"
             )
         return {"mode": mode.value}
+
+    return await app.read(query)
 
 
 @route("PUT", "/mode/{subject}")

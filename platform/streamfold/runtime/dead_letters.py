@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from confluent_kafka import (
     TIMESTAMP_NOT_AVAILABLE,
@@ -40,14 +40,12 @@ from streamfold.runtime.headers import (
     DLQ_SOURCE_OFFSET,
     DLQ_SOURCE_PARTITION,
     DLQ_SOURCE_TOPIC,
+    header_list,
     header_map,
 )
 from streamfold.transport.admin import translate_kafka_error
 from streamfold.transport.reading import partitions_of, reader, scan, watermarks
 from streamfold.transport.settings import KafkaSettings
-
-if TYPE_CHECKING:
-    from confluent_kafka._types import HeadersType
 
 __all__ = [
     "DLQ_REPLAYED_FROM",
@@ -104,7 +102,7 @@ class DeadLetter:
         """Parse a consumed record; ``msg`` must not be an error event."""
         original: list[tuple[str, bytes]] = []
         dlq: list[tuple[str, bytes]] = []
-        for name, raw in _header_pairs(msg.headers()):
+        for name, raw in header_list(msg.headers()):
             (dlq if name.startswith(_DLQ_PREFIX) else original).append((name, raw))
         fields = header_map(dlq)
         ts_type, ts_ms = msg.timestamp()
@@ -145,12 +143,6 @@ class DeadLetter:
         partition = "?" if self.source_partition is None else self.source_partition
         offset = "?" if self.source_offset is None else self.source_offset
         return f"{self.source_topic}/{partition}/{offset}"
-
-
-def _header_pairs(headers: HeadersType | None) -> list[tuple[str, bytes]]:
-    """A record's headers as ``(name, bytes)`` pairs, in order (a null value as ``b""``)."""
-    pairs = headers.items() if isinstance(headers, dict) else headers or []
-    return [(k, v.encode() if isinstance(v, str) else v or b"") for k, v in pairs]
 
 
 def _int(text: str | None) -> int | None:

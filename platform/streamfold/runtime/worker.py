@@ -473,34 +473,32 @@ class AggregateWorker:
                 store.discard()
             self._batch = _Batch()
         self.metrics.aborted()
-        assigned = {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
-        for (topic, partition), offset in batch.first_offsets.items():
-            if (topic, partition) in assigned:
-                self._consumer.seek(TopicPartition(topic, partition, offset))
+        self._seek_assigned(batch.first_offsets)
         self._aborted_partitions = set(batch.first_offsets)
 
     def _rewind(self, rest: list[Message]) -> None:
         """Seek back to the first of ``rest`` in each partition the abort did not rewind."""
-        assert self._consumer is not None
         aborted = self._aborted_partitions or set()
-        assigned = {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
         first: dict[tuple[str, int], int] = {}
         for message in rest:
             if message.error() is None:
                 key = (message.topic() or "", message.partition() or 0)
-                first.setdefault(key, message.offset() or 0)
-        for (topic, partition), offset in first.items():
-            if (topic, partition) in assigned and (topic, partition) not in aborted:
-                self._consumer.seek(TopicPartition(topic, partition, offset))
+                if key not in aborted:
+                    first.setdefault(key, message.offset() or 0)
+        self._seek_assigned(first)
 
     def _rewind_held_back(self) -> None:
         """Seek restoring partitions back to the records read before they were ready."""
+        self._seek_assigned(self._held_back)
+        self._held_back.clear()
+
+    def _seek_assigned(self, offsets: dict[tuple[str, int], int]) -> None:
+        """Seek each partition still assigned to its offset (revoked ones are skipped)."""
         assert self._consumer is not None
         assigned = {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
-        for (topic, partition), offset in self._held_back.items():
+        for (topic, partition), offset in offsets.items():
             if (topic, partition) in assigned:
                 self._consumer.seek(TopicPartition(topic, partition, offset))
-        self._held_back.clear()
 
     def _classify(self, exc: KafkaException, doing: str) -> None:
         """Stop for good on a fatal error (fencing); let the caller abort otherwise."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -55,6 +56,20 @@ class RetailRun:
         process.start(timeout=120)
         self.workers.append(process)
         return process
+
+    def wait_until_processed(
+        self, sent: set[str], timeout: float = 120.0, *, workers_must_live: bool = True
+    ) -> None:
+        """Wait until the invariants hold for everything sent; fail early if a worker died."""
+        deadline = time.monotonic() + timeout
+        while True:
+            report = self.check_stock(sent)
+            if not report.problems:
+                return
+            dead = [w.name for w in self.workers if workers_must_live and not w.running()]
+            if dead or time.monotonic() > deadline:
+                raise AssertionError(f"dead workers: {dead}; {report.problems[:10]}")
+            time.sleep(1.0)
 
     def check_stock(self, sent: set[str] | None) -> Report:
         return check_aggregate(

@@ -21,16 +21,7 @@ from .conftest import RetailRun
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def wait_until_processed(run: RetailRun, sent: set[str], timeout: float = 600.0) -> None:
-    """Wait until the invariants hold for everything sent (or fail with what is wrong)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        report = run.check_stock(sent)
-        if not report.problems:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(report.problems[:10])
-        time.sleep(2.0)
+PATIENCE = 600.0  # seconds for a whole acceptance workload to be processed
 
 
 def produce(run: RetailRun, aggregates: int, commands: int, seed: int = 7) -> set[str]:
@@ -56,7 +47,7 @@ def test_two_workers_process_everything_exactly_once(
     retail_run.worker("w1")
     retail_run.worker("w2")
     sent = produce(retail_run, scaled(10_000, test_scale, 500), scaled(100_000, test_scale, 5_000))
-    wait_until_processed(retail_run, sent)
+    retail_run.wait_until_processed(sent, PATIENCE)
     report = retail_run.check_stock(sent)
     assert report.results == len(sent)
     assert report.outcomes["accepted"] > report.outcomes["rejected"] > 0
@@ -87,7 +78,7 @@ def test_sigkill_five_times_while_producing(retail_run: RetailRun, test_scale: f
         victim.start(timeout=120)
     thread.join()
     assert done.is_set()
-    wait_until_processed(retail_run, sent)
+    retail_run.wait_until_processed(sent, PATIENCE)
 
 
 def test_a_paused_zombie_cannot_commit(retail_run: RetailRun, test_scale: float) -> None:
@@ -97,13 +88,13 @@ def test_a_paused_zombie_cannot_commit(retail_run: RetailRun, test_scale: float)
     try:
         retail_run.worker("w2")  # takes every partition once the zombie's session expires
         more = produce(retail_run, 200, scaled(5_000, test_scale, 1_000), seed=6)
-        wait_until_processed(retail_run, sent | more)
+        retail_run.wait_until_processed(sent | more, PATIENCE)
     finally:
         zombie.resume()
     # Woken up, the zombie finds itself fenced (it stops with an error) or, if it held no
     # open transaction, out of the group (it rejoins as a new member); nothing it does counts.
     time.sleep(5)
-    wait_until_processed(retail_run, sent | more)
+    retail_run.wait_until_processed(sent | more, PATIENCE, workers_must_live=False)
     if not zombie.running():
         assert zombie.process is not None and zombie.process.returncode != 0
         log = zombie.log_file.read_text(encoding="utf-8") if zombie.log_file else ""
@@ -115,7 +106,7 @@ def test_a_deleted_state_directory_is_restored_identically(
 ) -> None:
     worker = retail_run.worker("w1")
     sent = produce(retail_run, scaled(5_000, test_scale, 500), scaled(20_000, test_scale, 2_000))
-    wait_until_processed(retail_run, sent)
+    retail_run.wait_until_processed(sent, PATIENCE)
     assert worker.stop() == 0
     before = store_digests(worker.state_dir)
     assert len(before) == 18  # 3 aggregates x 6 partitions
@@ -139,4 +130,4 @@ def test_a_third_worker_joins_mid_stream(retail_run: RetailRun, test_scale: floa
             retail_run.producer.flush()
             retail_run.worker("w3")
     retail_run.producer.flush()
-    wait_until_processed(retail_run, sent)
+    retail_run.wait_until_processed(sent, PATIENCE)

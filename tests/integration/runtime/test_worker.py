@@ -31,19 +31,6 @@ if not app.registered_groups:
 pytestmark = pytest.mark.integration
 
 
-def wait_for_results(run: RetailRun, sent: set[str], timeout: float = 120.0) -> None:
-    """Wait until every sent command has a result (checked through the invariants)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        report = run.check_stock(sent)
-        if not report.problems:
-            return
-        dead = [w.name for w in run.workers if not w.running()]
-        if dead or time.monotonic() > deadline:
-            raise AssertionError(f"dead workers: {dead}; {report.problems[:10]}")
-        time.sleep(1.0)
-
-
 def test_commands_get_one_result_and_state_is_the_fold(
     retail_run: RetailRun, test_scale: float
 ) -> None:
@@ -52,7 +39,7 @@ def test_commands_get_one_result_and_state_is_the_fold(
     for command in stock_commands(aggregates=50, commands=scaled(2000, test_scale, 200)):
         sent.add(retail_run.producer.send(command))
     retail_run.producer.flush()
-    wait_for_results(retail_run, sent)
+    retail_run.wait_until_processed(sent)
     report = retail_run.check_stock(sent)
     assert report.outcomes["accepted"] > 0
     assert report.outcomes["rejected"] > 0
@@ -68,7 +55,7 @@ def test_a_repeated_command_id_gets_the_first_result(retail_run: RetailRun) -> N
     rejected = retail_run.producer.send(sale)
     retail_run.producer.send(sale, command_id=rejected)
     retail_run.producer.flush()
-    wait_for_results(retail_run, {first, rejected})
+    retail_run.wait_until_processed({first, rejected})
     report = retail_run.check_stock({first, rejected})
     assert report.duplicates == 2
     assert report.events == 1  # the retried supply had no second effect
@@ -81,7 +68,7 @@ def test_state_get_reads_the_committed_state(retail_run: RetailRun) -> None:
     sale = RecordSale(store_id="s1", item_id="i1", sale_id="1", quantity=2, unit_price="1.50")
     sent = {retail_run.producer.send(supply), retail_run.producer.send(sale)}
     retail_run.producer.flush()
-    wait_for_results(retail_run, sent)
+    retail_run.wait_until_processed(sent)
     common = [
         "--topology",
         str(TOPOLOGY),
@@ -128,7 +115,7 @@ def test_commands_stay_in_order_through_a_registry_outage(
         supply = ReceiveSupply(store_id="s", item_id="i", supplier_id="x", quantity=quantity)
         sent.append(retail_run.producer.send(supply))
     retail_run.producer.flush()
-    wait_for_results(retail_run, set(sent))
+    retail_run.wait_until_processed(set(sent))
     registry.stop()  # the worker has never seen newer_id: it cannot decode 3 until it is back
     worker.pause()  # so that it reads 3, 4 and 5 in one go
     buffer = io.BytesIO()
@@ -149,7 +136,7 @@ def test_commands_stay_in_order_through_a_registry_outage(
     worker.resume()
     time.sleep(5)  # the worker retries meanwhile
     registry.process.start()
-    wait_for_results(retail_run, set(sent))
+    retail_run.wait_until_processed(set(sent))
     reader = retail_run.codec.reader(SupplyReceived, namespace=retail.namespace)
     quantities = [
         reader.decode_as(m.value() or b"", SupplyReceived).quantity
