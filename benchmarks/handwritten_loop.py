@@ -22,6 +22,9 @@ service would fetch its schema ids; nothing of the codec or the runtime runs per
 
 from __future__ import annotations
 
+import json
+import signal
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -53,6 +56,7 @@ from topologies.retail.domain import (
 )
 
 from streamfold.contracts.codec import AvroCodec, RecordWriter
+from streamfold.contracts.registry import ConfluentSchemaRegistry
 from streamfold.domain import Metadata, Rejected
 from streamfold.domain.naming import aggregate_topics
 from streamfold.runtime.results import RESULT_NAMESPACE, CommandResult
@@ -182,12 +186,15 @@ class _HandwrittenLoop:
         self.started = 0.0
         self.count = 0
         self.committed = 0
+        self.transactions = 0
+        self.commit_seconds = 0.0
 
-    def run(self, total: int) -> LoopTiming:
+    def run(self, total: int | None, stop: Callable[[], bool] = lambda: False) -> LoopTiming:
+        """Process until ``total`` commands are committed (``None``: until ``stop()``)."""
         self.consumer.subscribe([self.topics.commands])
         first = 0.0
         try:
-            while self.committed < total:
+            while (total is None or self.committed < total) and not stop():
                 messages = self.consumer.consume(self.max_batch - self.count, 0)
                 if not messages:
                     if self.open:
@@ -208,6 +215,8 @@ class _HandwrittenLoop:
                     self.count >= self.max_batch or time.monotonic() - self.started >= self.interval
                 ):
                     self.commit()
+            if self.open:
+                self.commit()
             return LoopTiming(first, time.perf_counter(), self.committed)
         finally:
             self.consumer.close()
@@ -351,6 +360,7 @@ class _HandwrittenLoop:
 
     def commit(self) -> None:
         """Changelogs, flush, offsets into the transaction, commit; then the WriteBatches."""
+        started = time.monotonic()
         for partition, staged in self.staged.items():
             items = list(staged.items())
             for key, value in items[:-1]:
@@ -375,6 +385,8 @@ class _HandwrittenLoop:
             offsets, self.consumer.consumer_group_metadata(), 30
         )
         self.producer.commit_transaction(30)
+        self.transactions += 1
+        self.commit_seconds += time.monotonic() - started
         for partition, staged in self.staged.items():
             if not staged:
                 continue
@@ -415,3 +427,29 @@ def handwritten_eos(
     """Process ``total`` store-stock commands of ``prefix`` exactly once, by hand."""
     loop = _HandwrittenLoop(kafka, codec, prefix, state_dir, max_batch, commit_interval_ms)
     return loop.run(total)
+
+
+def main() -> None:
+    """Run the hand-written loop until SIGTERM, then print its figures as one JSON line.
+
+    ``python benchmarks/handwritten_loop.py BOOTSTRAP REGISTRY_URL PREFIX STATE_DIR``: the
+    latency measurement runs it as a process, as it runs ``streamfold worker``.
+    """
+    bootstrap, registry_url, prefix, state_dir = sys.argv[1:5]
+    stopping: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, _frame: stopping.append(signum))
+    codec = AvroCodec(ConfluentSchemaRegistry.from_url(registry_url))
+    loop = _HandwrittenLoop(
+        KafkaSettings(bootstrap_servers=bootstrap), codec, prefix, Path(state_dir), 1000, 100
+    )
+    timing = loop.run(None, stop=lambda: bool(stopping))
+    figures = {
+        "commands": timing.count,
+        "transactions": loop.transactions,
+        "commit_seconds": loop.commit_seconds,
+    }
+    print(json.dumps(figures), flush=True)
+
+
+if __name__ == "__main__":
+    main()

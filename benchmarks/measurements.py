@@ -234,17 +234,57 @@ def _paced(producer: CommandProducer, commands: list[Command], rate: int) -> dic
     return sent
 
 
-def measure_latency(
-    stack: BenchStack, rate: int, seconds: float, aggregates: int, profile: bool = False
-) -> tuple[list[float], dict[str, float], list[str]]:
-    """Seconds from send to visible result per command at ``rate``/s; worker figures; profile.
+class _HandwrittenProcess:
+    """The hand-written loop (:mod:`handwritten_loop`) as a process, like a worker."""
 
-    The figures: the worker's RSS (MB), its mean batch (commands per transaction) and its
-    mean transaction commit (ms), from its ``/metrics``. With ``profile``, ten more seconds
-    at the same rate are sampled with py-spy (wall time of the worker's main thread).
+    def __init__(self, stack: BenchStack, prefix: str) -> None:
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "benchmarks" / "handwritten_loop.py"),
+                stack.bootstrap,
+                stack.registry_url,
+                prefix,
+                str(stack.directory / f"state-handwritten-{prefix.strip('.')}"),
+            ],
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.pid = self.process.pid
+        self.figures: dict[str, float] = {}
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        out, _ = self.process.communicate(timeout=60)
+        self.figures = json.loads(out.strip().splitlines()[-1])
+
+
+def measure_latency(
+    stack: BenchStack,
+    rate: int,
+    seconds: float,
+    aggregates: int,
+    profile: bool = False,
+    candidate: str = "worker",
+) -> tuple[list[float], dict[str, float], list[str]]:
+    """Seconds from send to visible result per command at ``rate``/s; figures; profile.
+
+    ``candidate`` is ``worker`` (``streamfold worker``) or ``handwritten`` (the hand-written
+    loop as a process, the baseline). The figures: the candidate's RSS (MB), its mean batch
+    (commands per transaction) and its mean transaction commit (ms). With ``profile`` (the
+    worker only), ten more seconds at the same rate are sampled with py-spy (wall time of the
+    worker's main thread).
     """
     prefix = stack.fresh_prefix()
     stack.create_topics(prefix)
+    if candidate == "handwritten":
+        handwritten = _HandwrittenProcess(stack, prefix)
+        try:
+            return _measure_latency(stack, prefix, handwritten, rate, seconds, aggregates)
+        finally:
+            if handwritten.process.poll() is None:
+                handwritten.process.kill()
     worker = _start_worker(stack, prefix, "latency")
     watcher = _ResultWatcher(stack.kafka, stack.topics(prefix).results, stack.partitions)
     watcher.start()
@@ -261,12 +301,14 @@ def measure_latency(
         watcher.wait_for(list(sent), 60)
         assert worker.pid is not None
         rss = psutil.Process(worker.pid).memory_info().rss / 2**20
+        cpu = psutil.Process(worker.pid).cpu_times()
         metric = lambda name: _metric_sum(worker.health_url, f"streamfold_worker_{name}")  # noqa: E731
         commits = metric("transaction_commit_seconds_count")
         figures = {
             "rss": rss,
             "batch": metric("batch_size_sum") / commits,
             "commit_ms": metric("transaction_commit_seconds_sum") / commits * 1000,
+            "cpu_ms_per_command": (cpu.user + cpu.system) * 1000 / len(commands),
         }
         print(f"latency at {rate}/s: {commits:.0f} transactions, {figures}", flush=True)
         lines: list[str] = []
@@ -282,13 +324,52 @@ def measure_latency(
     finally:
         watcher.stop()
         worker.stop()
+    return _latencies(watcher, sent, rate, "worker"), figures, lines
+
+
+def _measure_latency(
+    stack: BenchStack,
+    prefix: str,
+    handwritten: _HandwrittenProcess,
+    rate: int,
+    seconds: float,
+    aggregates: int,
+) -> tuple[list[float], dict[str, float], list[str]]:
+    """The hand-written loop's side of :func:`measure_latency`, with the same client."""
+    watcher = _ResultWatcher(stack.kafka, stack.topics(prefix).results, stack.partitions)
+    watcher.start()
+    try:
+        producer = CommandProducer(
+            stack.kafka, stack.codec(), retail, topic_prefix=prefix, **{"linger.ms": 0}
+        )
+        commands = list(stock_commands(aggregates, WARM_UP + int(rate * seconds), seed=11))
+        watcher.wait_for(list(_paced(producer, commands[:WARM_UP], rate)), 120)
+        sent = _paced(producer, commands[WARM_UP:], rate)
+        watcher.wait_for(list(sent), 60)
+        rss = psutil.Process(handwritten.pid).memory_info().rss / 2**20
+        cpu = psutil.Process(handwritten.pid).cpu_times()
+    finally:
+        watcher.stop()
+        handwritten.stop()
+    done = handwritten.figures
+    figures = {
+        "rss": rss,
+        "batch": done["commands"] / done["transactions"],
+        "commit_ms": done["commit_seconds"] / done["transactions"] * 1000,
+        "cpu_ms_per_command": (cpu.user + cpu.system) * 1000 / len(commands),
+    }
+    print(f"latency at {rate}/s (hand-written): {figures}", flush=True)
+    return _latencies(watcher, sent, rate, "hand-written"), figures, []
+
+
+def _latencies(watcher: _ResultWatcher, sent: dict[str, float], rate: int, who: str) -> list[float]:
     missing = [i for i in sent if i not in watcher.seen]
     if missing:
-        raise SystemExit(f"{len(missing)} of {len(sent)} results never arrived")
+        raise SystemExit(f"{who}: {len(missing)} of {len(sent)} results never arrived")
     latencies = [watcher.seen[i] - t for i, t in sent.items()]
     p50 = sorted(latencies)[len(latencies) // 2] * 1000
-    print(f"latency at {rate}/s: p50 {p50:.1f} ms", flush=True)
-    return latencies, figures, lines
+    print(f"latency at {rate}/s ({who}): p50 {p50:.1f} ms", flush=True)
+    return latencies
 
 
 # ---------------------------------------------------------------------- 3. restore

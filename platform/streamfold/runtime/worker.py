@@ -8,7 +8,10 @@ restarted instance fences its zombie.
 The checkpoint (:meth:`AggregateWorker._commit`) is the unit of atomicity. A transaction holds
 many commands; it commits when ``max_batch`` commands are in it, when it has been open for
 ``commit_interval_ms``, or as soon as the consumer has nothing more to give right now (so a
-lone command is answered at once). Its steps:
+lone command is answered at once). A transaction begins no sooner than
+``transaction_gap_ms`` after the previous one ended (see that setting): records of a batch
+produced before then are held in memory, and the first record after the gap begins the
+transaction and sends them. The checkpoint's steps:
 
 1. send each touched aggregate's latest entry to its changelog partition, then flush the
    producer (every record of the batch acknowledged; the changelog offsets known);
@@ -17,10 +20,10 @@ lone command is answered at once). Its steps:
 4. only now write each touched store's staged entries with its last changelog offset in one
    RocksDB WriteBatch.
 
-On a failure that requires an abort: abort the transaction, drop the staged entries, and
-rewind each partition of the batch to its first offset, so the batch is processed again. A
-fenced producer (another instance with this id, or the group moved on) stops the worker: it
-must not write again.
+On a failure that requires an abort: abort the transaction (if it had begun), drop the
+staged entries and the held records, and rewind each partition of the batch to its first
+offset, so the batch is processed again. A fenced producer (another instance with this id,
+or the group moved on) stops the worker: it must not write again.
 
 Assignment opens the partitions' stores and restores them from their changelogs
 (:mod:`streamfold.runtime.restore`) while the partitions stay paused; other partitions keep
@@ -104,7 +107,13 @@ class _Batch:
     next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     stores: dict[tuple[str, int], PartitionStore] = field(default_factory=dict)
     changelog_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    #: Records held until the transaction begins: (topic, key, value, headers, partition or
+    #: -1 for murmur2 of the key).
+    held: list[tuple[str, bytes | None, bytes | None, Headers, int]] = field(default_factory=list)
     open: bool = False
+    #: Records go straight to the producer (the transaction has begun, or at-least-once).
+    sending: bool = False
+    in_transaction: bool = False
 
 
 class AggregateWorker:
@@ -144,6 +153,7 @@ class AggregateWorker:
         self._next_lag_report = 0.0
         self._aborted_partitions: set[tuple[str, int]] | None = None
         self._held_back: dict[tuple[str, int], int] = {}
+        self._quiet_until = 0.0  # no transaction begins before (see transaction_gap_ms)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -280,10 +290,17 @@ class AggregateWorker:
             messages = self._consumer.consume(room, 0)
             if not messages:
                 if self._batch.open:
-                    self._commit()  # nothing more right now: answer what we have
-                    return
-                first = self._consumer.poll(0.0 if self._restorer.restoring else 0.1)
-                messages = [first] if first is not None else []
+                    # Nothing more right now: answer what we have, once the gap has passed
+                    # (what arrives meanwhile joins the batch).
+                    wait = self._quiet_until - time.monotonic()
+                    if wait > 0:
+                        messages = self._consumer.consume(room, wait)
+                    if not messages:
+                        self._commit()
+                        return
+                else:
+                    first = self._consumer.poll(0.0 if self._restorer.restoring else 0.1)
+                    messages = [first] if first is not None else []
         except KafkaException as exc:
             raise translate_kafka_error(exc, "consuming commands") from exc
         self._raise_callback_error()
@@ -358,11 +375,43 @@ class AggregateWorker:
         headers: Headers,
         partition: int | None = None,
     ) -> None:
-        """Produce a record in the open transaction (murmur2 of the key unless ``partition``)."""
-        if partition is None:
-            self._produce(topic, key, value, headers=headers)
-        else:
-            self._produce(topic, key, value, headers=headers, partition=partition)
+        """Produce a record in the batch's transaction (murmur2 of the key unless ``partition``).
+
+        Until the transaction may begin (``transaction_gap_ms`` after the previous one) the
+        record is held; the first record after that begins it and sends what was held.
+        """
+        batch = self._batch
+        if batch.sending:
+            if partition is None:
+                self._produce(topic, key, value, headers=headers)
+            else:
+                self._produce(topic, key, value, headers=headers, partition=partition)
+            return
+        batch.held.append((topic, key, value, headers, -1 if partition is None else partition))
+        if time.monotonic() >= self._quiet_until:
+            try:
+                self._begin_transaction(batch)
+            except KafkaException as exc:
+                self._classify(exc, "beginning a transaction")
+                log.warning("beginning a transaction failed; retrying at commit", error=str(exc))
+
+    def _begin_transaction(self, batch: _Batch) -> None:
+        """Begin the batch's transaction (once the gap has passed) and send what was held."""
+        assert self._producer is not None
+        if not batch.in_transaction:
+            wait = self._quiet_until - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            self._producer.begin_transaction()
+            batch.in_transaction = True
+        batch.sending = True
+        held, batch.held = batch.held, []
+        produce = self._produce
+        for topic, key, value, headers, partition in held:
+            if partition < 0:
+                produce(topic, key, value, headers=headers)
+            else:
+                produce(topic, key, value, headers=headers, partition=partition)
 
     def _send_changelogs(self, batch: _Batch) -> None:
         """Send each touched store's staged entries to its changelog partition.
@@ -405,16 +454,8 @@ class AggregateWorker:
     # ------------------------------------------------------------------ transactions
 
     def _begin(self) -> None:
-        assert self._producer is not None
-        if not self.settings.exactly_once:
-            self._batch = _Batch(started=time.monotonic(), open=True)
-            return
-        try:
-            self._producer.begin_transaction()
-        except KafkaException as exc:
-            self._classify(exc, "beginning a transaction")
-            raise translate_kafka_error(exc, "beginning a transaction") from exc
-        self._batch = _Batch(started=time.monotonic(), open=True)
+        sending = not self.settings.exactly_once  # at-least-once: no transaction to wait for
+        self._batch = _Batch(started=time.monotonic(), open=True, sending=sending)
 
     def _commit(self) -> None:
         """The checkpoint; see the module docstring for its steps."""
@@ -424,7 +465,9 @@ class AggregateWorker:
             return
         started = time.monotonic()
         try:
-            # 1. the staged entries to the changelogs; every record acknowledged
+            # 1. the records, the staged entries to the changelogs; every record acknowledged
+            if not batch.sending:
+                self._begin_transaction(batch)
             self._send_changelogs(batch)
             remaining = self._producer.flush(_TIMEOUT)
             if remaining:
@@ -447,6 +490,8 @@ class AggregateWorker:
             log.warning("transaction failed; aborting and reprocessing", error=str(exc))
             self._abort()
             return
+        finally:
+            self._quiet_until = time.monotonic() + self.settings.transaction_gap_ms / 1000
         # 4. the stores follow the committed transaction
         for (topic, partition), store in batch.stores.items():
             changelog = (self.changelogs[topic], partition)
@@ -463,7 +508,7 @@ class AggregateWorker:
             # Records already sent stay sent (at-least-once); reprocess from the batch start.
             self._producer.flush(_TIMEOUT)
         try:
-            if self.settings.exactly_once:
+            if batch.in_transaction:
                 self._producer.abort_transaction(_TIMEOUT)
         except KafkaException as exc:
             self._classify(exc, "aborting")
