@@ -77,6 +77,7 @@ CONSUMER_TUNING: dict[str, Any] = {
     "max.poll.interval.ms": 60_000,
     "fetch.wait.max.ms": 20,
     "queued.max.messages.kbytes": 16 * 1024,
+    "fetch.queue.backoff.ms": 10,
 }
 
 DECIDE: dict[type[Any], tuple[Callable[..., Any], bool]] = {

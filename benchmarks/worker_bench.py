@@ -203,8 +203,8 @@ def main() -> None:
             rss = measure_rss(stack, prefix, args.state, min(20_000, args.commands))
             probes = {
                 "restore consumer as configured": probe_restore_memory(stack, changelog),
-                "its prefetch (queued.max.messages.kbytes) at 8 MiB": probe_restore_memory(
-                    stack, changelog, 8 * 1024
+                "its prefetch (queued.max.messages.kbytes) at 64 MiB": probe_restore_memory(
+                    stack, changelog, 64 * 1024
                 ),
             }
     measured = Figures(rates, profiles, latencies, restore_rate, entry_size, rss, probes)

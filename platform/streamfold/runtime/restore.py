@@ -64,7 +64,7 @@ class ChangelogRestorer:
         settings: KafkaSettings,
         progress: RestoreProgress,
         batch: int = 10_000,
-        prefetch_mb: int = 128,
+        prefetch_mb: int = 8,
     ) -> None:
         self.batch = batch
         self.progress = progress
@@ -73,11 +73,21 @@ class ChangelogRestorer:
                 f"streamfold-restore-{uuid.uuid4().hex}",
                 **{
                     "enable.partition.eof": True,
-                    # Large fetches and prefetch (the restore rate follows the queue size);
-                    # the worker returns the memory once restores are done (runtime.memory).
-                    "fetch.max.bytes": 16 * 1024 * 1024,
-                    "max.partition.fetch.bytes": 4 * 1024 * 1024,
+                    # librdkafka stops fetching a partition once its queue is full
+                    # (queued.min.messages, 100k by default, or queued.max.messages.kbytes)
+                    # and waits fetch.queue.backoff.ms (1 s by default) before it fetches
+                    # again: a restore spent about half its time waiting so. With a short
+                    # backoff the prefetch can be small: the RSS peak of a restore follows
+                    # the prefetch and the fetch sizes (each fetch response stays allocated
+                    # while any of its records is queued), the rate hardly does. Measured
+                    # with 1M entries (benchmarks/rss_probe.py): 16 MiB fetches, 4 MiB per
+                    # partition and a 32 MiB prefetch peaked at 335 MB; 4 MiB, 1 MiB and
+                    # 8 MiB at 180 MB, at the same rate.
+                    "fetch.max.bytes": 4 * 1024 * 1024,
+                    "max.partition.fetch.bytes": 1024 * 1024,
                     "queued.max.messages.kbytes": prefetch_mb * 1024,
+                    "queued.min.messages": 10_000_000,
+                    "fetch.queue.backoff.ms": 10,
                 },
             )
         )

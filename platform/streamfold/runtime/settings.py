@@ -63,10 +63,10 @@ class WorkerSettings(BaseSettings):
     health_port: int = 8080
     health_host: str = "0.0.0.0"  # probes come from outside the pod
     restore_batch: int = Field(default=10_000, ge=1)
-    #: Changelog prefetch while restoring: the restore rate follows it (8 MiB: about a third
-    #: of the rate of 128 MiB), and so does the RSS peak during a restore (memory is returned
-    #: to the OS once restores end).
-    restore_prefetch_mb: int = Field(default=128, ge=1)
+    #: Changelog prefetch while restoring. The RSS peak during a restore follows it; the rate
+    #: hardly does (see streamfold.runtime.restore). Memory is returned to the OS once
+    #: restores end.
+    restore_prefetch_mb: int = Field(default=8, ge=1)
     #: Commands prefetched per process; it counts in the RSS.
     consumer_prefetch_mb: int = Field(default=16, ge=1)
     rocksdb: RocksDBOptions = RocksDBOptions()

@@ -198,6 +198,9 @@ class AggregateWorker:
             "fetch.wait.max.ms": 20,
             # The prefetch queue counts in the RSS; 16 MiB keeps thousands of commands ready.
             "queued.max.messages.kbytes": self.settings.consumer_prefetch_mb * 1024,
+            # A full prefetch queue pauses fetching for fetch.queue.backoff.ms (1 s by
+            # default): far longer than the worker takes to drain it.
+            "fetch.queue.backoff.ms": 10,
         }
         if self.settings.static_membership:
             overrides["group.instance.id"] = self.settings.instance_id
