@@ -5,19 +5,33 @@ log pipeline) and a readable console rendering in development. Correlation field
 (``command_id``, ``request_id``, ``trace_id``, ...) are bound with :func:`bind_correlation`
 and appear on every line logged inside that context, including lines from the standard
 library's ``logging`` that structlog formats.
+
+A worker handles thousands of messages a second and logs about few of them, so the ids of the
+message in hand are set with :func:`message_correlation` (one context variable, set and reset
+per message) and expanded into fields only when a line is actually logged.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
+from contextvars import ContextVar, Token
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import structlog
 
-__all__ = ["LogFormat", "bind_correlation", "configure_logging", "get_logger"]
+__all__ = [
+    "LogFormat",
+    "MessageCorrelation",
+    "bind_correlation",
+    "configure_logging",
+    "end_message_correlation",
+    "get_logger",
+    "message_correlation",
+]
 
 LogFormat = Literal["json", "console"]
 
@@ -29,6 +43,7 @@ def configure_logging(fmt: LogFormat = "console", level: str = "INFO") -> None:
         raise ValueError(f"unknown log level {level!r}")
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
+        _merge_message_correlation,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.stdlib.add_logger_name,
@@ -72,3 +87,38 @@ def bind_correlation(**ids: str | int | None) -> Iterator[None]:
     present = {k: v for k, v in ids.items() if v is not None}
     with structlog.contextvars.bound_contextvars(**present):
         yield
+
+
+@dataclass(frozen=True, slots=True)
+class MessageCorrelation:
+    """The ids of the message being handled; ``traceparent`` is W3C's header, as received."""
+
+    command_id: str
+    request_id: str | None = None
+    traceparent: str | None = None
+
+
+_MESSAGE: ContextVar[MessageCorrelation | None] = ContextVar("streamfold_message", default=None)
+
+
+def message_correlation(ids: MessageCorrelation) -> Token[MessageCorrelation | None]:
+    """Make ``ids`` the correlation of every line logged until :func:`end_message_correlation`."""
+    return _MESSAGE.set(ids)
+
+
+def end_message_correlation(token: Token[MessageCorrelation | None]) -> None:
+    _MESSAGE.reset(token)
+
+
+def _merge_message_correlation(
+    _logger: Any, _method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    ids = _MESSAGE.get()
+    if ids is not None:
+        event.setdefault("command_id", ids.command_id)
+        if ids.request_id is not None:
+            event.setdefault("request_id", ids.request_id)
+        parts = (ids.traceparent or "").split("-")
+        if len(parts) == 4:  # 00-<trace id>-<span id>-<flags>
+            event.setdefault("trace_id", parts[1])
+    return event

@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-import structlog
 from confluent_kafka import Message
 from pydantic import ValidationError
 
@@ -51,7 +50,12 @@ from streamfold.domain.aggregate import Aggregate
 from streamfold.domain.messages import Command, Metadata
 from streamfold.domain.naming import aggregate_topics, context_topics
 from streamfold.errors import Rejected
-from streamfold.observability.logging import get_logger
+from streamfold.observability.logging import (
+    MessageCorrelation,
+    end_message_correlation,
+    get_logger,
+    message_correlation,
+)
 from streamfold.runtime import headers as h
 from streamfold.runtime.headers import DeadLetterReason, Headers
 from streamfold.runtime.results import RESULT_NAMESPACE, CommandResult, Outcome
@@ -148,13 +152,13 @@ class CommandProcessor:
             (name, raw_headers[name].encode()) for name in h.PROPAGATED[1:] if name in raw_headers
         ]
         about = _Command(command_id, propagated, raw_headers.get(h.REQUEST_ID), partition)
-        bound = structlog.contextvars.bind_contextvars(
-            command_id=command_id, request_id=about.request_id, trace_id=_trace_id(raw_headers)
+        token = message_correlation(
+            MessageCorrelation(command_id, about.request_id, raw_headers.get(h.TRACEPARENT))
         )
         try:
             return self._process(message, raw_headers, about, store, outbox)
         finally:
-            structlog.contextvars.reset_contextvars(**bound)
+            end_message_correlation(token)
 
     def _process(
         self,
@@ -429,9 +433,3 @@ def _metadata(raw: dict[str, str], command_id: str, message: Message) -> Metadat
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _trace_id(raw: dict[str, str]) -> str | None:
-    """The trace id of a W3C ``traceparent`` (``00-<trace id>-<span id>-<flags>``)."""
-    parts = raw.get(h.TRACEPARENT, "").split("-")
-    return parts[1] if len(parts) == 4 else None
