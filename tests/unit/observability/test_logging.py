@@ -5,7 +5,14 @@ import logging
 
 import pytest
 
-from streamfold.observability.logging import bind_correlation, configure_logging, get_logger
+from streamfold.observability.logging import (
+    MessageCorrelation,
+    bind_correlation,
+    configure_logging,
+    end_message_correlation,
+    get_logger,
+    message_correlation,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -32,3 +39,23 @@ def test_json_lines_carry_bound_correlation_ids(capsys: pytest.CaptureFixture[st
 def test_unknown_level_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown log level"):
         configure_logging("console", "LOUD")
+
+
+def test_the_message_in_hand_correlates_every_line_until_it_ends(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging("json", "INFO")
+    log = get_logger("streamfold.test")
+    token = message_correlation(
+        MessageCorrelation("c-1", "r-1", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+    )
+    log.info("handled")
+    logging.getLogger("foreign").warning("from the standard library")
+    end_message_correlation(token)
+    log.info("after")
+    handled, foreign, after = (json.loads(x) for x in capsys.readouterr().err.splitlines())
+    assert handled["command_id"] == "c-1"
+    assert handled["request_id"] == "r-1"
+    assert handled["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert foreign["command_id"] == "c-1"
+    assert "command_id" not in after
