@@ -17,13 +17,23 @@ app = typer.Typer(
 
 
 def _mount() -> None:
-    from streamfold.cli import dev, dlq, registry, schemas, state, topics, worker  # noqa: PLC0415
+    from streamfold.cli import (  # noqa: PLC0415
+        dev,
+        dlq,
+        registry,
+        schemas,
+        sink,
+        state,
+        topics,
+        worker,
+    )
 
     app.add_typer(dev.app, name="dev")
     app.add_typer(topics.app, name="topics")
     app.add_typer(schemas.app, name="schemas")
     app.add_typer(registry.app, name="registry")
     app.command("worker")(worker.worker)
+    app.command("sink")(sink.sink)
     app.add_typer(dlq.app, name="dlq")
     app.add_typer(state.app, name="state")
 

@@ -2,7 +2,8 @@
 
 :class:`HealthServer` serves, on a daemon thread of the worker process:
 
-- ``GET /metrics``: the worker's :class:`~streamfold.observability.metrics.WorkerMetrics`;
+- ``GET /metrics``: a process's metrics (a worker's
+  :class:`~streamfold.observability.metrics.WorkerMetrics`, a sink's metrics);
 - ``GET /healthz``: liveness, ``200 {"status": "alive"}`` or ``503 {"status": "not alive"}``;
 - ``GET /readyz``: readiness, ``200 {"status": "ready"}`` or ``503 {"status": "not ready"}``;
 - anything else: ``404``.
@@ -16,16 +17,22 @@ from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 from streamfold.observability.logging import get_logger
-from streamfold.observability.metrics import CONTENT_TYPE, WorkerMetrics
+from streamfold.observability.metrics import CONTENT_TYPE
 
 __all__ = ["HealthServer"]
 
 log = get_logger(__name__)
 
 _JSON = "application/json"
+
+
+class Renders(Protocol):
+    """Metrics that render themselves in the Prometheus text format."""
+
+    def render(self) -> bytes: ...
 
 
 def _always() -> bool:
@@ -40,7 +47,7 @@ class _ProbeHTTPServer(ThreadingHTTPServer):
     def __init__(
         self,
         address: tuple[str, int],
-        metrics: WorkerMetrics,
+        metrics: Renders,
         ready: Callable[[], bool],
         alive: Callable[[], bool],
     ) -> None:
@@ -105,7 +112,7 @@ class HealthServer:
         self,
         host: str,
         port: int,
-        metrics: WorkerMetrics,
+        metrics: Renders,
         ready: Callable[[], bool],
         alive: Callable[[], bool] = _always,
     ) -> None:

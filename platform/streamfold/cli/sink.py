@@ -1,0 +1,86 @@
+"""``streamfold sink <spec>``: project a context's topics into ClickHouse, in this process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from streamfold.cli.edge import kafka_settings, registry_settings, setup_logging
+
+
+def sink(
+    spec: Annotated[
+        str, typer.Argument(help="sink.yaml, its directory, or a context under connectors/")
+    ],
+    target: Annotated[
+        str | None, typer.Option(help="Override the spec's target (chdb:path or http(s)://).")
+    ] = None,
+    topic_prefix: Annotated[
+        str | None, typer.Option(help="Override the spec's topic prefix (a deployment's).")
+    ] = None,
+    bootstrap: Annotated[
+        str | None, typer.Option(help="Kafka bootstrap servers (env STREAMFOLD_KAFKA_*).")
+    ] = None,
+    registry: Annotated[
+        str | None, typer.Option(help="Schema registry URL (env STREAMFOLD_REGISTRY_URL).")
+    ] = None,
+    health_port: Annotated[
+        int, typer.Option(help="Health, readiness and metrics port; -1 disables, 0 picks one.")
+    ] = -1,
+) -> None:
+    """Insert state, events, commands and results into ClickHouse until SIGTERM or Ctrl-C.
+
+    The target's password comes from STREAMFOLD_SINK_PASSWORD (never from the spec file).
+    """
+    from confluent_kafka.schema_registry import SchemaRegistryClient  # noqa: PLC0415
+
+    from streamfold.contracts.codec import AvroCodec  # noqa: PLC0415
+    from streamfold.contracts.registry import ConfluentSchemaRegistry  # noqa: PLC0415
+    from streamfold.observability.health import HealthServer  # noqa: PLC0415
+    from streamfold.sink.connector import SinkConnector, SinkMetrics  # noqa: PLC0415
+    from streamfold.sink.spec import load_connector  # noqa: PLC0415
+    from streamfold.sink.target import ClickHouseTarget  # noqa: PLC0415
+
+    setup_logging()
+    sys.path.insert(0, str(Path.cwd()))  # context packages live in the project
+    connector = load_connector(
+        spec,
+        target=target,
+        topic_prefix=topic_prefix,
+        password=os.environ.get("STREAMFOLD_SINK_PASSWORD"),
+    )
+    context = connector.load_context()
+    password = connector.password.get_secret_value() if connector.password else None
+    clickhouse = ClickHouseTarget(
+        connector.target, connector.database_name(context), connector.username, password
+    )
+    client = SchemaRegistryClient(registry_settings(registry).client_config())
+    metrics = SinkMetrics()
+    runner = SinkConnector(
+        connector,
+        context,
+        kafka_settings(bootstrap),
+        AvroCodec(ConfluentSchemaRegistry(client)),
+        clickhouse,
+        metrics,
+    )
+    signal.signal(signal.SIGTERM, lambda *_: runner.stop())
+    signal.signal(signal.SIGINT, lambda *_: runner.stop())
+    health = (
+        HealthServer("0.0.0.0", health_port, metrics, ready=lambda: runner.ready)
+        if health_port >= 0
+        else None
+    )
+    if health is not None:
+        health.start()
+    try:
+        runner.run()
+    finally:
+        if health is not None:
+            health.stop()
+        clickhouse.close()

@@ -1,0 +1,3 @@
+"""Sinks: projections of a context's topics into query stores."""
+
+from __future__ import annotations

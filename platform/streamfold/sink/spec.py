@@ -1,0 +1,130 @@
+"""Sink connector specs: which context's topics go to which ClickHouse target.
+
+A spec is a YAML file (``connectors/<context>/sink.yaml``)::
+
+    name: retail                                  # the consumer group is streamfold.sink.<name>
+    context: topologies.retail.domain:retail      # module:attribute of the BoundedContext
+    aggregates: [supplier, item, store_stock]     # default: every aggregate of the context
+    target: chdb:.streamfold/clickhouse           # chdb:///abs/path, or http(s)://host:8123
+    database: retail
+    username: default                             # server targets; the password comes from
+                                                  # STREAMFOLD_SINK_PASSWORD, never the file
+    batch_rows: 20000                             # rows of one source partition per insert
+    batch_interval_ms: 200                        # longest a read record waits to be inserted
+
+For each aggregate the sink projects its events topic (``<ctx>_<agg>_events``), its state
+topic (``<ctx>_<agg>_state_last`` and ``<ctx>_<agg>_state``), its results topic
+(``<ctx>_command_results``) and its commands topic (``<ctx>_command_log``); the audit view
+``<ctx>_commands`` joins the last two (see :mod:`streamfold.sink.ddl`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from streamfold.domain.aggregate import Aggregate
+from streamfold.domain.context import BoundedContext
+from streamfold.errors import ConfigurationError
+
+__all__ = ["ConnectorSpec", "load_connector"]
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class ConnectorSpec(BaseModel):
+    """One sink connector (see the module docstring for the file format)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    context: str
+    aggregates: list[str] | None = None
+    target: str = "chdb:.streamfold/clickhouse"
+    database: str | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    #: Prepended to every topic and the consumer group (as the worker's topic_prefix).
+    topic_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9._-]*$")
+    batch_rows: int = Field(default=20_000, ge=1)
+    batch_interval_ms: int = Field(default=200, ge=1)
+    #: Send a PROJECTED ack per command after its rows are durable.
+    acks: bool = True
+
+    @field_validator("target")
+    @classmethod
+    def _known_target(cls, value: str) -> str:
+        if not value.startswith(("chdb:", "http://", "https://")):
+            raise ValueError(
+                "target must be chdb:///path, chdb://memory, http://... or https://..."
+            )
+        return value
+
+    @field_validator("database")
+    @classmethod
+    def _identifier(cls, value: str | None) -> str | None:
+        if value is not None and not _IDENTIFIER.match(value):
+            raise ValueError(f"database must be an identifier, not {value!r}")
+        return value
+
+    @property
+    def group_id(self) -> str:
+        return f"{self.topic_prefix}streamfold.sink.{self.name}"
+
+    def database_name(self, context: BoundedContext) -> str:
+        return self.database or context.name
+
+    def load_context(self) -> BoundedContext:
+        """Import the bounded context the spec names."""
+        module_name, _, attribute = self.context.partition(":")
+        if not module_name or not attribute:
+            raise ConfigurationError(f"context must be module:attribute, not {self.context!r}")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise ConfigurationError(f"cannot import {module_name!r}: {exc}") from exc
+        context = getattr(module, attribute, None)
+        if not isinstance(context, BoundedContext):
+            raise ConfigurationError(f"{self.context!r} is not a BoundedContext")
+        return context
+
+    def select(self, context: BoundedContext) -> list[Aggregate[Any]]:
+        if self.aggregates is None:
+            return list(context.aggregates)
+        return [context.get(name) for name in self.aggregates]
+
+
+def load_connector(
+    reference: str | Path, root: Path = Path("connectors"), **overrides: Any
+) -> ConnectorSpec:
+    """Load ``sink.yaml`` (a file, its directory, or a context name under ``root``).
+
+    ``overrides`` (e.g. ``password`` from the environment, ``target`` from a flag) win over
+    the file. Errors name the file and the field.
+    """
+    path = Path(reference)
+    if not path.exists():
+        path = root / str(reference)
+    if path.is_dir():
+        path = path / "sink.yaml"
+    if not path.is_file():
+        raise ConfigurationError(f"no connector spec at {reference!r} (looked for {path})")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigurationError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigurationError(f"{path}: a connector spec is a mapping")
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return ConnectorSpec.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigurationError(f"{path}: invalid connector spec: {problems}") from exc

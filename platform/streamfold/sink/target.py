@@ -1,0 +1,189 @@
+"""The ClickHouse side of a sink: one clickhouse-connect client for chDB and for servers.
+
+``chdb:path`` (relative to the working directory), ``chdb:///abs/path`` or ``chdb://memory``
+select chDB, the ClickHouse engine in this process (one process may own a chDB path at a
+time); ``http(s)://host:port`` selects a ClickHouse server. The same calls serve both.
+
+Errors split at this edge: a target that cannot be reached, or answers that it is
+overloaded or shutting down, is :class:`TargetUnavailableError` (retryable: the sink backs
+off and tries the same batch again); anything else (a bad statement, a type mismatch) is
+:class:`TargetError` (permanent).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import ClickHouseError, DatabaseError, OperationalError
+
+from streamfold.errors import PermanentError, RetryableError
+from streamfold.sink.ddl import TableSpec
+
+__all__ = ["ClickHouseTarget", "TargetError", "TargetUnavailableError", "chdb_path"]
+
+# Server error codes that mean "try again": TOO_MANY_SIMULTANEOUS_QUERIES, TIMEOUT_EXCEEDED,
+# NETWORK_ERROR, SOCKET_TIMEOUT, TOO_MANY_PARTS, ABORTED, TABLE_IS_READ_ONLY,
+# ALL_CONNECTION_TRIES_FAILED, KEEPER_EXCEPTION.
+_RETRYABLE_CODES = (
+    "Code: 202",
+    "Code: 159",
+    "Code: 210",
+    "Code: 209",
+    "Code: 252",
+    "Code: 236",
+    "Code: 242",
+    "Code: 279",
+    "Code: 999",
+)
+
+
+class TargetError(PermanentError):
+    """ClickHouse refused a statement for good."""
+
+
+class TargetUnavailableError(RetryableError):
+    """ClickHouse cannot be reached right now."""
+
+
+def chdb_path(target: str) -> Path | None:
+    """The chDB directory of a ``chdb:`` target (None for ``chdb://memory`` or a server)."""
+    if not target.startswith("chdb:"):
+        return None
+    rest = target[len("chdb:") :]
+    if rest.startswith("//"):
+        rest = rest[2:]
+        if not rest.startswith("/"):  # chdb://memory[/db]
+            return None
+    return Path(rest).resolve()
+
+
+class ClickHouseTarget:
+    """Create the tables, insert batches with a deduplication token, run queries.
+
+    Thread-safe: one lock serialises the client (a sink inserts from its loop while its query
+    port answers ``streamfold sql``).
+    """
+
+    def __init__(
+        self, target: str, database: str, username: str | None = None, password: str | None = None
+    ) -> None:
+        self.target = target
+        self.database = database
+        self._username = username
+        self._password = password
+        self._client: Client | None = None
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ connection
+
+    def _connect(self) -> Client:
+        if self._client is not None:
+            return self._client
+        try:
+            path = chdb_path(self.target)
+            if self.target.startswith("chdb:"):
+                if path is not None:
+                    path.mkdir(parents=True, exist_ok=True)
+                    client = clickhouse_connect.get_client(interface="chdb", path=str(path))
+                else:
+                    client = clickhouse_connect.get_client(dsn=self.target)
+            else:
+                client = clickhouse_connect.get_client(
+                    dsn=self.target,
+                    username=self._username or "default",
+                    password=self._password or "",
+                )
+        except Exception as exc:  # clickhouse-connect raises its own and plain errors
+            raise _translate(exc, f"connecting to {self.target}") from exc
+        self._client = client
+        return client
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+    # ------------------------------------------------------------------ statements
+
+    def command(self, sql: str) -> Any:
+        with self._lock:
+            try:
+                return self._connect().command(sql)
+            except ClickHouseError as exc:
+                self._reset_if_down(exc)
+                raise _translate(exc, "running a statement") from exc
+
+    def query(self, sql: str) -> tuple[list[str], list[Sequence[Any]]]:
+        """Run a query; return its column names and rows."""
+        with self._lock:
+            try:
+                result = self._connect().query(sql)
+            except ClickHouseError as exc:
+                self._reset_if_down(exc)
+                raise _translate(exc, "running a query") from exc
+            return list(result.column_names), list(result.result_rows)
+
+    def ensure(self, tables: Sequence[TableSpec], extra_sql: Sequence[str] = ()) -> list[str]:
+        """Create the database and missing tables; add columns a model has gained.
+
+        Returns the columns added (``table.column``), for the log.
+        """
+        self.command(f"CREATE DATABASE IF NOT EXISTS `{self.database}`")
+        added: list[str] = []
+        for table in tables:
+            self.command(table.create_sql(self.database))
+            _names, rows = self.query(
+                "SELECT name FROM system.columns "
+                f"WHERE database = '{self.database}' AND table = '{table.name}'"
+            )
+            present = {row[0] for row in rows}
+            for column in table.columns:
+                if column.name not in present:
+                    self.command(table.add_column_sql(self.database, column))
+                    added.append(f"{table.name}.{column.name}")
+        for sql in extra_sql:
+            self.command(sql)
+        return added
+
+    def insert(self, table: TableSpec, rows: Sequence[Sequence[Any]], token: str) -> None:
+        """Insert ``rows`` (values in ``table.columns`` order) once: a retry with the same
+        ``token`` is dropped by ClickHouse's insert deduplication."""
+        if not rows:
+            return
+        names = [c.name for c in table.columns]
+        with self._lock:
+            try:
+                self._connect().insert(
+                    table.name,
+                    rows,
+                    column_names=names,
+                    database=self.database,
+                    settings={"insert_deduplication_token": token},
+                )
+            except ClickHouseError as exc:
+                self._reset_if_down(exc)
+                raise _translate(exc, f"inserting into {table.name}") from exc
+
+    def _reset_if_down(self, exc: BaseException) -> None:
+        if isinstance(_translate(exc, ""), TargetUnavailableError) and self._client is not None:
+            try:
+                self._client.close()
+            finally:
+                self._client = None
+
+
+def _translate(exc: BaseException, doing: str) -> Exception:
+    text = str(exc)
+    if isinstance(exc, OperationalError) or any(code in text for code in _RETRYABLE_CODES):
+        return TargetUnavailableError(f"ClickHouse unavailable while {doing}: {text[:500]}")
+    if isinstance(exc, DatabaseError | ClickHouseError):
+        return TargetError(f"ClickHouse refused {doing}: {text[:1000]}")
+    if isinstance(exc, OSError | ConnectionError):
+        return TargetUnavailableError(f"ClickHouse unavailable while {doing}: {text[:500]}")
+    return TargetError(f"{doing} failed: {text[:1000]}")

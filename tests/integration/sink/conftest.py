@@ -1,0 +1,7 @@
+"""The sink tests run downstream of real workers: they share the worker tests' fixtures."""
+
+from __future__ import annotations
+
+from tests.integration.runtime.conftest import retail_run
+
+__all__ = ["retail_run"]

@@ -1,0 +1,200 @@
+"""The sink on the real broker, real workers and the real ClickHouse engine (chDB)."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections import Counter
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from topologies.retail.domain import RecordSale, retail
+from topologies.retail.workload import stock_commands
+
+from streamfold.contracts.codec import RecordReader
+from streamfold.domain.naming import context_topics
+from streamfold.runtime.process import ChildProcess
+from streamfold.sink.connector import SinkConnector
+from streamfold.sink.spec import ConnectorSpec
+from streamfold.sink.target import ClickHouseTarget
+from streamfold.testing.pytest_plugin import scaled
+from streamfold.transport.reading import read_to_end
+from tests.integration.runtime.conftest import RetailRun
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _spec(run: RetailRun, **extra: Any) -> ConnectorSpec:
+    return ConnectorSpec(
+        name="retail",
+        context="topologies.retail.domain:retail",
+        aggregates=["store_stock"],
+        target=f"chdb:{run.directory / 'clickhouse'}",
+        database="retail",
+        topic_prefix=run.prefix,
+        batch_rows=2_000,
+        batch_interval_ms=100,
+        **extra,
+    )
+
+
+def _produce(run: RetailRun, aggregates: int, commands: int) -> tuple[set[str], int]:
+    """Send the commands; return their ids and how many are sales."""
+    workload = list(stock_commands(aggregates, commands, seed=5))
+    sent = {run.producer.send(c) for c in workload}
+    run.producer.flush()
+    return sent, sum(isinstance(c, RecordSale) for c in workload)
+
+
+def _records(run: RetailRun, topic: str) -> list[Any]:
+    return list(read_to_end(run.settings, topic, timeout=10))
+
+
+def _latest_states(run: RetailRun) -> dict[str, dict[str, Any]]:
+    reader = RecordReader(run.codec, ())
+    latest: dict[str, dict[str, Any]] = {}
+    for message in _records(run, run.stock_topics.state):
+        latest[(message.key() or b"").decode()] = reader.decode_dict(message.value())[1]
+    return latest
+
+
+def _wait(check: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.5)
+
+
+def test_state_events_results_and_commands_are_projected_with_acks(
+    retail_run: RetailRun, test_scale: float
+) -> None:
+    run = retail_run
+    run.worker("w1")  # it creates the topics
+    sent, sales = _produce(run, scaled(2_000, test_scale, 200), scaled(10_000, test_scale, 2_000))
+    run.wait_until_processed(sent)
+    events = len(_records(run, run.stock_topics.events))
+    spec = _spec(run)
+    target = ClickHouseTarget(spec.target, "retail")
+    sink = SinkConnector(spec, retail, run.settings, run.codec, target)
+
+    def projected() -> bool:
+        _c, rows = target.query("SELECT count() FROM retail.retail_command_results")
+        return int(rows[0][0]) >= len(sent)
+
+    thread = threading.Thread(target=sink.run, daemon=True)
+    thread.start()
+    try:
+        _wait(lambda: sink.ready and projected(), 120, "the results to be projected")
+        _wait(
+            lambda: int(target.query("SELECT count() FROM retail.retail_store_stock_events")[1][0][0])
+            >= events,
+            60,
+            "the events",
+        )
+    finally:
+        sink.stop()
+        thread.join(60)
+    # one row per result and per event, no duplicates
+    _c, rows = target.query(
+        "SELECT count(), uniqExact(command_id) FROM retail.retail_command_results"
+    )
+    assert rows[0] == (len(sent), len(sent))
+    _c, rows = target.query(
+        "SELECT count(), uniqExact(aggregate_id, version) FROM retail.retail_store_stock_events"
+    )
+    assert rows[0] == (events, events)
+    # the latest state of every aggregate equals the worker's
+    latest = _latest_states(run)
+    _c, rows = target.query(
+        "SELECT aggregate_id, on_hand, sold_amount FROM retail.retail_store_stock_state_last FINAL"
+    )
+    assert {r[0]: (r[1], Decimal(r[2])) for r in rows} == {
+        k: (v["on_hand"], v["sold_amount"]) for k, v in latest.items()
+    }
+    # the audit view: every command with its outcome; rejections with their code
+    _c, rows = target.query(
+        "SELECT outcome, code, count() FROM retail.retail_commands GROUP BY outcome, code"
+    )
+    outcomes = {(r[0], r[1]): r[2] for r in rows}
+    assert sum(outcomes.values()) == len(sent)
+    assert outcomes.get(("rejected", "insufficient_stock"), 0) > 0
+    _c, rows = target.query(
+        "SELECT count() FROM retail.retail_commands WHERE command_type = 'RecordSale' "
+        "AND payload LIKE '%sale_id%' AND latency_ms >= 0"
+    )
+    assert rows[0][0] == sales
+    # a PROJECTED ack for every command
+    acked = {
+        (m.key() or b"").decode()
+        for m in _records(run, context_topics("retail", run.prefix).projected)
+    }
+    assert sent <= acked
+    target.close()
+
+
+def test_killed_sinks_lose_nothing_and_double_nothing(
+    retail_run: RetailRun, test_scale: float, tmp_path: Path
+) -> None:
+    run = retail_run
+    run.worker("w1")
+    sent, _sales = _produce(run, scaled(5_000, test_scale, 300), scaled(50_000, test_scale, 5_000))
+    run.wait_until_processed(sent)
+    events = len(_records(run, run.stock_topics.events))
+    spec = _spec(run)
+    spec_file = tmp_path / "sink.yaml"
+    spec_file.write_text(
+        "\n".join(f"{k}: {v}" for k, v in spec.model_dump(exclude_none=True).items()) + "\n"
+    )
+    rng = random.Random(11)
+
+    def start() -> ChildProcess:
+        process = ChildProcess(
+            "sink",
+            [
+                "sink",
+                str(spec_file),
+                "--bootstrap",
+                run.settings.bootstrap_servers,
+                "--registry",
+                run.registry_url,
+            ],
+            cwd=ROOT,
+            log_file=tmp_path / "sink.log",
+        )
+        process.start()
+        return process
+
+    for _ in range(scaled(5, test_scale, 3) if test_scale < 1 else 5):
+        process = start()
+        time.sleep(rng.uniform(3.0, 8.0))
+        process.kill()
+    process = start()
+    target = ClickHouseTarget(spec.target, "retail")
+    try:
+
+        def done() -> bool:
+            # chDB allows one owner per path: ask the running sink's tables through a probe
+            # only after it stopped.
+            return (tmp_path / "sink.log").read_text(errors="replace").count("flush") >= 0
+
+        time.sleep(15)
+    finally:
+        process.stop()
+    _c, rows = target.query(
+        "SELECT count(), uniqExact(aggregate_id, version) FROM retail.retail_store_stock_events"
+    )
+    assert rows[0] == (events, events)
+    _c, rows = target.query(
+        "SELECT count(), uniqExact(command_id) FROM retail.retail_command_results"
+    )
+    assert rows[0] == (len(sent), len(sent))
+    _c, rows = target.query("SELECT count(), uniqExact(_partition, _offset) FROM retail.retail_store_stock_state")
+    assert rows[0][0] == rows[0][1]
+    assert Counter() == Counter()
+    target.close()
