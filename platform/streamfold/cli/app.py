@@ -23,6 +23,7 @@ def _mount() -> None:
         registry,
         schemas,
         sink,
+        sql,
         state,
         topics,
         worker,
@@ -34,6 +35,7 @@ def _mount() -> None:
     app.add_typer(registry.app, name="registry")
     app.command("worker")(worker.worker)
     app.command("sink")(sink.sink)
+    app.command("sql")(sql.sql)
     app.add_typer(dlq.app, name="dlq")
     app.add_typer(state.app, name="state")
 

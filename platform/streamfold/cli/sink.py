@@ -43,6 +43,7 @@ def sink(
     from streamfold.contracts.registry import ConfluentSchemaRegistry  # noqa: PLC0415
     from streamfold.observability.health import HealthServer  # noqa: PLC0415
     from streamfold.sink.connector import SinkConnector, SinkMetrics  # noqa: PLC0415
+    from streamfold.sink.queries import QueryServer  # noqa: PLC0415
     from streamfold.sink.spec import load_connector  # noqa: PLC0415
     from streamfold.sink.target import ClickHouseTarget  # noqa: PLC0415
 
@@ -78,9 +79,15 @@ def sink(
     )
     if health is not None:
         health.start()
+    # A chDB path has one owner: this process answers `streamfold sql` for it meanwhile.
+    queries = QueryServer(clickhouse) if connector.target.startswith("chdb:") else None
+    if queries is not None:
+        queries.start()
     try:
         runner.run()
     finally:
+        if queries is not None:
+            queries.stop()
         if health is not None:
             health.stop()
         clickhouse.close()

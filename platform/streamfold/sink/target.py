@@ -4,10 +4,11 @@
 select chDB, the ClickHouse engine in this process (one process may own a chDB path at a
 time); ``http(s)://host:port`` selects a ClickHouse server. The same calls serve both.
 
-Errors split at this edge: a target that cannot be reached, or answers that it is
-overloaded or shutting down, is :class:`TargetUnavailableError` (retryable: the sink backs
-off and tries the same batch again); anything else (a bad statement, a type mismatch) is
-:class:`TargetError` (permanent).
+Errors split at this edge: a target that cannot be reached, answers that it is overloaded
+or shutting down, or (chDB) whose path another process owns, is
+:class:`TargetUnavailableError` (retryable: the sink backs off and tries the same batch
+again); anything else (a bad statement, a type mismatch) is :class:`TargetError`
+(permanent).
 """
 
 from __future__ import annotations
@@ -180,7 +181,8 @@ class ClickHouseTarget:
 
 def _translate(exc: BaseException, doing: str) -> Exception:
     text = str(exc)
-    if isinstance(exc, OperationalError) or any(code in text for code in _RETRYABLE_CODES):
+    busy = "Unable to open the chdb engine" in text  # another process owns the path
+    if busy or isinstance(exc, OperationalError) or any(c in text for c in _RETRYABLE_CODES):
         return TargetUnavailableError(f"ClickHouse unavailable while {doing}: {text[:500]}")
     if isinstance(exc, DatabaseError | ClickHouseError):
         return TargetError(f"ClickHouse refused {doing}: {text[:1000]}")

@@ -5,24 +5,26 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections import Counter
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from confluent_kafka import Consumer, TopicPartition
+from tests.integration.runtime.conftest import RetailRun
 from topologies.retail.domain import RecordSale, retail
 from topologies.retail.workload import stock_commands
 
 from streamfold.contracts.codec import RecordReader
 from streamfold.domain.naming import context_topics
-from streamfold.runtime.process import ChildProcess
+from streamfold.embedded.ports import free_ports
 from streamfold.sink.connector import SinkConnector
+from streamfold.sink.process import SinkProcess
 from streamfold.sink.spec import ConnectorSpec
 from streamfold.sink.target import ClickHouseTarget
 from streamfold.testing.pytest_plugin import scaled
 from streamfold.transport.reading import read_to_end
-from tests.integration.runtime.conftest import RetailRun
 
 pytestmark = pytest.mark.integration
 
@@ -30,17 +32,17 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 def _spec(run: RetailRun, **extra: Any) -> ConnectorSpec:
-    return ConnectorSpec(
-        name="retail",
-        context="topologies.retail.domain:retail",
-        aggregates=["store_stock"],
-        target=f"chdb:{run.directory / 'clickhouse'}",
-        database="retail",
-        topic_prefix=run.prefix,
-        batch_rows=2_000,
-        batch_interval_ms=100,
-        **extra,
-    )
+    values: dict[str, Any] = {
+        "name": "retail",
+        "context": "topologies.retail.domain:retail",
+        "aggregates": ["store_stock"],
+        "target": f"chdb:{run.directory / 'clickhouse'}",
+        "database": "retail",
+        "topic_prefix": run.prefix,
+        "batch_rows": 2_000,
+        "batch_interval_ms": 100,
+    }
+    return ConnectorSpec(**{**values, **extra})
 
 
 def _produce(run: RetailRun, aggregates: int, commands: int) -> tuple[set[str], int]:
@@ -92,8 +94,10 @@ def test_state_events_results_and_commands_are_projected_with_acks(
     try:
         _wait(lambda: sink.ready and projected(), 120, "the results to be projected")
         _wait(
-            lambda: int(target.query("SELECT count() FROM retail.retail_store_stock_events")[1][0][0])
-            >= events,
+            lambda: (
+                int(target.query("SELECT count() FROM retail.retail_store_stock_events")[1][0][0])
+                >= events
+            ),
             60,
             "the events",
         )
@@ -138,54 +142,48 @@ def test_state_events_results_and_commands_are_projected_with_acks(
     target.close()
 
 
-def test_killed_sinks_lose_nothing_and_double_nothing(
-    retail_run: RetailRun, test_scale: float, tmp_path: Path
-) -> None:
-    run = retail_run
-    run.worker("w1")
-    sent, _sales = _produce(run, scaled(5_000, test_scale, 300), scaled(50_000, test_scale, 5_000))
-    run.wait_until_processed(sent)
-    events = len(_records(run, run.stock_topics.events))
-    spec = _spec(run)
-    spec_file = tmp_path / "sink.yaml"
-    spec_file.write_text(
-        "\n".join(f"{k}: {v}" for k, v in spec.model_dump(exclude_none=True).items()) + "\n"
-    )
-    rng = random.Random(11)
+def _ends(run: RetailRun, topics: list[str]) -> dict[tuple[str, int], int]:
+    """The offset after each partition's last record (commit markers follow records)."""
+    ends: dict[tuple[str, int], int] = {}
+    for topic in topics:
+        for message in read_to_end(run.settings, topic, timeout=10):
+            key = (topic, message.partition() or 0)
+            ends[key] = max(ends.get(key, 0), (message.offset() or 0) + 1)
+    return ends
 
-    def start() -> ChildProcess:
-        process = ChildProcess(
-            "sink",
-            [
-                "sink",
-                str(spec_file),
-                "--bootstrap",
-                run.settings.bootstrap_servers,
-                "--registry",
-                run.registry_url,
-            ],
-            cwd=ROOT,
-            log_file=tmp_path / "sink.log",
-        )
-        process.start()
-        return process
 
-    for _ in range(scaled(5, test_scale, 3) if test_scale < 1 else 5):
-        process = start()
-        time.sleep(rng.uniform(3.0, 8.0))
-        process.kill()
-    process = start()
-    target = ClickHouseTarget(spec.target, "retail")
+def _caught_up(run: RetailRun, group: str, ends: dict[tuple[str, int], int]) -> bool:
+    """Whether ``group`` has committed every source partition up to its last record."""
+    consumer = Consumer(run.settings.consumer_config(group))
     try:
-
-        def done() -> bool:
-            # chDB allows one owner per path: ask the running sink's tables through a probe
-            # only after it stopped.
-            return (tmp_path / "sink.log").read_text(errors="replace").count("flush") >= 0
-
-        time.sleep(15)
+        partitions = [TopicPartition(t, p) for t, p in ends]
+        for tp in consumer.committed(partitions, timeout=10):
+            if tp.metadata or tp.offset < ends[(tp.topic, tp.partition)]:
+                return False  # an intent pending, or records left
+        return True
     finally:
-        process.stop()
+        consumer.close()
+
+
+def _sink_process(
+    run: RetailRun, spec: ConnectorSpec, directory: Path, ready_when: str = "ready"
+) -> SinkProcess:
+    spec_file = directory / "sink.yaml"
+    spec_file.write_text(yaml.safe_dump(spec.model_dump(mode="json", exclude_none=True)))
+    (port,) = free_ports(1)
+    process = SinkProcess(
+        spec_file,
+        bootstrap_servers=run.settings.bootstrap_servers,
+        registry_url=run.registry_url,
+        health_port=port,
+        log_file=directory / "sink.log",
+        ready_when=ready_when,
+    )
+    process.start(timeout=120)
+    return process
+
+
+def _assert_exactly_once(target: ClickHouseTarget, sent: set[str], events: int) -> None:
     _c, rows = target.query(
         "SELECT count(), uniqExact(aggregate_id, version) FROM retail.retail_store_stock_events"
     )
@@ -194,7 +192,51 @@ def test_killed_sinks_lose_nothing_and_double_nothing(
         "SELECT count(), uniqExact(command_id) FROM retail.retail_command_results"
     )
     assert rows[0] == (len(sent), len(sent))
-    _c, rows = target.query("SELECT count(), uniqExact(_partition, _offset) FROM retail.retail_store_stock_state")
-    assert rows[0][0] == rows[0][1]
-    assert Counter() == Counter()
-    target.close()
+    _c, rows = target.query("SELECT count(), uniqExact(command_id) FROM retail.retail_command_log")
+    assert rows[0] == (len(sent), len(sent))
+    _c, rows = target.query(
+        "SELECT count(), uniqExact(_partition, _offset) FROM retail.retail_store_stock_state"
+    )
+    assert rows[0][0] == rows[0][1] > 0
+
+
+def test_killed_sinks_lose_nothing_and_double_nothing(
+    retail_run: RetailRun, test_scale: float, tmp_path: Path
+) -> None:
+    run = retail_run
+    run.worker("w1")
+    aggregates, commands = scaled(10_000, test_scale, 300), scaled(200_000, test_scale, 5_000)
+    sent, _sales = _produce(run, aggregates, commands)
+    run.wait_until_processed(sent, timeout=600)
+    events = len(_records(run, run.stock_topics.events))
+    spec = _spec(run, batch_rows=5_000)
+    ends = _ends(
+        run,
+        [
+            run.stock_topics.events,
+            run.stock_topics.state,
+            run.stock_topics.results,
+            run.stock_topics.commands,
+        ],
+    )
+    rng = random.Random(11)
+    kills = 0
+    for _ in range(5):
+        process = _sink_process(run, spec, tmp_path)
+        time.sleep(rng.uniform(0.2, 1.5))
+        if _caught_up(run, spec.group_id, ends):
+            process.stop()
+            break
+        process.kill()
+        kills += 1
+    process = _sink_process(run, spec, tmp_path)
+    try:
+        _wait(lambda: _caught_up(run, spec.group_id, ends), 600, "the sink to catch up")
+    finally:
+        process.stop()
+    assert kills >= 1, "the sink finished before it could be killed: raise the scale"
+    target = ClickHouseTarget(spec.target, "retail")
+    try:
+        _assert_exactly_once(target, sent, events)
+    finally:
+        target.close()
