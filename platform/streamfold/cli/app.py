@@ -18,6 +18,7 @@ app = typer.Typer(
 
 def _mount() -> None:
     from streamfold.cli import (  # noqa: PLC0415
+        demo,
         dev,
         dlq,
         registry,
@@ -36,6 +37,7 @@ def _mount() -> None:
     app.command("worker")(worker.worker)
     app.command("sink")(sink.sink)
     app.command("sql")(sql.sql)
+    app.command("demo")(demo.demo)
     app.add_typer(dlq.app, name="dlq")
     app.add_typer(state.app, name="state")
 

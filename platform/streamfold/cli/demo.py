@@ -1,0 +1,192 @@
+"""``streamfold demo``: the retail example end to end, from commands to BI reports.
+
+It brings up a stack of its own (Kafka from the fetched jars, the schema registry, the retail
+workers and the retail sink on chDB, on free ports, with its data in ``.streamfold/demo``,
+wiped at the start), sends a day of retail traffic (:mod:`topologies.retail.day`, fixed
+seed), waits until every command is projected (a PROJECTED ack for each), prints the BI
+reports of ``connectors/retail/reports`` (queried through the sink's query port) and stops
+the stack, or keeps it until Ctrl-C with ``--keep``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+ROOT_HOME = Path(".streamfold/demo")
+
+
+def demo(
+    commands: Annotated[int, typer.Option(help="Commands in the day of traffic.")] = 3000,
+    seed: Annotated[int, typer.Option(help="Seed of the day of traffic.")] = 2026,
+    keep: Annotated[bool, typer.Option(help="Keep the stack running until Ctrl-C.")] = False,
+    home: Annotated[Path, typer.Option(help="Where the demo keeps its data.")] = ROOT_HOME,
+) -> None:
+    """Run the retail example end to end and print its BI reports."""
+    run_demo(commands=commands, seed=seed, keep=keep, home=home)
+
+
+def run_demo(
+    *,
+    commands: int = 3000,
+    seed: int = 2026,
+    keep: bool = False,
+    home: Path = ROOT_HOME,
+    console: Console | None = None,
+) -> dict[str, tuple[list[str], list[Sequence[Any]]]]:
+    """The demo; returns each report's columns and rows (for tests)."""
+    from streamfold.cli.edge import default_cache_dir, setup_logging  # noqa: PLC0415
+    from streamfold.contracts.codec import AvroCodec  # noqa: PLC0415
+    from streamfold.contracts.registry import ConfluentSchemaRegistry  # noqa: PLC0415
+    from streamfold.embedded.kafka import LocalKafkaCluster  # noqa: PLC0415
+    from streamfold.embedded.ports import free_ports  # noqa: PLC0415
+    from streamfold.registry.server import RegistryProcess  # noqa: PLC0415
+    from streamfold.runtime.process import WorkerProcess  # noqa: PLC0415
+    from streamfold.sink.process import SinkProcess  # noqa: PLC0415
+    from streamfold.sink.queries import run_sql  # noqa: PLC0415
+    from streamfold.sink.reports import load_reports  # noqa: PLC0415
+    from streamfold.transport.commands import CommandProducer  # noqa: PLC0415
+    from streamfold.transport.settings import KafkaSettings  # noqa: PLC0415
+
+    sys.path.insert(0, str(Path.cwd()))
+    from topologies.retail.day import retail_day  # noqa: PLC0415
+    from topologies.retail.domain import retail  # noqa: PLC0415
+
+    setup_logging()
+    out = console or Console(width=None if sys.stdout.isatty() else 140)
+    root = Path.cwd()
+    home = home.resolve()
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True)
+    target = f"chdb:{home / 'clickhouse'}"
+    started = time.monotonic()
+    with LocalKafkaCluster(home / "kafka", default_cache_dir()) as kafka:
+        out.print(f"[bold]Kafka[/] {kafka.bootstrap_servers} (KRaft, from the fetched jars)")
+        registry_port, worker_port, sink_port = free_ports(3)
+        registry = RegistryProcess(
+            kafka.bootstrap_servers, registry_port, log_file=home / "registry.log"
+        )
+        registry.start(timeout=120)
+        out.print(f"[bold]Schema registry[/] {registry.url}")
+        worker = WorkerProcess(
+            root / "topologies" / "retail" / "topology.yaml",
+            bootstrap_servers=kafka.bootstrap_servers,
+            registry_url=registry.url,
+            instance_id="demo",
+            state_dir=home / "state",
+            health_port=worker_port,
+            log_file=home / "worker.log",
+        )
+        sink = SinkProcess(
+            root / "connectors" / "retail",
+            bootstrap_servers=kafka.bootstrap_servers,
+            registry_url=registry.url,
+            health_port=sink_port,
+            target=target,
+            log_file=home / "sink.log",
+        )
+        try:
+            worker.start(timeout=180)
+            out.print(f"[bold]Retail workers[/] ready ({worker.health_url}/metrics)")
+            sink.start(timeout=180)
+            out.print(f"[bold]Retail sink[/] ready, chDB at {home / 'clickhouse'}")
+            settings = KafkaSettings(bootstrap_servers=kafka.bootstrap_servers)
+            codec = AvroCodec(ConfluentSchemaRegistry.from_url(registry.url))
+            day = retail_day(commands=commands, seed=seed)
+            ids = _send_and_wait(out, settings, codec, retail, day, CommandProducer)
+            out.print(
+                f"{len(ids):,} records sent and projected in {time.monotonic() - started:.1f} s "
+                "since the start"
+            )
+            results: dict[str, tuple[list[str], list[Sequence[Any]]]] = {}
+            for report in load_reports(root / "connectors" / "retail" / "reports", "retail"):
+                columns, rows = run_sql(target, "retail", report.sql)
+                results[report.name] = (columns, rows)
+                _print(out, report.title, columns, rows)
+            if keep:
+                out.print(
+                    "The stack keeps running (Ctrl-C stops it). Try: "
+                    f'streamfold sql --target "{target}" '
+                    '"SELECT outcome, count() FROM retail.retail_commands GROUP BY outcome"'
+                )
+                stop = threading.Event()
+                signal.signal(signal.SIGINT, lambda *_: stop.set())
+                signal.signal(signal.SIGTERM, lambda *_: stop.set())
+                stop.wait()
+        finally:
+            sink.stop()
+            worker.stop()
+            registry.stop()
+    out.print("Stack stopped.")
+    return results
+
+
+def _send_and_wait(
+    out: Console, settings: Any, codec: Any, context: Any, day: Any, producer_type: Any
+) -> set[str]:
+    """Send the day's records; wait for a PROJECTED ack of each; return their command ids."""
+    import uuid  # noqa: PLC0415
+
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition  # noqa: PLC0415
+
+    from streamfold.domain.naming import aggregate_topics, context_topics  # noqa: PLC0415
+
+    producer = producer_type(settings, codec, context)
+    garbage_topic = aggregate_topics(context.name, "store_stock").commands
+    ids: set[str] = set()
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, TimeElapsedColumn(), console=out) as progress:
+        sending = progress.add_task("sending the day's traffic", total=len(day.records))
+        for record in day.records:
+            headers = {"issued_at": record.issued_at.isoformat(), "principal": record.principal}
+            if record.command is not None:
+                ids.add(producer.send(record.command, **headers))
+            else:
+                command_id = str(uuid.uuid4())
+                pairs = [("command_id", command_id), *headers.items()]
+                producer.send_raw(garbage_topic, b"store-1/item-01", record.garbage, pairs)
+                ids.add(command_id)
+            progress.advance(sending)
+        producer.flush()
+        producer.close()
+        projected = progress.add_task("projected into ClickHouse", total=len(ids))
+        consumer = Consumer(settings.consumer_config(f"demo-{uuid.uuid4().hex}"))
+        topic = context_topics(context.name).projected
+        partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        seen: set[str] = set()
+        deadline = time.monotonic() + 300
+        try:
+            while not ids <= seen:
+                if time.monotonic() > deadline:
+                    missing = len(ids - seen)
+                    raise TimeoutError(f"{missing} commands were not projected in 300 s")
+                for message in consumer.consume(1000, 0.2):
+                    if message.error() is None:
+                        command_id = (message.key() or b"").decode()
+                        if command_id in ids and command_id not in seen:
+                            seen.add(command_id)
+                            progress.advance(projected)
+        finally:
+            consumer.close()
+    return ids
+
+
+def _print(out: Console, title: str, columns: list[str], rows: Sequence[Sequence[Any]]) -> None:
+    table = Table(*columns, title=title, title_justify="left")
+    for row in rows[:40]:
+        table.add_row(*("" if v is None else str(v) for v in row))
+    if len(rows) > 40:
+        table.caption = f"{len(rows) - 40} more rows"
+    out.print(table)
