@@ -21,6 +21,7 @@ def _mount() -> None:
         demo,
         dev,
         dlq,
+        projections,
         registry,
         schemas,
         sink,
@@ -38,6 +39,7 @@ def _mount() -> None:
     app.command("sink")(sink.sink)
     app.command("sql")(sql.sql)
     app.command("demo")(demo.demo)
+    app.add_typer(projections.app, name="projections")
     app.add_typer(dlq.app, name="dlq")
     app.add_typer(state.app, name="state")
 
