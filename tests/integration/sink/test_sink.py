@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 import threading
 import time
+import urllib.error
+import urllib.request
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -235,6 +237,48 @@ def test_killed_sinks_lose_nothing_and_double_nothing(
     finally:
         process.stop()
     assert kills >= 1, "the sink finished before it could be killed: raise the scale"
+    target = ClickHouseTarget(spec.target, "retail")
+    try:
+        _assert_exactly_once(target, sent, events)
+    finally:
+        target.close()
+
+
+def test_an_unavailable_target_loses_nothing_and_doubles_nothing(
+    retail_run: RetailRun, test_scale: float, tmp_path: Path
+) -> None:
+    """chDB made unavailable: another process owns the path (as a second sink on the same
+    path would) for 60 s at full scale; a server that is down looks the same to the sink."""
+    run = retail_run
+    run.worker("w1")
+    first, _ = _produce(run, 500, scaled(10_000, test_scale, 2_000))
+    spec = _spec(run)
+    holder = ClickHouseTarget(spec.target, "retail")
+    holder.query("SELECT 1")  # this process owns the chDB path now
+    process = _sink_process(run, spec, tmp_path, ready_when="alive")
+    try:
+        outage = max(10.0, 60.0 * test_scale)
+        started = time.monotonic()
+        time.sleep(outage / 2)
+        with urllib.request.urlopen(f"{process.health_url}/metrics", timeout=5) as response:
+            metrics = response.read().decode()
+        assert "streamfold_sink_target_up 0.0" in metrics
+        assert "streamfold_sink_target_retries_total" in metrics
+        with pytest.raises(urllib.error.HTTPError, match="503"):  # alive, not ready
+            urllib.request.urlopen(f"{process.health_url}/readyz", timeout=5)
+        more = {run.producer.send(c) for c in stock_commands(500, scaled(5_000, test_scale, 1_000))}
+        run.producer.flush()
+        time.sleep(max(0.0, outage - (time.monotonic() - started)))
+        holder.close()  # the target is back
+        sent = first | more
+        run.wait_until_processed(sent, timeout=300)
+        events = len(_records(run, run.stock_topics.events))
+        topics = run.stock_topics
+        ends = _ends(run, [topics.events, topics.state, topics.results, topics.commands])
+        _wait(lambda: _caught_up(run, spec.group_id, ends), 300, "the sink to catch up")
+    finally:
+        process.stop()
+        holder.close()
     target = ClickHouseTarget(spec.target, "retail")
     try:
         _assert_exactly_once(target, sent, events)
