@@ -61,12 +61,12 @@ unchecked string: a bad name raises :class:`ProjectionSchemaError` naming the mo
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
+import orjson
 from pydantic import BaseModel
 
 from streamfold.contracts.avro import avro_schema
@@ -232,8 +232,15 @@ class _Leaf(NamedTuple):
 
 
 def json_text(value: Any) -> str:
-    """Render a nested record, a union value or a whole message as JSON text."""
-    return json.dumps(value, default=str, sort_keys=True)
+    """Render a nested record, a union value or a whole message as JSON text (sorted keys;
+    decimals, UUIDs and bytes as strings, datetimes in ISO 8601)."""
+    return orjson.dumps(value, default=_json_default, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def _json_default(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return str(value)
 
 
 def _time_millis(value: dt.time) -> int:
