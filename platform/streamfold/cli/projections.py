@@ -44,3 +44,63 @@ def ddl(
         return
     path.write_text(text, encoding="utf-8")
     typer.echo(f"wrote {path}")
+
+
+@app.command("rebuild")
+def rebuild(
+    table: Annotated[str, typer.Argument(help="An events or state_last table to rebuild.")],
+    spec: Annotated[str, typer.Option(help="The connector spec (sink.yaml, dir or context).")] = (
+        "retail"
+    ),
+    target: Annotated[str | None, typer.Option(help="Override the spec's target.")] = None,
+    topic_prefix: Annotated[str | None, typer.Option(help="Override the topic prefix.")] = None,
+    bootstrap: Annotated[str | None, typer.Option(help="Kafka bootstrap servers.")] = None,
+    registry: Annotated[str | None, typer.Option(help="Schema registry URL.")] = None,
+) -> None:
+    """Replay the events topic into a fresh table and swap it in atomically.
+
+    Stop the connector's sink first; it resumes where it was afterwards (see
+    streamfold.sink.rebuild).
+    """
+    import os  # noqa: PLC0415
+
+    from confluent_kafka.schema_registry import SchemaRegistryClient  # noqa: PLC0415
+    from rich.progress import Progress  # noqa: PLC0415
+
+    from streamfold.cli.edge import kafka_settings, registry_settings  # noqa: PLC0415
+    from streamfold.contracts.codec import AvroCodec  # noqa: PLC0415
+    from streamfold.contracts.registry import ConfluentSchemaRegistry  # noqa: PLC0415
+    from streamfold.sink.rebuild import rebuild as run_rebuild  # noqa: PLC0415
+    from streamfold.sink.spec import load_connector  # noqa: PLC0415
+    from streamfold.sink.target import ClickHouseTarget  # noqa: PLC0415
+
+    sys.path.insert(0, str(Path.cwd()))
+    connector = load_connector(
+        spec,
+        target=target,
+        topic_prefix=topic_prefix,
+        password=os.environ.get("STREAMFOLD_SINK_PASSWORD"),
+    )
+    context = connector.load_context()
+    password = connector.password.get_secret_value() if connector.password else None
+    clickhouse = ClickHouseTarget(
+        connector.target, connector.database_name(context), connector.username, password
+    )
+    codec = AvroCodec(
+        ConfluentSchemaRegistry(SchemaRegistryClient(registry_settings(registry).client_config()))
+    )
+    try:
+        with Progress() as progress:
+            task = progress.add_task(f"rebuilding {table}", total=None)
+            rows = run_rebuild(
+                connector,
+                context,
+                kafka_settings(bootstrap),
+                codec,
+                clickhouse,
+                table,
+                lambda done, total: progress.update(task, completed=done, total=total),
+            )
+    finally:
+        clickhouse.close()
+    typer.echo(f"{table} rebuilt: {rows:,} rows, swapped in")

@@ -12,7 +12,8 @@ Idempotent under retries and crashes, by keeping batches deterministic:
    with the metadata ``streamfold.sink:<last>``: the *intent* to insert ``[first, last]``;
 2. it inserts every table's rows with the batch's token (a retry after a timeout sends the
    same rows with the same token: ClickHouse keeps one copy);
-3. it commits ``last + 1``, without metadata; then it sends the PROJECTED acks.
+3. it commits ``last + 1``, without metadata. The PROJECTED acks go out as soon as the tables
+   they stand for (state_last, command_results) have their rows, before the other tables.
 
 After a crash anywhere in 1-3, the next owner of the partition reads the committed offset and
 its intent, and makes its first batch exactly ``[first, last]`` again, so its inserts carry
@@ -35,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
@@ -101,6 +102,9 @@ class SinkMetrics:
             registry=self.registry,
         )
         self.acks = Counter("streamfold_sink_acks", "PROJECTED acks sent", registry=self.registry)
+        self.ack_failures = Counter(
+            "streamfold_sink_ack_failures", "PROJECTED acks not delivered", registry=self.registry
+        )
         self.target_up.set(1)
 
     def render(self) -> bytes:
@@ -113,6 +117,8 @@ class _Source:
 
     build: RowBuilder
     tables: tuple[TableSpec, ...]
+    #: How many of ``tables`` (the first ones) the acks of its rows stand for.
+    acked_by: int = 0
 
 
 @dataclass(slots=True)
@@ -156,8 +162,9 @@ class SinkConnector:
             rows = builders_for(context, aggregate, codec)
             self.sources[topics.events] = _Source(rows.events(own["events"]), (own["events"],))
             state = (own["state_last"], own["state"])
-            self.sources[topics.state] = _Source(rows.state(own["state_last"]), state)
-            self.sources[topics.results] = _Source(rows.results(), (by_kind["command_results"],))
+            self.sources[topics.state] = _Source(rows.state(own["state_last"]), state, 1)
+            results = (by_kind["command_results"],)
+            self.sources[topics.results] = _Source(rows.results(), results, 1)
             self.sources[topics.commands] = _Source(rows.commands(), (by_kind["command_log"],))
         self.projected_topic = context_topics(context.name, spec.topic_prefix).projected
         self._pending: dict[tuple[str, int], _Pending] = {}
@@ -285,7 +292,12 @@ class SinkConnector:
             self.flush(sorted(due))
 
     def flush(self, keys: list[tuple[str, int]]) -> None:
-        """Make the pending rows of ``keys`` durable: intent, inserts, offsets, acks."""
+        """Make the pending rows of ``keys`` durable: intent, inserts, acks, offsets.
+
+        The tables that acks stand for (state_last, command_results) are inserted first and
+        the acks sent right after them, so PROJECTED does not wait for the other tables; the
+        offsets follow the last insert (a replay after a crash resends the acks).
+        """
         assert self._consumer is not None
         batches = [(key, self._pending.pop(key)) for key in keys if key in self._pending]
         if not batches:
@@ -293,14 +305,22 @@ class SinkConnector:
         started = time.monotonic()
         # 1. the intents (a replay re-forms exactly these ranges)
         self._commit([TopicPartition(t, p, b.first, f"{_INTENT}{b.last}") for (t, p), b in batches])
-        # 2. the inserts, each with its range's token
+        # 2. the inserts, each with its range's token; the acks after the tables they stand for
+        later: list[tuple[TableSpec, list[list[Any]], str]] = []
         for (topic, partition), batch in batches:
             where = f"{topic}:{partition}:{batch.first}-{batch.last}"
-            for table in self.sources[topic].tables:
-                self._insert(table, batch.rows, f"{self.spec.name}:{table.name}:{where}")
-        # 3. the offsets, then the acks
-        self._commit([TopicPartition(t, p, b.last + 1) for (t, p), b in batches])
+            source = self.sources[topic]
+            for index, table in enumerate(source.tables):
+                token = f"{self.spec.name}:{table.name}:{where}"
+                if index < source.acked_by:
+                    self._insert(table, batch.rows, token)
+                else:
+                    later.append((table, batch.rows, token))
         self._send_acks(batches)
+        for table, rows, token in later:
+            self._insert(table, rows, token)
+        # 3. the offsets
+        self._commit([TopicPartition(t, p, b.last + 1) for (t, p), b in batches])
         self.metrics.batches.inc(len(batches))
         self.metrics.insert_seconds.observe(time.monotonic() - started)
         self.flushed_batches += len(batches)
@@ -337,6 +357,7 @@ class SinkConnector:
                             value,
                             ack.command_id.encode(),
                             partition=partition,
+                            on_delivery=self._ack_delivered,
                         )
                         break
                     except BufferError:
@@ -344,6 +365,11 @@ class SinkConnector:
                 sent += 1
         self._producer.poll(0)
         self.metrics.acks.inc(sent)
+
+    def _ack_delivered(self, err: KafkaError | None, message: Message) -> None:
+        if err is not None:  # the rows are durable; only the signal is lost (callers time out)
+            self.metrics.ack_failures.inc()
+            log.warning("PROJECTED ack not delivered", error=str(err), key=message.key())
 
     def _commit(self, offsets: list[TopicPartition]) -> None:
         assert self._consumer is not None

@@ -23,6 +23,7 @@ from streamfold.domain.naming import context_topics
 from streamfold.embedded.ports import free_ports
 from streamfold.sink.connector import SinkConnector
 from streamfold.sink.process import SinkProcess
+from streamfold.sink.rebuild import rebuild
 from streamfold.sink.spec import ConnectorSpec
 from streamfold.sink.target import ClickHouseTarget
 from streamfold.testing.pytest_plugin import scaled
@@ -141,6 +142,22 @@ def test_state_events_results_and_commands_are_projected_with_acks(
         for m in _records(run, context_topics("retail", run.prefix).projected)
     }
     assert sent <= acked
+    # a rebuilt table equals the live one
+    events_sql = (
+        "SELECT aggregate_id, version, event_type, command_id, sale_id, quantity, amount, "
+        "payload FROM retail.retail_store_stock_events ORDER BY aggregate_id, version"
+    )
+    state_sql = (
+        "SELECT aggregate_id, version, deleted, on_hand, sold_amount "
+        "FROM retail.retail_store_stock_state_last FINAL ORDER BY aggregate_id"
+    )
+    live_events, live_state = target.query(events_sql)[1], target.query(state_sql)[1]
+    for table in ("retail_store_stock_events", "retail_store_stock_state_last"):
+        rebuild(spec, retail, run.settings, run.codec, target, table)
+    assert target.query(events_sql)[1] == live_events
+    assert target.query(state_sql)[1] == live_state
+    _c, tables = target.query("SELECT name FROM system.tables WHERE database = 'retail'")
+    assert not [t for (t,) in tables if t.endswith("__rebuild")]
     target.close()
 
 
@@ -202,14 +219,17 @@ def _assert_exactly_once(target: ClickHouseTarget, sent: set[str], events: int) 
     assert rows[0][0] == rows[0][1] > 0
 
 
+@pytest.mark.timeout(3600)
 def test_killed_sinks_lose_nothing_and_double_nothing(
     retail_run: RetailRun, test_scale: float, tmp_path: Path
 ) -> None:
     run = retail_run
     run.worker("w1")
-    aggregates, commands = scaled(10_000, test_scale, 300), scaled(200_000, test_scale, 5_000)
+    # Full scale: 1.35M commands over 10k aggregates, about 1M events (and as many states,
+    # 1.35M results and commands: ~4.7M rows).
+    aggregates, commands = scaled(10_000, test_scale, 300), scaled(1_350_000, test_scale, 5_000)
     sent, _sales = _produce(run, aggregates, commands)
-    run.wait_until_processed(sent, timeout=600)
+    run.wait_until_processed(sent, timeout=1800)
     events = len(_records(run, run.stock_topics.events))
     spec = _spec(run, batch_rows=5_000)
     ends = _ends(
@@ -233,7 +253,7 @@ def test_killed_sinks_lose_nothing_and_double_nothing(
         kills += 1
     process = _sink_process(run, spec, tmp_path)
     try:
-        _wait(lambda: _caught_up(run, spec.group_id, ends), 600, "the sink to catch up")
+        _wait(lambda: _caught_up(run, spec.group_id, ends), 1800, "the sink to catch up")
     finally:
         process.stop()
     assert kills >= 1, "the sink finished before it could be killed: raise the scale"
