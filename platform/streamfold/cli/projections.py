@@ -72,7 +72,6 @@ def rebuild(
     from streamfold.contracts.registry import ConfluentSchemaRegistry  # noqa: PLC0415
     from streamfold.sink.rebuild import rebuild as run_rebuild  # noqa: PLC0415
     from streamfold.sink.spec import load_connector  # noqa: PLC0415
-    from streamfold.sink.target import ClickHouseTarget  # noqa: PLC0415
 
     sys.path.insert(0, str(Path.cwd()))
     connector = load_connector(
@@ -82,10 +81,7 @@ def rebuild(
         password=os.environ.get("STREAMFOLD_SINK_PASSWORD"),
     )
     context = connector.load_context()
-    password = connector.password.get_secret_value() if connector.password else None
-    clickhouse = ClickHouseTarget(
-        connector.target, connector.database_name(context), connector.username, password
-    )
+    clickhouse = connector.open_target(context)
     codec = AvroCodec(
         ConfluentSchemaRegistry(SchemaRegistryClient(registry_settings(registry).client_config()))
     )

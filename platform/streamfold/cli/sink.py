@@ -45,7 +45,6 @@ def sink(
     from streamfold.sink.connector import SinkConnector, SinkMetrics  # noqa: PLC0415
     from streamfold.sink.queries import QueryServer  # noqa: PLC0415
     from streamfold.sink.spec import load_connector  # noqa: PLC0415
-    from streamfold.sink.target import ClickHouseTarget  # noqa: PLC0415
 
     setup_logging()
     sys.path.insert(0, str(Path.cwd()))  # context packages live in the project
@@ -56,10 +55,7 @@ def sink(
         password=os.environ.get("STREAMFOLD_SINK_PASSWORD"),
     )
     context = connector.load_context()
-    password = connector.password.get_secret_value() if connector.password else None
-    clickhouse = ClickHouseTarget(
-        connector.target, connector.database_name(context), connector.username, password
-    )
+    clickhouse = connector.open_target(context)
     client = SchemaRegistryClient(registry_settings(registry).client_config())
     metrics = SinkMetrics()
     runner = SinkConnector(

@@ -8,6 +8,7 @@ name alone identifies its schema.
 
 from __future__ import annotations
 
+import importlib
 import re
 from typing import Any, TypeVar
 
@@ -16,7 +17,7 @@ from streamfold.domain.messages import Command, Event, Message, State
 from streamfold.domain.naming import ContextTopics, context_topics, validate_name
 from streamfold.errors import ConfigurationError
 
-__all__ = ["BoundedContext"]
+__all__ = ["BoundedContext", "import_context"]
 
 S = TypeVar("S", bound=State)
 
@@ -114,3 +115,18 @@ class BoundedContext:
     def states(self) -> tuple[type[State], ...]:
         """Every state type of the context."""
         return tuple(a.state_type for a in self.aggregates)
+
+
+def import_context(reference: str) -> BoundedContext:
+    """The bounded context that ``module:attribute`` names (topology and connector files)."""
+    module_name, _, attribute = reference.partition(":")
+    if not module_name or not attribute:
+        raise ConfigurationError(f"context must be module:attribute, not {reference!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(f"cannot import {module_name!r}: {exc}") from exc
+    context = getattr(module, attribute, None)
+    if not isinstance(context, BoundedContext):
+        raise ConfigurationError(f"{reference!r} is not a BoundedContext")
+    return context

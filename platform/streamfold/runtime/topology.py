@@ -17,7 +17,6 @@ name under ``topologies/``.
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from streamfold.domain.aggregate import Aggregate
-from streamfold.domain.context import BoundedContext
+from streamfold.domain.context import BoundedContext, import_context
 from streamfold.errors import ConfigurationError
 
 __all__ = ["TopicSettings", "TopologySpec", "load_topology"]
@@ -60,17 +59,7 @@ class TopologySpec(BaseModel):
 
     def load_context(self) -> BoundedContext:
         """Import the bounded context the topology names."""
-        module_name, _, attribute = self.context.partition(":")
-        if not attribute:
-            raise ConfigurationError(f"context must be module:attribute, not {self.context!r}")
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            raise ConfigurationError(f"cannot import {module_name!r}: {exc}") from exc
-        context = getattr(module, attribute, None)
-        if not isinstance(context, BoundedContext):
-            raise ConfigurationError(f"{self.context!r} is not a BoundedContext")
-        return context
+        return import_context(self.context)
 
     def select(self, context: BoundedContext) -> list[Aggregate[Any]]:
         """The aggregates this topology runs."""

@@ -20,7 +20,6 @@ topic (``<ctx>_<agg>_state_last`` and ``<ctx>_<agg>_state``), its results topic
 
 from __future__ import annotations
 
-import importlib
 import re
 from pathlib import Path
 from typing import Any
@@ -29,8 +28,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from streamfold.domain.aggregate import Aggregate
-from streamfold.domain.context import BoundedContext
+from streamfold.domain.context import BoundedContext, import_context
 from streamfold.errors import ConfigurationError
+from streamfold.sink.target import ClickHouseTarget
 
 __all__ = ["ConnectorSpec", "load_connector"]
 
@@ -81,17 +81,13 @@ class ConnectorSpec(BaseModel):
 
     def load_context(self) -> BoundedContext:
         """Import the bounded context the spec names."""
-        module_name, _, attribute = self.context.partition(":")
-        if not module_name or not attribute:
-            raise ConfigurationError(f"context must be module:attribute, not {self.context!r}")
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            raise ConfigurationError(f"cannot import {module_name!r}: {exc}") from exc
-        context = getattr(module, attribute, None)
-        if not isinstance(context, BoundedContext):
-            raise ConfigurationError(f"{self.context!r} is not a BoundedContext")
-        return context
+        return import_context(self.context)
+
+    def open_target(self, context: BoundedContext) -> ClickHouseTarget:
+        """The ClickHouse target of this connector (not connected until first used)."""
+        password = self.password.get_secret_value() if self.password else None
+        database = self.database_name(context)
+        return ClickHouseTarget(self.target, database, self.username, password)
 
     def select(self, context: BoundedContext) -> list[Aggregate[Any]]:
         if self.aggregates is None:
