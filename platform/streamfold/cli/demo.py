@@ -105,6 +105,7 @@ def run_demo(
             codec = AvroCodec(ConfluentSchemaRegistry.from_url(registry.url))
             day = retail_day(commands=commands, seed=seed)
             ids = _send_and_wait(out, settings, codec, retail, day, CommandProducer)
+            _wait_caught_up(out, settings, root / "connectors" / "retail", retail)
             out.print(
                 f"{len(ids):,} records sent and projected in {time.monotonic() - started:.1f} s "
                 "since the start"
@@ -181,6 +182,29 @@ def _send_and_wait(
         finally:
             consumer.close()
     return ids
+
+
+def _wait_caught_up(out: Console, settings: Any, spec_path: Path, context: Any) -> None:
+    """A PROJECTED ack means a command's state (or rejection) is visible; the reports also
+    read the events and the audit log, so wait until the sink has every source record."""
+    from streamfold.domain.naming import aggregate_topics  # noqa: PLC0415
+    from streamfold.sink.progress import caught_up, record_ends  # noqa: PLC0415
+    from streamfold.sink.spec import load_connector  # noqa: PLC0415
+
+    spec = load_connector(spec_path)
+    topics = [
+        topic
+        for aggregate in spec.select(context)
+        for topic in aggregate_topics(context.name, aggregate.name).all()
+        if not topic.endswith(".changelog")
+    ]
+    ends = record_ends(settings, topics)
+    deadline = time.monotonic() + 300
+    with out.status("the sink projects the rest (events, audit log)"):
+        while not caught_up(settings, spec.group_id, ends):
+            if time.monotonic() > deadline:
+                raise TimeoutError("the sink did not catch up in 300 s")
+            time.sleep(0.2)
 
 
 def _print(out: Console, title: str, columns: list[str], rows: Sequence[Sequence[Any]]) -> None:

@@ -396,7 +396,9 @@ class AggregateWorker:
                 self._begin_transaction(batch)
             except KafkaException as exc:
                 self._classify(exc, "beginning a transaction")
-                log.warning("beginning a transaction failed; retrying at commit", error=str(exc))
+                # Try again a little later (at the latest when the batch commits).
+                self._quiet_until = time.monotonic() + 0.05
+                log.warning("beginning a transaction failed; retrying", error=str(exc))
 
     def _begin_transaction(self, batch: _Batch) -> None:
         """Begin the batch's transaction (once the gap has passed) and send what was held."""

@@ -173,7 +173,8 @@ class SinkConnector:
         self._producer: Producer | None = None
         self._ack_writer = codec.writer(self.projected_topic, ProjectedAck, RESULT_NAMESPACE)
         self._running = False
-        self.ready = False
+        self._started = False
+        self._target_up = True
         self.flushed_batches = 0
 
     # ------------------------------------------------------------------ lifecycle
@@ -206,7 +207,7 @@ class SinkConnector:
             on_revoke=self._on_revoke,
             on_lost=self._on_revoke,
         )
-        self.ready = True
+        self._started = True
         log.info(
             "sink started",
             connector=self.spec.name,
@@ -222,7 +223,9 @@ class SinkConnector:
         try:
             while self._running and not (until is not None and until()):
                 self.step()
-            self.flush(list(self._pending))
+            # What is read is made durable, except a replayed batch not read to its end yet:
+            # it must keep its range (the next run reads it again).
+            self.flush([key for key in self._pending if key not in self._bounds])
         finally:
             self.close()
 
@@ -236,7 +239,12 @@ class SinkConnector:
         if self._producer is not None:
             self._producer.flush(10)
             self._producer = None
-        self.ready = False
+        self._started = False
+
+    @property
+    def ready(self) -> bool:
+        """Started, and ClickHouse answered the last time the sink asked."""
+        return self._started and self._target_up
 
     # ------------------------------------------------------------------ the loop
 
@@ -385,6 +393,7 @@ class SinkConnector:
             try:
                 result = action()
             except TargetUnavailableError as exc:
+                self._target_up = False
                 self.metrics.target_up.set(0)
                 self.metrics.retries.inc()
                 log.warning(
@@ -396,6 +405,7 @@ class SinkConnector:
                 self._sleep(delay)
                 delay = min(_MAX_BACKOFF_S, delay * 2)
                 continue
+            self._target_up = True
             self.metrics.target_up.set(1)
             return result
 

@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 import yaml
-from confluent_kafka import Consumer, TopicPartition
 from tests.integration.runtime.conftest import RetailRun
 from topologies.retail.domain import RecordSale, retail
 from topologies.retail.workload import stock_commands
@@ -23,6 +22,7 @@ from streamfold.domain.naming import context_topics
 from streamfold.embedded.ports import free_ports
 from streamfold.sink.connector import SinkConnector
 from streamfold.sink.process import SinkProcess
+from streamfold.sink.progress import caught_up, record_ends
 from streamfold.sink.rebuild import rebuild
 from streamfold.sink.spec import ConnectorSpec
 from streamfold.sink.target import ClickHouseTarget
@@ -161,29 +161,6 @@ def test_state_events_results_and_commands_are_projected_with_acks(
     target.close()
 
 
-def _ends(run: RetailRun, topics: list[str]) -> dict[tuple[str, int], int]:
-    """The offset after each partition's last record (commit markers follow records)."""
-    ends: dict[tuple[str, int], int] = {}
-    for topic in topics:
-        for message in read_to_end(run.settings, topic, timeout=10):
-            key = (topic, message.partition() or 0)
-            ends[key] = max(ends.get(key, 0), (message.offset() or 0) + 1)
-    return ends
-
-
-def _caught_up(run: RetailRun, group: str, ends: dict[tuple[str, int], int]) -> bool:
-    """Whether ``group`` has committed every source partition up to its last record."""
-    consumer = Consumer(run.settings.consumer_config(group))
-    try:
-        partitions = [TopicPartition(t, p) for t, p in ends]
-        for tp in consumer.committed(partitions, timeout=10):
-            if tp.metadata or tp.offset < ends[(tp.topic, tp.partition)]:
-                return False  # an intent pending, or records left
-        return True
-    finally:
-        consumer.close()
-
-
 def _batches(process: SinkProcess) -> float:
     """The sink's durable batches so far, from its /metrics."""
     try:
@@ -247,8 +224,8 @@ def test_killed_sinks_lose_nothing_and_double_nothing(
     run.wait_until_processed(sent, timeout=1800)
     events = len(_records(run, run.stock_topics.events))
     spec = _spec(run, batch_rows=5_000)
-    ends = _ends(
-        run,
+    ends = record_ends(
+        run.settings,
         [
             run.stock_topics.events,
             run.stock_topics.state,
@@ -263,14 +240,14 @@ def test_killed_sinks_lose_nothing_and_double_nothing(
         # Kill it while it works: once it has made a batch durable, at a random moment.
         _wait(lambda p=process: _batches(p) > 0, 120, "the sink's first batch")
         time.sleep(rng.uniform(0.0, 2.0))
-        if _caught_up(run, spec.group_id, ends):
+        if caught_up(run.settings, spec.group_id, ends):
             process.stop()
             break
         process.kill()
         kills += 1
     process = _sink_process(run, spec, tmp_path)
     try:
-        _wait(lambda: _caught_up(run, spec.group_id, ends), 1800, "the sink to catch up")
+        _wait(lambda: caught_up(run.settings, spec.group_id, ends), 1800, "the sink to catch up")
     finally:
         process.stop()
     assert kills >= 3, "the sink caught up before it could be killed: raise the scale"
@@ -313,8 +290,10 @@ def test_an_unavailable_target_loses_nothing_and_doubles_nothing(
         run.wait_until_processed(sent, timeout=300)
         events = len(_records(run, run.stock_topics.events))
         topics = run.stock_topics
-        ends = _ends(run, [topics.events, topics.state, topics.results, topics.commands])
-        _wait(lambda: _caught_up(run, spec.group_id, ends), 300, "the sink to catch up")
+        ends = record_ends(
+            run.settings, [topics.events, topics.state, topics.results, topics.commands]
+        )
+        _wait(lambda: caught_up(run.settings, spec.group_id, ends), 300, "the sink to catch up")
     finally:
         process.stop()
         holder.close()
