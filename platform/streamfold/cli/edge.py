@@ -17,8 +17,9 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import ValidationError
 
@@ -26,6 +27,9 @@ from streamfold.contracts.evolution import RegistryClientSettings
 from streamfold.errors import ConfigurationError
 from streamfold.observability.logging import LogFormat, configure_logging
 from streamfold.transport.settings import KafkaSettings
+
+if TYPE_CHECKING:
+    from streamfold.sink.spec import ConnectorSpec
 
 __all__ = [
     "default_cache_dir",
@@ -76,3 +80,20 @@ def registry_settings(
         return RegistryClientSettings(**overrides)
     except ValidationError as exc:
         raise ConfigurationError(f"invalid STREAMFOLD_REGISTRY_* settings: {exc}") from exc
+
+
+def connector_spec(
+    spec: str, *, target: str | None = None, topic_prefix: str | None = None
+) -> ConnectorSpec:
+    """A sink connector spec with the command line's overrides and the target's password
+    from ``STREAMFOLD_SINK_PASSWORD`` (never from the file); context packages import from
+    the working directory."""
+    from streamfold.sink.spec import load_connector  # noqa: PLC0415
+
+    sys.path.insert(0, str(Path.cwd()))
+    return load_connector(
+        spec,
+        target=target,
+        topic_prefix=topic_prefix,
+        password=os.environ.get("STREAMFOLD_SINK_PASSWORD"),
+    )

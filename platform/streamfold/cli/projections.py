@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -27,11 +26,10 @@ def ddl(
     The sink creates the same tables itself; the file is for review (and for a DBA who
     creates them by hand on a server).
     """
+    from streamfold.cli.edge import connector_spec  # noqa: PLC0415
     from streamfold.sink.ddl import projection_ddl  # noqa: PLC0415
-    from streamfold.sink.spec import load_connector  # noqa: PLC0415
 
-    sys.path.insert(0, str(Path.cwd()))
-    connector = load_connector(spec)
+    connector = connector_spec(spec)
     context = connector.load_context()
     path = Path("connectors") / context.name / f"{context.name}.sql"
     text = projection_ddl(context, connector.database_name(context))
@@ -62,24 +60,16 @@ def rebuild(
     Stop the connector's sink first; it resumes where it was afterwards (see
     streamfold.sink.rebuild).
     """
-    import os  # noqa: PLC0415
 
     from confluent_kafka.schema_registry import SchemaRegistryClient  # noqa: PLC0415
     from rich.progress import Progress  # noqa: PLC0415
 
-    from streamfold.cli.edge import kafka_settings, registry_settings  # noqa: PLC0415
+    from streamfold.cli.edge import connector_spec, kafka_settings, registry_settings  # noqa: PLC0415
     from streamfold.contracts.codec import AvroCodec  # noqa: PLC0415
     from streamfold.contracts.registry import ConfluentSchemaRegistry  # noqa: PLC0415
     from streamfold.sink.rebuild import rebuild as run_rebuild  # noqa: PLC0415
-    from streamfold.sink.spec import load_connector  # noqa: PLC0415
 
-    sys.path.insert(0, str(Path.cwd()))
-    connector = load_connector(
-        spec,
-        target=target,
-        topic_prefix=topic_prefix,
-        password=os.environ.get("STREAMFOLD_SINK_PASSWORD"),
-    )
+    connector = connector_spec(spec, target=target, topic_prefix=topic_prefix)
     context = connector.load_context()
     clickhouse = connector.open_target(context)
     codec = AvroCodec(

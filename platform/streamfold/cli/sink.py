@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from streamfold.cli.edge import kafka_settings, registry_settings, setup_logging
+from streamfold.cli.edge import connector_spec, kafka_settings, registry_settings, setup_logging
 
 
 def sink(
@@ -44,16 +41,9 @@ def sink(
     from streamfold.observability.health import HealthServer  # noqa: PLC0415
     from streamfold.sink.connector import SinkConnector, SinkMetrics  # noqa: PLC0415
     from streamfold.sink.queries import QueryServer  # noqa: PLC0415
-    from streamfold.sink.spec import load_connector  # noqa: PLC0415
 
     setup_logging()
-    sys.path.insert(0, str(Path.cwd()))  # context packages live in the project
-    connector = load_connector(
-        spec,
-        target=target,
-        topic_prefix=topic_prefix,
-        password=os.environ.get("STREAMFOLD_SINK_PASSWORD"),
-    )
+    connector = connector_spec(spec, target=target, topic_prefix=topic_prefix)
     context = connector.load_context()
     clickhouse = connector.open_target(context)
     client = SchemaRegistryClient(registry_settings(registry).client_config())

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -24,13 +21,10 @@ def sql(
     On a chDB target, which one process owns at a time, the query goes through the running
     sink's query port (see streamfold.sink.queries); with no sink running it opens the path.
     """
+    from streamfold.cli.edge import connector_spec  # noqa: PLC0415
     from streamfold.sink.queries import run_sql  # noqa: PLC0415
-    from streamfold.sink.spec import load_connector  # noqa: PLC0415
 
-    sys.path.insert(0, str(Path.cwd()))
-    connector = load_connector(
-        spec, target=target, password=os.environ.get("STREAMFOLD_SINK_PASSWORD")
-    )
+    connector = connector_spec(spec, target=target)
     database = connector.database or connector.load_context().name
     password = connector.password.get_secret_value() if connector.password else None
     columns, rows = run_sql(
