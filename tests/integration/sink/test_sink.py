@@ -215,8 +215,8 @@ def test_killed_sinks_lose_nothing_and_double_nothing(
 ) -> None:
     run = retail_run
     run.worker("w1")
-    # Full scale: 1.35M commands over 10k aggregates, about 1M events (and as many states,
-    # 1.35M results and commands: ~4.7M rows).
+    # Full scale: 1.35M commands over 10k aggregates: 1.33M events, as many states, 1.35M
+    # results and commands (5.4M records).
     # (CI's fractional scales count from 270k commands: the full run is the long one.)
     full = 1_350_000 if test_scale >= 1 else 270_000
     aggregates, commands = scaled(10_000, test_scale, 300), scaled(full, test_scale, 5_000)
