@@ -384,13 +384,11 @@ class AggregateWorker:
         record is held; the first record after that begins it and sends what was held.
         """
         batch = self._batch
+        where = -1 if partition is None else partition
         if batch.sending:
-            if partition is None:
-                self._produce(topic, key, value, headers=headers)
-            else:
-                self._produce(topic, key, value, headers=headers, partition=partition)
+            self._emit(topic, key, value, headers, where)
             return
-        batch.held.append((topic, key, value, headers, -1 if partition is None else partition))
+        batch.held.append((topic, key, value, headers, where))
         if time.monotonic() >= self._quiet_until:
             try:
                 self._begin_transaction(batch)
@@ -411,12 +409,17 @@ class AggregateWorker:
             batch.in_transaction = True
         batch.sending = True
         held, batch.held = batch.held, []
-        produce = self._produce
-        for topic, key, value, headers, partition in held:
-            if partition < 0:
-                produce(topic, key, value, headers=headers)
-            else:
-                produce(topic, key, value, headers=headers, partition=partition)
+        for record in held:
+            self._emit(*record)
+
+    def _emit(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: Headers, partition: int
+    ) -> None:
+        """Produce one record of the batch: to ``partition``, or by its key when it is -1."""
+        if partition < 0:
+            self._produce(topic, key, value, headers=headers)
+        else:
+            self._produce(topic, key, value, headers=headers, partition=partition)
 
     def _send_changelogs(self, batch: _Batch) -> None:
         """Send each touched store's staged entries to its changelog partition.

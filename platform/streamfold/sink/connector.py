@@ -57,6 +57,20 @@ __all__ = ["ProjectedAck", "SinkConnector", "SinkMetrics"]
 log = get_logger(__name__)
 
 _INTENT = "streamfold.sink:"
+
+
+def intent(last: int) -> str:
+    """The offset metadata that records the intent to insert a range ending at ``last``."""
+    return f"{_INTENT}{last}"
+
+
+def intended_last(metadata: str | None) -> int | None:
+    """The last offset of the range an offset's metadata says was being inserted, if any."""
+    if metadata and metadata.startswith(_INTENT):
+        return int(metadata[len(_INTENT) :])
+    return None
+
+
 _MAX_BACKOFF_S = 5.0
 _TIMEOUT = 30.0
 
@@ -312,7 +326,7 @@ class SinkConnector:
             return
         started = time.monotonic()
         # 1. the intents (a replay re-forms exactly these ranges)
-        self._commit([TopicPartition(t, p, b.first, f"{_INTENT}{b.last}") for (t, p), b in batches])
+        self._commit([TopicPartition(t, p, b.first, intent(b.last)) for (t, p), b in batches])
         # 2. the inserts, each with its range's token; the acks after the tables they stand for
         later: list[tuple[TableSpec, list[list[Any]], str]] = []
         for (topic, partition), batch in batches:
@@ -413,9 +427,9 @@ class SinkConnector:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in consumer.committed(partitions, timeout=_TIMEOUT):
-            metadata = tp.metadata or ""
-            if metadata.startswith(_INTENT):
-                self._bounds[(tp.topic, tp.partition)] = int(metadata[len(_INTENT) :])
+            last = intended_last(tp.metadata)
+            if last is not None:
+                self._bounds[(tp.topic, tp.partition)] = last
                 log.info(
                     "replaying an unfinished batch",
                     topic=tp.topic,

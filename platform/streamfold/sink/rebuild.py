@@ -29,6 +29,7 @@ from streamfold.domain.context import BoundedContext
 from streamfold.domain.naming import aggregate_topics
 from streamfold.errors import ConfigurationError, PermanentError
 from streamfold.runtime import headers as h
+from streamfold.sink.connector import intended_last
 from streamfold.sink.ddl import TableSpec, aggregate_tables, row_converter
 from streamfold.sink.rows import builders_for
 from streamfold.sink.spec import ConnectorSpec
@@ -37,7 +38,6 @@ from streamfold.transport.settings import KafkaSettings
 
 __all__ = ["RebuildError", "rebuild"]
 
-_INTENT = "streamfold.sink:"
 _CHUNK = 20_000
 Progress = Callable[[int, int], None]  # (records read so far, records in all)
 
@@ -67,7 +67,7 @@ def _committed(
     partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
     ranges: dict[int, tuple[int, int]] = {}
     for tp in consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=30):
-        if (tp.metadata or "").startswith(_INTENT):
+        if intended_last(tp.metadata) is not None:
             consumer.close()
             raise RebuildError(
                 f"the sink has an unfinished batch on {topic}/{tp.partition}: start the sink "
