@@ -5,7 +5,9 @@ Two layers, one per use:
 - the fast path for a worker's hot loop, on plain dicts: :meth:`RecordWriter.encode_dict`
   and :meth:`RecordReader.decode_dict`. Schemas are parsed once (:class:`Contract`), the
   5-byte header is precomputed per writer, and a writer schema fetched by id is cached with
-  its resolution plan, so a record costs one fastavro call plus a few dict lookups;
+  its resolution plan. Writers, and readers of a record written with the reader's own schema,
+  are compiled to Python functions (:mod:`streamfold.contracts.compiled`), with fastavro
+  behind them for everything they leave alone;
 - the model path, on pydantic objects: :meth:`RecordWriter.encode` and
   :meth:`RecordReader.decode`, which add ``model_dump`` / ``model_validate``.
 
@@ -33,6 +35,12 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from pydantic import BaseModel, ValidationError
 
 from streamfold.contracts.avro import avro_schema
+from streamfold.contracts.compiled import (
+    CompiledReader,
+    CompiledWriter,
+    compile_reader,
+    compile_writer,
+)
 from streamfold.contracts.registry import SchemaNotFoundError, SchemaRegistry
 from streamfold.domain.naming import subject_name
 from streamfold.errors import ConfigurationError, PermanentError
@@ -103,6 +111,8 @@ class Contract(Generic[M]):
     schema: dict[str, Any]
     full_name: str
     parsed: Any
+    #: The compiled writer of the schema (None: fastavro writes it).
+    compiled: CompiledWriter | None
 
     @classmethod
     def of(cls, model: type[M], namespace: str) -> Contract[M]:
@@ -118,22 +128,32 @@ class Contract(Generic[M]):
 @functools.cache
 def _contract(model: type[BaseModel], namespace: str) -> Contract[Any]:
     schema = avro_schema(model, namespace)
-    return Contract(model, schema, f"{namespace}.{model.__name__}", parse_schema(schema))
+    parsed = parse_schema(schema)
+    return Contract(model, schema, f"{namespace}.{model.__name__}", parsed, compile_writer(parsed))
 
 
 class RecordWriter(Generic[M]):
-    """Encodes one record type for one topic; the header and schema are precompiled."""
+    """Encodes one record type for one topic; the header and schema are precompiled, and so
+    is the writer itself where :mod:`streamfold.contracts.compiled` can (else fastavro)."""
 
-    __slots__ = ("_header", "_parsed", "contract", "schema_id")
+    __slots__ = ("_compiled", "_header", "_parsed", "contract", "schema_id")
 
     def __init__(self, contract: Contract[M], schema_id: int) -> None:
         self.contract = contract
         self.schema_id = schema_id
         self._parsed = contract.parsed
         self._header = _HEADER.pack(MAGIC_BYTE, schema_id)
+        self._compiled = contract.compiled
 
     def encode_dict(self, record: dict[str, Any]) -> bytes:
         """Encode a plain dict (Avro-ready values) to wire bytes: the fast path."""
+        if self._compiled is not None:
+            out = bytearray(self._header)
+            try:
+                self._compiled(record, out)
+                return bytes(out)
+            except Exception:  # noqa: BLE001 - fastavro writes it or names what is wrong
+                pass
         buf = BytesIO()
         buf.write(self._header)
         try:
@@ -155,6 +175,7 @@ class _Plan:
     reader: Any
     contract: Contract[Any] | None
     full_name: str
+    compiled: CompiledReader | None  # when there is nothing to resolve
 
 
 class RecordReader:
@@ -179,6 +200,11 @@ class RecordReader:
         plan = self._plans.get(schema_id)
         if plan is None:
             plan = self._plan(schema_id)
+        if plan.compiled is not None:
+            try:
+                return plan.full_name, plan.compiled(data, HEADER_SIZE)
+            except Exception:  # noqa: BLE001 - fastavro reads it or names what is wrong
+                pass
         buf = BytesIO(data)
         buf.seek(HEADER_SIZE)
         try:
@@ -235,7 +261,8 @@ class RecordReader:
         # Resolution costs time on every record: skip it when the schemas are identical.
         same = contract is None or _same_schema(writer_schema, contract.schema)
         reader = None if same or contract is None else contract.parsed
-        plan = _Plan(writer, reader, contract, full_name)
+        compiled = compile_reader(writer) if reader is None else None
+        plan = _Plan(writer, reader, contract, full_name, compiled)
         self._plans[schema_id] = plan
         return plan
 

@@ -42,8 +42,7 @@ longs = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 floats = st.floats(allow_nan=False)
 inners = st.builds(Inner, label=texts, weight=floats)
 
-everything = st.builds(
-    Everything,
+EVERYTHING = dict(
     flag=st.booleans(),
     count=longs,
     ratio=floats,
@@ -65,6 +64,7 @@ everything = st.builds(
     maybe_inner=st.none() | inners,
     either=longs | texts,
 )
+everything = st.builds(Everything, **EVERYTHING)
 
 
 def codec() -> AvroCodec:
