@@ -19,6 +19,7 @@ app = typer.Typer(
 def _mount() -> None:
     from streamfold.cli import (  # noqa: PLC0415
         demo,
+        deploy,
         dev,
         dlq,
         projections,
@@ -42,6 +43,7 @@ def _mount() -> None:
     app.add_typer(projections.app, name="projections")
     app.add_typer(dlq.app, name="dlq")
     app.add_typer(state.app, name="state")
+    app.add_typer(deploy.app, name="deploy")
 
 
 def main() -> None:

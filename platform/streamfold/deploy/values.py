@@ -1,0 +1,236 @@
+"""Helm values for a topology: its worker groups, partitions and sinks.
+
+``streamfold deploy render <topology>`` writes these for ``helm/streamfold``; a platform
+engineer reviews them, adds what the cluster needs (Kafka credentials, resources), then runs
+``helm install``. What the values hold:
+
+- ``topology``: the name, the BoundedContext, the partitions and replication factor of the
+  topics the workers create, and the ``topic_prefix`` of the file's ``worker:`` section;
+- ``workers.groups``: one StatefulSet each, running some of the topology's aggregates. A
+  topology file runs all its aggregates in one consumer group; groups split them over several
+  (the hot aggregate apart, say). Each group gets a topology file of its own from the chart,
+  named ``<topology>.<group>`` (so its consumer group is ``streamfold.<topology>.<group>``);
+  a single group keeps the topology's own name, so it continues ``streamfold worker``'s group.
+  Keep an aggregate in its group: in another group it would start from the beginning of its
+  commands topic;
+- ``workers.config``: the file's ``worker:`` settings, each one ``STREAMFOLD_WORKER_*``
+  variable, except the ones the chart sets per pod (:data:`CHART_OWNED_SETTINGS`);
+- ``sinks``: the connector specs for the topology's context, without their target (the
+  chart's ``clickhouse.url``) and password (``STREAMFOLD_SINK_PASSWORD`` from a Secret).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from streamfold.errors import ConfigurationError
+from streamfold.runtime.settings import WorkerSettings
+from streamfold.runtime.topology import TopologySpec
+from streamfold.sink.spec import ConnectorSpec
+
+__all__ = [
+    "CHART_OWNED_SETTINGS",
+    "DEFAULT_GROUP",
+    "WorkerGroup",
+    "chart_owned_settings",
+    "parse_group",
+    "render_values",
+    "values_yaml",
+]
+
+#: The name of the one group of a topology rendered without ``--group``.
+DEFAULT_GROUP = "main"
+#: Replicas per group when none are asked for (at most the partitions: more would idle).
+DEFAULT_REPLICAS = 3
+#: Worker settings the chart sets per pod: the pod name as instance id, the volume as state
+#: directory, its health port, static membership; the topic prefix is ``topology.topicPrefix``.
+CHART_OWNED_SETTINGS = frozenset(
+    {"instance_id", "state_dir", "health_port", "static_membership", "topic_prefix"}
+)
+#: Connector spec fields the chart sets itself: ``--target``, ``--topic-prefix`` and the
+#: password from a Secret.
+_SINK_FIELDS_SET_BY_CHART = frozenset({"target", "password", "topic_prefix"})
+_GROUP = re.compile(r"^(?P<name>[^=]+)=(?P<aggregates>.+)$")
+
+
+class WorkerGroup(BaseModel):
+    """Some of a topology's aggregates, run by one StatefulSet."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=20)
+    aggregates: tuple[str, ...] = Field(min_length=1)
+
+
+def parse_group(text: str) -> WorkerGroup:
+    """``name=aggregate[,aggregate...]``, as ``--group`` takes it."""
+    match = _GROUP.match(text.strip())
+    if match is None:
+        raise ConfigurationError(
+            f"--group {text!r}: write name=aggregate[,aggregate...], e.g. stock=store_stock"
+        )
+    aggregates = tuple(a.strip() for a in match["aggregates"].split(",") if a.strip())
+    try:
+        return WorkerGroup(name=match["name"].strip(), aggregates=aggregates)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigurationError(f"--group {text!r}: {problems}") from exc
+
+
+def chart_owned_settings(topology: TopologySpec) -> list[str]:
+    """The file's worker settings the chart sets per pod instead (topic_prefix excepted: it
+    becomes ``topology.topicPrefix``)."""
+    return sorted(set(topology.worker) & (CHART_OWNED_SETTINGS - {"topic_prefix"}))
+
+
+def _check_groups(
+    topology: TopologySpec, aggregates: Sequence[str], groups: Sequence[WorkerGroup]
+) -> None:
+    names = [g.name for g in groups]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ConfigurationError(f"worker group {twice[0]!r} is named twice")
+    placed: dict[str, str] = {}
+    for group in groups:
+        for aggregate in group.aggregates:
+            if aggregate not in aggregates:
+                raise ConfigurationError(
+                    f"worker group {group.name!r}: topology {topology.name!r} runs no aggregate"
+                    f" {aggregate!r} (it runs {', '.join(aggregates)})"
+                )
+            if aggregate in placed:
+                raise ConfigurationError(
+                    f"aggregate {aggregate!r} is in worker groups {placed[aggregate]!r} and"
+                    f" {group.name!r}: put it in one"
+                )
+            placed[aggregate] = group.name
+    missing = [a for a in aggregates if a not in placed]
+    if missing:
+        raise ConfigurationError(f"no worker group runs {', '.join(missing)}: add it to a --group")
+
+
+def _worker_config(topology: TopologySpec) -> dict[str, Any]:
+    known = set(WorkerSettings.model_fields)
+    unknown = sorted(set(topology.worker) - known)
+    if unknown:
+        raise ConfigurationError(
+            f"topology {topology.name!r}: worker has no setting {unknown[0]!r}"
+            f" (settings: {', '.join(sorted(known))})"
+        )
+    return {k: v for k, v in topology.worker.items() if k not in CHART_OWNED_SETTINGS}
+
+
+def _sink_values(topology: TopologySpec, spec: ConnectorSpec) -> dict[str, Any]:
+    if spec.context != topology.context:
+        raise ConfigurationError(
+            f"sink {spec.name!r} projects {spec.context}, not the topology's {topology.context}"
+        )
+    connector = spec.model_dump(mode="json", exclude_unset=True)
+    for name in _SINK_FIELDS_SET_BY_CHART:
+        connector.pop(name, None)
+    return {"name": spec.name.replace("_", "-"), "connector": connector}
+
+
+def _image_values(reference: str) -> dict[str, str]:
+    """``[registry/]repository[:tag][@digest]`` as the chart's image values."""
+    rest, _, digest = reference.partition("@")
+    name, colon, tag = rest.rpartition(":")
+    if not colon or "/" in tag:
+        name, tag = rest, ""
+    first, slash, remainder = name.partition("/")
+    is_registry = slash and ("." in first or ":" in first or first == "localhost")
+    image = {
+        "registry": first if is_registry else "",
+        "repository": remainder if is_registry else name,
+    }
+    if tag:
+        image["tag"] = tag
+    if digest:
+        image["digest"] = digest
+    return image
+
+
+def render_values(
+    topology: TopologySpec,
+    aggregates: Sequence[str],
+    *,
+    groups: Sequence[WorkerGroup] = (),
+    sinks: Sequence[ConnectorSpec] = (),
+    replicas: int | None = None,
+    image: str | None = None,
+    bootstrap_servers: str | None = None,
+    registry_url: str | None = None,
+    clickhouse_url: str | None = None,
+) -> dict[str, Any]:
+    """The chart's values for ``topology``, whose aggregates are ``aggregates``.
+
+    Without ``groups`` one group (:data:`DEFAULT_GROUP`) runs them all under the topology's
+    own name. ``replicas`` (default: :data:`DEFAULT_REPLICAS`, at most the partitions) is each
+    group's replica count; more than the partitions is refused, since the extra pods would
+    have no partition to work on. ``registry_url`` turns the chart's registry off.
+    """
+    partitions = topology.topics.partitions
+    if replicas is None:
+        replicas = min(DEFAULT_REPLICAS, partitions)
+    if not 0 < replicas <= partitions:
+        raise ConfigurationError(
+            f"--replicas {replicas}: give 1 to {partitions} (the topics' partitions;"
+            f" more workers would have no partition to work on)"
+        )
+    if groups:
+        _check_groups(topology, aggregates, groups)
+        group_values = [
+            {"name": g.name, "aggregates": list(g.aggregates), "replicaCount": replicas}
+            for g in groups
+        ]
+    else:
+        group_values = [
+            {
+                "name": DEFAULT_GROUP,
+                "topologyName": topology.name,
+                "aggregates": list(topology.aggregates or []),
+                "replicaCount": replicas,
+            }
+        ]
+    topic_prefix = topology.worker.get("topic_prefix", "")
+    values: dict[str, Any] = {
+        "topology": {
+            "name": topology.name,
+            "context": topology.context,
+            "partitions": partitions,
+            "replicationFactor": topology.topics.replication_factor,
+            "topicPrefix": topic_prefix,
+        },
+    }
+    if image is not None:
+        values["image"] = _image_values(image)
+    if bootstrap_servers is not None:
+        values["kafka"] = {"bootstrapServers": bootstrap_servers}
+    if registry_url is not None:
+        values["registry"] = {"enabled": False}
+        values["registryClient"] = {"url": registry_url}
+    if clickhouse_url is not None:
+        values["clickhouse"] = {"url": clickhouse_url}
+    values["workers"] = {"config": _worker_config(topology), "groups": group_values}
+    values["sinks"] = [_sink_values(topology, spec) for spec in sinks]
+    return values
+
+
+def values_yaml(values: dict[str, Any], topology: TopologySpec) -> str:
+    """The values as a file, with a header saying where they come from and what to do next."""
+    source = topology.source or topology.name
+    header = (
+        f"# Helm values for topology {topology.name!r} ({source}), written by"
+        " `streamfold deploy render`.\n"
+        "# Review them, add the cluster's settings (kafka.*, registryClient.*, clickhouse.*;\n"
+        "# credentials through existingSecret), then:\n"
+        f"#   helm install {topology.name.replace('_', '-').replace('.', '-')}"
+        " helm/streamfold -f <this file>\n"
+        "# Every value is described in helm/streamfold/values.yaml.\n"
+    )
+    return header + yaml.safe_dump(values, sort_keys=False, default_flow_style=False)

@@ -1,0 +1,268 @@
+"""The chart lints, renders and validates against the Kubernetes schemas in every scenario."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+from tests.integration.helm.conftest import (
+    CHART,
+    KUBE_VERSION,
+    SCENARIOS,
+    Rendered,
+    containers,
+    run_helm,
+    template,
+)
+
+from streamfold.runtime.topology import load_topology
+from streamfold.sink.spec import load_connector
+
+pytestmark = pytest.mark.integration
+
+#: Custom resources the Kubernetes schemas do not hold; each is checked by its own test.
+CUSTOM_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
+
+
+def test_the_ci_scenarios_are_the_four_the_chart_promises() -> None:
+    assert [p.name for p in SCENARIOS] == [
+        "values-minimal.yaml",
+        "values-production.yaml",
+        "values-registry-off.yaml",
+        "values-worker-groups.yaml",
+    ]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda p: p.stem)
+def test_helm_lint_strict_passes(helm: Path, scenario: Path) -> None:
+    done = run_helm(helm, "lint", "--strict", str(CHART), "-f", str(scenario))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "0 chart(s) failed" in done.stdout
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda p: p.stem)
+def test_every_manifest_validates_against_the_kubernetes_schemas(
+    rendered_scenarios: dict[str, Rendered], scenario: Path
+) -> None:
+    rendered = rendered_scenarios[scenario.name]
+    assert rendered.of_kind("StatefulSet"), "no worker rendered"
+    for document in rendered.documents:
+        if (document["apiVersion"], document["kind"]) in CUSTOM_KINDS:
+            continue
+        kubernetes_validate.validate(document, KUBE_VERSION, strict=True)
+
+
+def test_the_validator_refuses_a_wrong_manifest_offline(
+    rendered_scenarios: dict[str, Rendered],
+) -> None:
+    statefulset = rendered_scenarios["values-minimal.yaml"].of_kind("StatefulSet")[0]
+    wrong = copy.deepcopy(statefulset)
+    wrong["spec"]["template"]["spec"]["containers"][0]["livenesProbe"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError, match="livenesProbe"):
+        kubernetes_validate.validate(wrong, KUBE_VERSION, strict=True)
+    wrong = copy.deepcopy(statefulset)
+    wrong["spec"]["replicas"] = "3"
+    with pytest.raises(kubernetes_validate.ValidationError, match="is not of type"):
+        kubernetes_validate.validate(wrong, KUBE_VERSION, strict=True)
+
+
+def test_the_service_monitor_scrapes_the_worker_and_sink_services(
+    rendered_scenarios: dict[str, Rendered],
+) -> None:
+    rendered = rendered_scenarios["values-production.yaml"]
+    (monitor,) = rendered.of_kind("ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint == {"port": "http-metrics", "path": "/metrics", "interval": "30s"}
+    selector = monitor["spec"]["selector"]
+    scraped = [s for s in rendered.of_kind("Service") if _selects(selector, s)]
+    assert sorted(s["metadata"]["labels"]["app.kubernetes.io/component"] for s in scraped) == [
+        "sink",
+        "worker",
+    ]
+    for service in scraped:
+        assert "http-metrics" in [p["name"] for p in service["spec"]["ports"]]
+    assert not rendered_scenarios["values-minimal.yaml"].of_kind("ServiceMonitor")
+
+
+def _selects(selector: dict[str, Any], obj: dict[str, Any]) -> bool:
+    labels = obj["metadata"]["labels"]
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    return all(labels.get(e["key"]) in e["values"] for e in selector.get("matchExpressions", []))
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda p: p.stem)
+def test_selectors_use_only_the_immutable_labels(
+    rendered_scenarios: dict[str, Rendered], scenario: Path
+) -> None:
+    rendered = rendered_scenarios[scenario.name]
+    for kind in ("StatefulSet", "Deployment", "PodDisruptionBudget"):
+        for obj in rendered.of_kind(kind):
+            match = obj["spec"]["selector"]["matchLabels"]
+            assert "app.kubernetes.io/version" not in match
+            assert "helm.sh/chart" not in match
+            assert {"app.kubernetes.io/name", "app.kubernetes.io/instance"} <= set(match)
+            if kind != "PodDisruptionBudget":
+                pod_labels = obj["spec"]["template"]["metadata"]["labels"]
+                assert match.items() <= pod_labels.items()
+    for _, container in containers(rendered):
+        assert container["securityContext"]["allowPrivilegeEscalation"] is False
+
+
+def test_a_wrong_type_is_refused_by_the_schema_with_the_path_and_the_type(
+    helm: Path, tmp_path: Path
+) -> None:
+    bad = tmp_path / "values-bad.yaml"
+    bad.write_text(
+        "workers:\n  groups:\n    - name: main\n      aggregates: []\n      replicaCount: three\n"
+    )
+    for command in ("lint", "template"):
+        args = [command, *(["--strict"] if command == "lint" else ["t"]), str(CHART)]
+        done = run_helm(helm, *args, "-f", str(bad), "--kube-version", KUBE_VERSION)
+        assert done.returncode != 0, command
+        assert "at '/workers/groups/0/replicaCount': got string, want integer" in (
+            done.stdout + done.stderr
+        ), command
+
+
+def test_an_unknown_worker_setting_is_refused_by_the_schema(helm: Path) -> None:
+    done = run_helm(
+        helm, "template", "t", str(CHART), "--set", "workers.config.commit_intervall_ms=5"
+    )
+    assert done.returncode != 0
+    assert "commit_intervall_ms" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (("registry.enabled=false",), "registry.enabled is false: set registryClient.url"),
+        (("kafka.securityProtocol=SASL_SSL",), "SASL_SSL needs kafka.sasl.mechanism"),
+        (("kafka.tls.certFilename=tls.crt",), "certFilename and kafka.tls.keyFilename go together"),
+    ],
+)
+def test_values_that_could_not_run_are_refused_with_what_to_set(
+    helm: Path, sets: tuple[str, ...], message: str
+) -> None:
+    args = ["template", "t", str(CHART), "--kube-version", KUBE_VERSION]
+    for item in sets:
+        args += ["--set", item]
+    done = run_helm(helm, *args)
+    assert done.returncode != 0
+    assert message in done.stderr
+
+
+def test_fullname_is_truncated_to_63_characters(helm: Path) -> None:
+    rendered = template(helm, sets=("fullnameOverride=" + "x" * 80,))
+    for document in rendered.documents:
+        assert len(document["metadata"]["name"]) <= 63, document["metadata"]["name"]
+    for statefulset in rendered.of_kind("StatefulSet"):
+        # The controller-revision-hash label is the name plus 11 characters.
+        assert len(statefulset["metadata"]["name"]) <= 52
+
+
+def test_the_registry_off_scenario_points_at_the_given_registry(
+    rendered_scenarios: dict[str, Rendered],
+) -> None:
+    rendered = rendered_scenarios["values-registry-off.yaml"]
+    components = {
+        d["metadata"]["labels"]["app.kubernetes.io/component"]
+        for d in rendered.of_kind("Deployment")
+    }
+    assert components == {"sink"}
+    for _, container in containers(rendered):
+        env = {e["name"]: e for e in container["env"]}
+        assert env["STREAMFOLD_REGISTRY_URL"]["value"] == "https://schema-registry.example.com"
+        assert env["STREAMFOLD_REGISTRY_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+            "name": "shop-streamfold",
+            "key": "registry-password",
+        }
+    (secret,) = rendered.of_kind("Secret")
+    assert set(secret["data"]) == {"registry-password", "clickhouse-password"}
+
+
+def test_production_takes_every_credential_from_existing_secrets(
+    rendered_scenarios: dict[str, Rendered],
+) -> None:
+    rendered = rendered_scenarios["values-production.yaml"]
+    assert not rendered.of_kind("Secret")
+    refs = {}
+    for _, container in containers(rendered):
+        for item in container["env"]:
+            if "secretKeyRef" in item.get("valueFrom", {}):
+                refs[item["name"]] = item["valueFrom"]["secretKeyRef"]
+        mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+        assert mounts["kafka-tls"] == "/etc/streamfold/kafka-tls"
+    assert refs == {
+        "STREAMFOLD_KAFKA_SASL_PASSWORD": {"name": "retail-kafka-sasl", "key": "password"},
+        "STREAMFOLD_KAFKA_SSL_KEY_PASSWORD": {
+            "name": "retail-kafka-tls",
+            "key": "tls.key.password",
+        },
+        "STREAMFOLD_REGISTRY_PASSWORD": {"name": "retail-registry-client", "key": "password"},
+        "STREAMFOLD_SINK_PASSWORD": {"name": "retail-clickhouse", "key": "password"},
+        "STREAMFOLD_REGISTRY_SERVER_BASIC_AUTH": {"name": "retail-registry-users", "key": "users"},
+    }
+
+
+def test_several_worker_groups_each_get_a_statefulset_a_topology_and_a_budget(
+    rendered_scenarios: dict[str, Rendered],
+) -> None:
+    rendered = rendered_scenarios["values-worker-groups.yaml"]
+    statefulsets = {s["metadata"]["name"]: s for s in rendered.of_kind("StatefulSet")}
+    assert {name: s["spec"]["replicas"] for name, s in statefulsets.items()} == {
+        "shop-streamfold-worker-stock": 6,
+        "shop-streamfold-worker-catalog": 2,
+    }
+    topologies = {
+        c["metadata"]["name"]: c["data"]["topology.yaml"]
+        for c in rendered.of_kind("ConfigMap")
+        if "topology.yaml" in c["data"]
+    }
+    assert topologies["shop-streamfold-worker-stock-topology"].startswith(
+        "name: retail.stock\ncontext: topologies.retail.domain:retail\n"
+        "aggregates:\n  - store_stock\n"
+    )
+    assert "  - supplier\n  - item\n" in topologies["shop-streamfold-worker-catalog-topology"]
+    budgets = {p["metadata"]["name"]: p["spec"] for p in rendered.of_kind("PodDisruptionBudget")}
+    for name, statefulset in statefulsets.items():
+        assert budgets[name]["maxUnavailable"] == 1
+        assert budgets[name]["selector"] == statefulset["spec"]["selector"]
+    stock = statefulsets["shop-streamfold-worker-stock"]["spec"]
+    env = {e["name"]: e.get("value") for e in stock["template"]["spec"]["containers"][0]["env"]}
+    assert env["STREAMFOLD_WORKER_MAX_BATCH"] == "2000"  # the group's own config
+    assert env["STREAMFOLD_WORKER_COMMIT_INTERVAL_MS"] == "50"  # every group's
+    assert env["STREAMFOLD_WORKER_ROCKSDB__BLOCK_CACHE_MB"] == "256"
+    (claim,) = stock["volumeClaimTemplates"]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "50Gi"
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda p: p.stem)
+def test_the_mounted_files_load_as_the_processes_load_them(
+    rendered_scenarios: dict[str, Rendered], scenario: Path, tmp_path: Path
+) -> None:
+    rendered = rendered_scenarios[scenario.name]
+    for workload, container in containers(rendered):
+        volumes = {v["name"]: v for v in workload["spec"]["template"]["spec"]["volumes"]}
+        args = container["args"]
+        if args[0] == "worker":
+            config_map = rendered.named("ConfigMap", volumes["topology"]["configMap"]["name"])
+            path = tmp_path / workload["metadata"]["name"] / "topology.yaml"
+            path.parent.mkdir()
+            path.write_text(config_map["data"]["topology.yaml"])
+            assert args[1] == "/etc/streamfold/topology/topology.yaml"
+            topology = load_topology(path)
+            assert topology.select(topology.load_context())
+        elif args[0] == "sink":
+            config_map = rendered.named("ConfigMap", volumes["connector"]["configMap"]["name"])
+            path = tmp_path / workload["metadata"]["name"] / "sink.yaml"
+            path.parent.mkdir()
+            path.write_text(config_map["data"]["sink.yaml"])
+            assert args[1] == "/etc/streamfold/connector/sink.yaml"
+            target = args[args.index("--target") + 1]
+            spec = load_connector(path, target=target)
+            assert spec.select(spec.load_context())

@@ -1,0 +1,231 @@
+"""Every variable the chart sets is a setting a process reads, and every process gets what it needs.
+
+The settings a process reads are derived from the code: the pydantic-settings classes (their
+``env_prefix`` and fields, nested ones with the ``env_nested_delimiter``) and the variables
+the CLI's edge reads with ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import BaseModel
+from pydantic_settings import BaseSettings
+from tests.integration.helm.conftest import (
+    CHART,
+    SCENARIOS,
+    Rendered,
+    containers,
+    resolved_env,
+    template,
+)
+
+import streamfold.cli.edge
+from streamfold.contracts.evolution import RegistryClientSettings
+from streamfold.registry.server import RegistryServerSettings
+from streamfold.runtime.settings import WorkerSettings
+from streamfold.transport.settings import KafkaSettings
+
+pytestmark = pytest.mark.integration
+
+
+def settings_variables(cls: type[BaseSettings]) -> set[str]:
+    """The environment variables a settings class reads."""
+    prefix = str(cls.model_config.get("env_prefix", ""))
+    nested = cls.model_config.get("env_nested_delimiter")
+    names = set()
+    for field, info in cls.model_fields.items():
+        name = f"{prefix}{field}".upper()
+        annotation = info.annotation
+        if nested and isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            names |= {f"{name}{nested}{sub}".upper() for sub in annotation.model_fields}
+        else:
+            names.add(name)
+    return names
+
+
+def edge_variables() -> set[str]:
+    """The variables the CLI's edge reads directly (``os.environ.get("STREAMFOLD_...")``)."""
+    tree = ast.parse(Path(streamfold.cli.edge.__file__).read_text(encoding="utf-8"))
+    return {
+        node.args[0].value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "get"
+        and ast.unparse(node.func.value) == "os.environ"
+        and node.args
+        and isinstance(node.args[0], ast.Constant)
+        and str(node.args[0].value).startswith("STREAMFOLD_")
+    }
+
+
+KAFKA = settings_variables(KafkaSettings)
+REGISTRY_CLIENT = settings_variables(RegistryClientSettings)
+EDGE = edge_variables()
+READ_BY = {
+    "worker": KAFKA | REGISTRY_CLIENT | settings_variables(WorkerSettings) | EDGE,
+    "sink": KAFKA | REGISTRY_CLIENT | EDGE,
+    "registry": KAFKA | settings_variables(RegistryServerSettings) | EDGE,
+}
+
+
+def test_the_read_settings_are_derived_from_the_code() -> None:
+    assert "STREAMFOLD_KAFKA_SASL_PASSWORD" in KAFKA
+    assert "STREAMFOLD_WORKER_ROCKSDB__BLOCK_CACHE_MB" in READ_BY["worker"]
+    assert "STREAMFOLD_WORKER_ROCKSDB" not in READ_BY["worker"]
+    assert {"STREAMFOLD_LOG_FORMAT", "STREAMFOLD_LOG_LEVEL", "STREAMFOLD_SINK_PASSWORD"} <= EDGE
+    assert "STREAMFOLD_REGISTRY_SERVER_BASIC_AUTH" in READ_BY["registry"]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda p: p.stem)
+def test_every_variable_the_chart_sets_is_one_the_process_reads(
+    rendered_scenarios: dict[str, Rendered], scenario: Path
+) -> None:
+    for workload, container in containers(rendered_scenarios[scenario.name]):
+        component = workload["metadata"]["labels"]["app.kubernetes.io/component"]
+        names = [e["name"] for e in container["env"]]
+        assert len(names) == len(set(names)), f"{component}: a variable set twice"
+        unread = sorted(set(names) - READ_BY[component])
+        assert not unread, f"{component} {workload['metadata']['name']} never reads {unread}"
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda p: p.stem)
+def test_every_process_gets_valid_settings_with_what_a_deployment_needs(
+    rendered_scenarios: dict[str, Rendered], scenario: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for workload, container in containers(rendered_scenarios[scenario.name]):
+        component = workload["metadata"]["labels"]["app.kubernetes.io/component"]
+        pod = f"{workload['metadata']['name']}-0"
+        env = resolved_env(container, pod)
+        for name in [n for n in os.environ if n.startswith("STREAMFOLD_")]:
+            monkeypatch.delenv(name)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        assert {"STREAMFOLD_KAFKA_BOOTSTRAP_SERVERS", "STREAMFOLD_LOG_FORMAT"} <= set(env)
+        KafkaSettings()  # SASL and mTLS settings complete, or this raises
+        port = container["ports"][0]["containerPort"]
+        if component == "worker":
+            settings = WorkerSettings.resolve({})
+            assert settings.instance_id == pod
+            assert settings.static_membership is True
+            assert settings.health_port == port
+            mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+            assert str(settings.state_dir) == mounts["state"]
+        if component in ("worker", "sink"):
+            assert "STREAMFOLD_REGISTRY_URL" in env
+            RegistryClientSettings()
+        if component == "sink":
+            args = container["args"]
+            assert args[args.index("--health-port") + 1] == str(port)
+            assert args[args.index("--target") + 1].startswith(("http://", "https://"))
+        if component == "registry":
+            assert RegistryServerSettings().port == port
+            assert RegistryServerSettings().host == "0.0.0.0"
+        for cls in _settings_of(component):
+            required = [f for f, i in cls.model_fields.items() if i.is_required()]
+            prefix = str(cls.model_config.get("env_prefix", ""))
+            assert all(f"{prefix}{f}".upper() in env for f in required), (component, required)
+
+
+def _settings_of(component: str) -> list[type[BaseSettings]]:
+    common: list[type[BaseSettings]] = [KafkaSettings]
+    return {
+        "worker": [*common, RegistryClientSettings, WorkerSettings],
+        "sink": [*common, RegistryClientSettings],
+        "registry": [*common, RegistryServerSettings],
+    }[component]
+
+
+def test_every_setting_the_processes_read_is_a_chart_value(
+    rendered_scenarios: dict[str, Rendered],
+) -> None:
+    """Each variable is set by some scenario, or is a key of a ``config`` map the schema
+    lists, or is for the developer's machine only."""
+    schema: dict[str, Any] = json.loads((CHART / "values.schema.json").read_text())
+    config_keys = set()
+    for section, prefix in (
+        ("workers", "STREAMFOLD_WORKER_"),
+        ("registry", "STREAMFOLD_REGISTRY_SERVER_"),
+    ):
+        for key, spec in schema["properties"][section]["properties"]["config"][
+            "properties"
+        ].items():
+            if spec["type"] == "object":
+                config_keys |= {f"{prefix}{key}__{sub}".upper() for sub in spec["properties"]}
+            else:
+                config_keys.add(f"{prefix}{key}".upper())
+    set_somewhere = {
+        e["name"]
+        for rendered in rendered_scenarios.values()
+        for _, container in containers(rendered)
+        for e in container["env"]
+    }
+    local_only = {"STREAMFOLD_HOME", "STREAMFOLD_CACHE_DIR"}  # the dev stack and fetched tools
+    everything = READ_BY["worker"] | READ_BY["sink"] | READ_BY["registry"]
+    assert not sorted(everything - set_somewhere - config_keys - local_only)
+
+
+def _changed(value: Any) -> Any:
+    """A valid value other than the default."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 1_000_000
+    if isinstance(value, float):
+        return value + 1.5
+    if isinstance(value, str):
+        return "127.0.0.2"
+    raise AssertionError(value)
+
+
+def test_each_config_key_becomes_its_setting_one_to_one(
+    helm: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    schema: dict[str, Any] = json.loads((CHART / "values.schema.json").read_text())
+    worker_keys = schema["properties"]["workers"]["properties"]["config"]["properties"]
+    defaults = WorkerSettings(instance_id="x").model_dump()
+    worker_config = {
+        key: {sub: _changed(defaults[key][sub]) for sub in spec["properties"]}
+        if spec["type"] == "object"
+        else _changed(defaults[key])
+        for key, spec in worker_keys.items()
+    }
+    registry_config = {
+        "host": "0.0.0.0",
+        "topic": "_schemas_b",
+        "replication_factor": 2,
+        "default_compatibility": "FULL",
+        "timeout_s": 12.5,
+    }
+    assert set(registry_config) == set(
+        schema["properties"]["registry"]["properties"]["config"]["properties"]
+    )
+    values = tmp_path / "values-every-setting.yaml"
+    values.write_text(
+        yaml.safe_dump(
+            {
+                "workers": {"config": worker_config},
+                "registry": {"config": registry_config},
+            }
+        )
+    )
+    rendered = template(helm, values)
+    for name in [n for n in os.environ if n.startswith("STREAMFOLD_")]:
+        monkeypatch.delenv(name)
+    for workload, container in containers(rendered):
+        for name, value in resolved_env(container, "pod-0").items():
+            monkeypatch.setenv(name, value)
+        component = workload["metadata"]["labels"]["app.kubernetes.io/component"]
+        if component == "worker":
+            settings = WorkerSettings.resolve({}).model_dump()
+            assert {k: settings[k] for k in worker_config} == worker_config
+        elif component == "registry":
+            server = RegistryServerSettings().model_dump(mode="json")
+            assert {k: server[k] for k in registry_config} == registry_config

@@ -1,0 +1,98 @@
+"""The chart's values, schema and settings agree with the code, without rendering anything."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from streamfold.deploy.values import CHART_OWNED_SETTINGS
+from streamfold.registry.server import RegistryServerSettings
+from streamfold.runtime.settings import WorkerSettings
+from streamfold.state.rocksdb import RocksDBOptions
+
+pytestmark = pytest.mark.unit
+
+CHART = Path(__file__).resolve().parents[3] / "helm" / "streamfold"
+SCHEMA: dict[str, Any] = json.loads((CHART / "values.schema.json").read_text())
+VALUES_TEXT = (CHART / "values.yaml").read_text()
+VALUES: dict[str, Any] = yaml.safe_load(VALUES_TEXT)
+
+
+def _config_schema(section: str) -> dict[str, Any]:
+    return dict(SCHEMA["properties"][section]["properties"]["config"]["properties"])
+
+
+def test_workers_config_offers_every_worker_setting_the_chart_does_not_set() -> None:
+    config = _config_schema("workers")
+    assert set(config) == set(WorkerSettings.model_fields) - CHART_OWNED_SETTINGS
+    assert set(config["rocksdb"]["properties"]) == set(RocksDBOptions.model_fields)
+
+
+def test_registry_config_offers_every_server_setting_but_port_and_basic_auth() -> None:
+    assert set(_config_schema("registry")) == set(RegistryServerSettings.model_fields) - {
+        "port",
+        "basic_auth",
+    }
+
+
+def test_each_config_key_has_the_settings_type() -> None:
+    json_type = {bool: "boolean", int: "integer", float: "number", str: "string"}
+    for key, spec in _config_schema("workers").items():
+        if key == "rocksdb":
+            continue
+        annotation = WorkerSettings.model_fields[key].annotation
+        assert spec["type"] == json_type[annotation], key  # type: ignore[index]
+        assert spec["description"] == f"STREAMFOLD_WORKER_{key.upper()}"
+
+
+@pytest.mark.parametrize(
+    "values",
+    [CHART / "values.yaml", *sorted((CHART / "ci").glob("values-*.yaml"))],
+    ids=lambda p: p.name,
+)
+def test_the_default_values_and_every_scenario_meet_the_schema(values: Path) -> None:
+    merged = _merge(VALUES, yaml.safe_load(values.read_text()))
+    jsonschema.validate(merged, SCHEMA)
+
+
+def test_the_schema_refuses_a_misspelt_value() -> None:
+    with pytest.raises(jsonschema.ValidationError, match="'replicacount' was unexpected"):
+        jsonschema.validate(_merge(VALUES, {"registry": {"replicacount": 2}}), SCHEMA)
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _leaves(node: Any, path: str = "") -> list[str]:
+    if isinstance(node, dict) and node:
+        return [leaf for k, v in node.items() for leaf in _leaves(v, f"{path}.{k}" if path else k)]
+    return [path]
+
+
+def test_every_value_is_annotated_with_a_param() -> None:
+    params = set(re.findall(r"^\s*## @param (\S+) ", VALUES_TEXT, flags=re.MULTILINE))
+    undocumented = [
+        leaf
+        for leaf in _leaves(VALUES)
+        if not any(leaf == p or leaf.startswith(f"{p}.") for p in params)
+    ]
+    assert not undocumented
+    unknown = [
+        p
+        for p in params
+        if not any(leaf == p or leaf.startswith(f"{p}.") for leaf in _leaves(VALUES))
+    ]
+    assert not unknown

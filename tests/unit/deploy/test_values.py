@@ -1,0 +1,203 @@
+"""A topology's Helm values: groups, replicas, worker settings, sinks and image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from streamfold.deploy.values import (
+    WorkerGroup,
+    chart_owned_settings,
+    parse_group,
+    render_values,
+    values_yaml,
+)
+from streamfold.errors import ConfigurationError
+from streamfold.runtime.topology import TopicSettings, TopologySpec
+from streamfold.sink.spec import ConnectorSpec, load_connector
+
+pytestmark = pytest.mark.unit
+
+CONTEXT = "topologies.retail.domain:retail"
+AGGREGATES = ["supplier", "item", "store_stock"]
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def topology(**changes: object) -> TopologySpec:
+    fields: dict[str, object] = {
+        "name": "retail",
+        "context": CONTEXT,
+        "aggregates": AGGREGATES,
+        "topics": TopicSettings(partitions=6),
+        "worker": {"commit_interval_ms": 100, "max_batch": 1000},
+    }
+    return TopologySpec.model_validate({**fields, **changes})
+
+
+def test_one_group_runs_every_aggregate_under_the_topology_name() -> None:
+    values = render_values(topology(), AGGREGATES)
+    assert values["workers"] == {
+        "config": {"commit_interval_ms": 100, "max_batch": 1000},
+        "groups": [
+            {"name": "main", "topologyName": "retail", "aggregates": AGGREGATES, "replicaCount": 3}
+        ],
+    }
+    assert values["topology"] == {
+        "name": "retail",
+        "context": CONTEXT,
+        "partitions": 6,
+        "replicationFactor": None,
+        "topicPrefix": "",
+    }
+    assert values["sinks"] == []
+    assert "registry" not in values
+
+
+def test_replicas_default_to_three_but_never_more_than_the_partitions() -> None:
+    two = topology(topics=TopicSettings(partitions=2))
+    assert render_values(two, AGGREGATES)["workers"]["groups"][0]["replicaCount"] == 2
+    assert (
+        render_values(topology(), AGGREGATES, replicas=6)["workers"]["groups"][0]["replicaCount"]
+        == 6
+    )
+    with pytest.raises(ConfigurationError, match="--replicas 7: give 1 to 6"):
+        render_values(topology(), AGGREGATES, replicas=7)
+    with pytest.raises(ConfigurationError, match="--replicas 0"):
+        render_values(topology(), AGGREGATES, replicas=0)
+
+
+def test_groups_split_the_aggregates_and_take_no_topology_name() -> None:
+    groups = [parse_group("stock=store_stock"), parse_group("catalog = supplier, item")]
+    values = render_values(topology(), AGGREGATES, groups=groups, replicas=2)
+    assert values["workers"]["groups"] == [
+        {"name": "stock", "aggregates": ["store_stock"], "replicaCount": 2},
+        {"name": "catalog", "aggregates": ["supplier", "item"], "replicaCount": 2},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("groups", "message"),
+    [
+        (["a=store_stock", "b=supplier"], "no worker group runs item: add it to a --group"),
+        (
+            ["a=store_stock,item", "b=supplier,item"],
+            "aggregate 'item' is in worker groups 'a' and 'b'",
+        ),
+        (["a=store_stock,item,supplier,order"], "runs no aggregate 'order'"),
+        (["a=store_stock", "a=supplier,item"], "worker group 'a' is named twice"),
+    ],
+)
+def test_groups_must_place_every_aggregate_once(groups: list[str], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        render_values(topology(), AGGREGATES, groups=[parse_group(g) for g in groups])
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("store_stock", "write name=aggregate"),
+        ("Stock=store_stock", "name: String should match pattern"),
+        ("stock=,", "write name=aggregate|aggregates"),
+    ],
+)
+def test_a_bad_group_is_refused_with_the_form_to_use(text: str, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        parse_group(text)
+
+
+def test_parse_group_reads_the_name_and_the_aggregates() -> None:
+    assert parse_group("hot=store_stock") == WorkerGroup(name="hot", aggregates=("store_stock",))
+
+
+def test_settings_the_chart_sets_per_pod_leave_the_config() -> None:
+    spec = topology(
+        worker={"max_batch": 10, "instance_id": "w1", "state_dir": "/s", "topic_prefix": "qa."}
+    )
+    values = render_values(spec, AGGREGATES)
+    assert values["workers"]["config"] == {"max_batch": 10}
+    assert values["topology"]["topicPrefix"] == "qa."
+    assert chart_owned_settings(spec) == ["instance_id", "state_dir"]
+
+
+def test_an_unknown_worker_setting_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="worker has no setting 'max_batchs'"):
+        render_values(topology(worker={"max_batchs": 10}), AGGREGATES)
+
+
+def test_a_sink_keeps_its_spec_but_not_what_the_chart_sets() -> None:
+    spec = ConnectorSpec(
+        name="retail_audit",
+        context=CONTEXT,
+        target="http://ch:8123",
+        password="secret",  # type: ignore[arg-type]
+        database="audit",
+        topic_prefix="x.",
+    )
+    (sink,) = render_values(topology(), AGGREGATES, sinks=[spec])["sinks"]
+    assert sink == {
+        "name": "retail-audit",
+        "connector": {"name": "retail_audit", "context": CONTEXT, "database": "audit"},
+    }
+
+
+def test_the_retail_sink_spec_renders_as_its_file_says() -> None:
+    spec = load_connector(ROOT / "connectors" / "retail")
+    (sink,) = render_values(topology(), AGGREGATES, sinks=[spec])["sinks"]
+    assert sink["connector"] == {
+        "name": "retail",
+        "context": CONTEXT,
+        "database": "retail",
+        "batch_rows": 20000,
+        "batch_interval_ms": 200,
+    }
+
+
+def test_a_sink_of_another_context_is_refused() -> None:
+    spec = ConnectorSpec(name="other", context="shop.domain:shop")
+    with pytest.raises(ConfigurationError, match=r"projects shop\.domain:shop, not the topology"):
+        render_values(topology(), AGGREGATES, sinks=[spec])
+
+
+@pytest.mark.parametrize(
+    ("reference", "image"),
+    [
+        ("retail:1.0", {"registry": "", "repository": "retail", "tag": "1.0"}),
+        ("acme/retail", {"registry": "", "repository": "acme/retail"}),
+        (
+            "registry.example.com:5000/acme/retail:2",
+            {"registry": "registry.example.com:5000", "repository": "acme/retail", "tag": "2"},
+        ),
+        (
+            "localhost/retail@sha256:abc",
+            {"registry": "localhost", "repository": "retail", "digest": "sha256:abc"},
+        ),
+    ],
+)
+def test_the_image_reference_becomes_registry_repository_tag_and_digest(
+    reference: str, image: dict[str, str]
+) -> None:
+    assert render_values(topology(), AGGREGATES, image=reference)["image"] == image
+
+
+def test_connection_options_fill_the_cluster_values() -> None:
+    values = render_values(
+        topology(),
+        AGGREGATES,
+        bootstrap_servers="k:9092",
+        registry_url="https://sr",
+        clickhouse_url="https://ch:8443",
+    )
+    assert values["kafka"] == {"bootstrapServers": "k:9092"}
+    assert values["registry"] == {"enabled": False}
+    assert values["registryClient"] == {"url": "https://sr"}
+    assert values["clickhouse"] == {"url": "https://ch:8443"}
+
+
+def test_the_values_file_says_what_to_do_and_reads_back() -> None:
+    values = render_values(topology(), AGGREGATES)
+    text = values_yaml(values, topology())
+    assert text.startswith("# Helm values for topology 'retail'")
+    assert "#   helm install retail helm/streamfold -f <this file>\n" in text
+    assert yaml.safe_load(text) == values
