@@ -63,7 +63,10 @@ _TIMESTAMP_MILLIS = LOGICAL_WRITERS["long-timestamp-millis"]
 
 
 def _timestamp_millis(value: Any) -> int:
-    """An aware datetime as milliseconds since the epoch, exactly as fastavro computes it."""
+    """An aware datetime as milliseconds since the epoch, exactly as fastavro computes it
+    (an int is taken as milliseconds already)."""
+    if type(value) is int:
+        return value
     if type(value) is dt.datetime and value.tzinfo is not None:
         delta = value - _EPOCH
         return (delta.days * 86400 + delta.seconds) * 1000 + delta.microseconds // 1000

@@ -25,6 +25,7 @@ Everything a command causes carries its ``command_id``, ``request_id``, ``tenant
 
 from __future__ import annotations
 
+import time
 import traceback
 import uuid
 from dataclasses import dataclass
@@ -343,7 +344,7 @@ class CommandProcessor:
             "code": result.code,
             "message": result.message,
             "duplicate": duplicate,
-            "processed_at": datetime.now(UTC),
+            "processed_at": time.time_ns() // 1_000_000,  # timestamp-millis
         }
         outbox.send(
             self.topics.results,

@@ -2,23 +2,34 @@
 
 It consumes (``read_committed``, one consumer group per connector) the events, state,
 results and commands topics of the spec's aggregates and inserts rows into the tables of
-:mod:`streamfold.sink.ddl`. Rows of one source partition go in batches; a batch is one
-offset range ``[first, last]`` of one partition, inserted into each of its tables with the
-deduplication token ``<connector>:<table>:<topic>:<partition>:<first>-<last>``.
+:mod:`streamfold.sink.ddl`. Rows are read per partition; a flush makes everything read
+durable, as one *batch* per source topic: for each of its partitions one offset range
+``[first, last]``, and one insert per table for all of them, with a deduplication token
+derived from those ranges (``<connector>:<table>:<topic>:<partition>:<first>-<last>`` for a
+batch of one range, ``<connector>:<table>:<topic>:g<digest of the ranges>`` otherwise). A
+flush costs one insert per table however many partitions it covers: small inserts are what
+a MergeTree pays for most, so this is what keeps PROJECTED latency low.
 
 Idempotent under retries and crashes, by keeping batches deterministic:
 
-1. before inserting, the sink commits, for each partition of the flush, its current offset
-   with the metadata ``streamfold.sink:<last>``: the *intent* to insert ``[first, last]``;
+1. before inserting, the sink commits, for each range of the flush, its partition's current
+   offset with the metadata ``streamfold.sink:<last>[:<batch digest>:<ranges>]``
+   (:class:`Intent`): the *intent* to insert ``[first, last]`` within that batch;
 2. it inserts every table's rows with the batch's token (a retry after a timeout sends the
    same rows with the same token: ClickHouse keeps one copy);
 3. it commits ``last + 1``, without metadata. The PROJECTED acks go out as soon as the tables
    they stand for (state_last, command_results) have their rows, before the other tables.
 
-After a crash anywhere in 1-3, the next owner of the partition reads the committed offset and
-its intent, and makes its first batch exactly ``[first, last]`` again, so its inserts carry
-the same tokens and are dropped as duplicates when they had landed. The tables keep the
-tokens of their last 10,000 inserts (``non_replicated_deduplication_window``).
+After a crash anywhere in 1-3, the next owner of a partition reads the committed offset and
+its intent, and reads exactly ``[first, last]`` again. When it owns every range of the batch
+(one sink per connector, or the same assignment), it re-forms the batch: the same tokens, so
+ClickHouse drops the inserts that had landed. When another sink owns some of the batch's
+ranges now (a rebalance moved them), each range it owns goes alone, and a table that already
+holds rows of the range (by ``_partition`` and ``_offset``) is left out: an insert lands
+whole or not at all. (Against a server over HTTP, an insert of the dead sink still in
+flight could land after that check and double the range: it takes a crash and a rebalance
+that splits the batch at once.) The tables keep the tokens of their last 10,000 inserts
+(``non_replicated_deduplication_window``).
 
 When ClickHouse is unreachable the sink keeps the batch and retries it with backoff (at most
 ``_MAX_BACKOFF_S`` between tries), reporting ``streamfold_sink_target_up 0``; nothing is
@@ -30,6 +41,7 @@ Acks are at-least-once: a replayed batch sends them again.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -59,16 +71,42 @@ log = get_logger(__name__)
 _INTENT = "streamfold.sink:"
 
 
-def intent(last: int) -> str:
+@dataclass(frozen=True, slots=True)
+class Intent:
+    """What a partition's committed offset metadata says was being inserted: the range up to
+    ``last``, as one of the ``members`` ranges of the batch ``group`` (None: a batch of its
+    own)."""
+
+    last: int
+    group: str | None = None
+    members: int = 1
+
+    def metadata(self) -> str:
+        if self.group is None:
+            return f"{_INTENT}{self.last}"
+        return f"{_INTENT}{self.last}:{self.group}:{self.members}"
+
+
+def intent(last: int, group: str | None = None, members: int = 1) -> str:
     """The offset metadata that records the intent to insert a range ending at ``last``."""
-    return f"{_INTENT}{last}"
+    return Intent(last, group, members).metadata()
+
+
+def parse_intent(metadata: str | None) -> Intent | None:
+    """The intent an offset's metadata records, if any."""
+    if not metadata or not metadata.startswith(_INTENT):
+        return None
+    last, _, rest = metadata[len(_INTENT) :].partition(":")
+    if not rest:
+        return Intent(int(last))
+    group, _, members = rest.partition(":")
+    return Intent(int(last), group, int(members))
 
 
 def intended_last(metadata: str | None) -> int | None:
     """The last offset of the range an offset's metadata says was being inserted, if any."""
-    if metadata and metadata.startswith(_INTENT):
-        return int(metadata[len(_INTENT) :])
-    return None
+    found = parse_intent(metadata)
+    return found.last if found is not None else None
 
 
 _MAX_BACKOFF_S = 5.0
@@ -116,6 +154,13 @@ class SinkMetrics:
             registry=self.registry,
         )
         self.acks = Counter("streamfold_sink_acks", "PROJECTED acks sent", registry=self.registry)
+        self.replays = Counter(
+            "streamfold_sink_replayed_ranges",
+            "Unfinished ranges made durable again after a restart: with their batch re-formed"
+            " (batch) or alone, each table checked for their rows first (alone)",
+            ["how"],
+            registry=self.registry,
+        )
         self.ack_failures = Counter(
             "streamfold_sink_ack_failures", "PROJECTED acks not delivered", registry=self.registry
         )
@@ -144,6 +189,38 @@ class _Pending:
     since: float = 0.0
     rows: list[list[Any]] = field(default_factory=list)
     acks: list[Ack] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Batch:
+    """The ranges of one source topic that go into its tables as one insert per table.
+
+    Its token is the token of one range when it has one member, else derived from every
+    member's range (:attr:`group`): a replay that re-forms the same ranges sends the same
+    tokens.
+    """
+
+    topic: str
+    members: list[tuple[int, _Pending]]  # (partition, its rows), by partition
+
+    @property
+    def group(self) -> str | None:
+        if len(self.members) == 1:
+            return None
+        ranges = ",".join(f"{p}:{b.first}-{b.last}" for p, b in self.members)
+        return hashlib.sha256(f"{self.topic}|{ranges}".encode()).hexdigest()[:20]
+
+    def token(self, connector: str, table: str) -> str:
+        group = self.group
+        if group is None:
+            partition, pending = self.members[0]
+            return f"{connector}:{table}:{self.topic}:{partition}:{pending.first}-{pending.last}"
+        return f"{connector}:{table}:{self.topic}:g{group}"
+
+    def rows(self) -> list[list[Any]]:
+        if len(self.members) == 1:
+            return self.members[0][1].rows
+        return [row for _, pending in self.members for row in pending.rows]
 
 
 class SinkConnector:
@@ -182,7 +259,11 @@ class SinkConnector:
             self.sources[topics.commands] = _Source(rows.commands(), (by_kind["command_log"],))
         self.projected_topic = context_topics(context.name, spec.topic_prefix).projected
         self._pending: dict[tuple[str, int], _Pending] = {}
-        self._bounds: dict[tuple[str, int], int] = {}  # replays: the intent's last offset
+        # Replays: per partition, the intent's last offset, (the committed offset, the
+        # intent), and the replayed ranges read to their end, waiting for their batch.
+        self._bounds: dict[tuple[str, int], int] = {}
+        self._intents: dict[tuple[str, int], tuple[int, Intent]] = {}
+        self._replayed: dict[tuple[str, int], _Pending] = {}
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
         self._ack_writer = codec.writer(self.projected_topic, ProjectedAck, RESULT_NAMESPACE)
@@ -237,8 +318,8 @@ class SinkConnector:
         try:
             while self._running and not (until is not None and until()):
                 self.step()
-            # What is read is made durable, except a replayed batch not read to its end yet:
-            # it must keep its range (the next run reads it again).
+            # What is read is made durable, except a replay not made durable yet (and what
+            # follows it): it must keep its range (the next run reads it again).
             self.flush([key for key in self._pending if key not in self._bounds])
         finally:
             self.close()
@@ -284,10 +365,9 @@ class SinkConnector:
                 message.offset() or 0,
             )
             key = (topic, partition)
-            bound = self._bounds.get(key)
+            bound = self._bounds.get(key) if key not in self._replayed else None
             if bound is not None and offset > bound:
-                self.flush([key])  # the intent's range ended before this record
-                self._bounds.pop(key, None)
+                self._replay_read(key)  # the intent's range ended before this record
                 due.discard(key)
             pending = self._pending.get(key)
             if pending is None:
@@ -301,51 +381,131 @@ class SinkConnector:
             if built.ack is not None:
                 pending.acks.append(built.ack)
             if bound is not None and offset == bound:
-                self.flush([key])  # the replayed batch is complete: exactly as before
-                self._bounds.pop(key, None)
+                self._replay_read(key)  # the replayed range is complete: exactly as before
                 due.discard(key)
-            elif bound is None and len(pending.rows) >= limit:
+            elif key not in self._bounds and len(pending.rows) >= limit:
                 due.add(key)
         interval = self.spec.batch_interval_ms / 1000
         for key, pending in self._pending.items():
             if key not in self._bounds and now - pending.since >= interval:
                 due.add(key)
         if due:
-            self.flush(sorted(due))
+            # Everything pending goes with what is due: one insert per table for all.
+            self.flush(sorted(k for k in self._pending if k not in self._bounds))
 
     def flush(self, keys: list[tuple[str, int]]) -> None:
-        """Make the pending rows of ``keys`` durable: intent, inserts, acks, offsets.
+        """Make the pending rows of ``keys`` durable: one batch per topic (one insert per
+        table for all its partitions' ranges), see :meth:`_make_durable`."""
+        by_topic: dict[str, list[tuple[int, _Pending]]] = {}
+        for key in keys:
+            pending = self._pending.pop(key, None)
+            if pending is not None:
+                by_topic.setdefault(key[0], []).append((key[1], pending))
+        self._make_durable([_Batch(t, sorted(m, key=lambda x: x[0])) for t, m in by_topic.items()])
 
-        The tables that acks stand for (state_last, command_results) are inserted first and
-        the acks sent right after them, so PROJECTED does not wait for the other tables; the
-        offsets follow the last insert (a replay after a crash resends the acks).
+    def _make_durable(self, batches: list[_Batch], *, check_landed: bool = False) -> None:
+        """Intents, inserts, acks, offsets.
+
+        The tables that acks stand for (state_last, command_results) are inserted first, and
+        each batch's acks are sent right after its rows are in them, so PROJECTED does not
+        wait for the other tables; the offsets follow the last insert (a replay after a crash
+        resends the acks). With ``check_landed`` (a range replayed without the other ranges
+        of its batch: its token cannot be formed again) a table that holds rows of the range
+        already is left alone: the batch's insert into it landed, atomically.
         """
-        assert self._consumer is not None
-        batches = [(key, self._pending.pop(key)) for key in keys if key in self._pending]
         if not batches:
             return
         started = time.monotonic()
-        # 1. the intents (a replay re-forms exactly these ranges)
-        self._commit([TopicPartition(t, p, b.first, intent(b.last)) for (t, p), b in batches])
-        # 2. the inserts, each with its range's token; the acks after the tables they stand for
+        # 1. the intents (a replay re-forms exactly these batches)
+        self._commit(
+            [
+                TopicPartition(b.topic, p, r.first, intent(r.last, b.group, len(b.members)))
+                for b in batches
+                for p, r in b.members
+            ]
+        )
+        # 2. the inserts, the acks after the tables they stand for, the batches with acks first
         later: list[tuple[TableSpec, list[list[Any]], str]] = []
-        for (topic, partition), batch in batches:
-            where = f"{topic}:{partition}:{batch.first}-{batch.last}"
-            source = self.sources[topic]
+        batches.sort(key=lambda b: (self.sources[b.topic].acked_by == 0, b.topic))
+        for batch in batches:
+            source = self.sources[batch.topic]
+            rows = batch.rows()
             for index, table in enumerate(source.tables):
-                token = f"{self.spec.name}:{table.name}:{where}"
+                if check_landed and self._landed(table, batch):
+                    continue
+                token = batch.token(self.spec.name, table.name)
                 if index < source.acked_by:
-                    self._insert(table, batch.rows, token)
+                    self._insert(table, rows, token)
                 else:
-                    later.append((table, batch.rows, token))
-        self._send_acks(batches)
+                    later.append((table, rows, token))
+            for partition, pending in batch.members:
+                self._send_acks(pending.acks, partition)
         for table, rows, token in later:
             self._insert(table, rows, token)
         # 3. the offsets
-        self._commit([TopicPartition(t, p, b.last + 1) for (t, p), b in batches])
-        self.metrics.batches.inc(len(batches))
+        self._commit(
+            [TopicPartition(b.topic, p, r.last + 1) for b in batches for p, r in b.members]
+        )
+        ranges = sum(len(b.members) for b in batches)
+        self.metrics.batches.inc(ranges)
         self.metrics.insert_seconds.observe(time.monotonic() - started)
-        self.flushed_batches += len(batches)
+        self.flushed_batches += ranges
+
+    def _landed(self, table: TableSpec, batch: _Batch) -> bool:
+        ((partition, pending),) = batch.members
+        return bool(
+            self._retrying(
+                lambda: self.target.holds(
+                    table, batch.topic, partition, pending.first, pending.last
+                ),
+                f"reading {table.name}",
+            )
+        )
+
+    # ------------------------------------------------------------------ replays
+
+    def _replay_read(self, key: tuple[str, int]) -> None:
+        """A replayed range is read to its end: keep it for its batch, then try the batches."""
+        start, found = self._intents[key]
+        pending = self._pending.pop(key, None) or _Pending()
+        pending.first, pending.last = start, found.last  # the range exactly as intended
+        self._replayed[key] = pending
+        self._flush_replays()
+
+    def _flush_replays(self) -> None:
+        """Make durable each replayed batch whose ranges are all read.
+
+        A batch re-forms from its ranges when this sink owns all of them (the same tokens);
+        a range whose batch-mates another sink owns now goes alone, checking each table for
+        its rows first (:meth:`_make_durable` with ``check_landed``).
+        """
+        groups: dict[tuple[str, str], list[tuple[str, int]]] = {}
+        for key, (_start, found) in self._intents.items():
+            group = found.group if found.group is not None else f"{key[1]}"
+            groups.setdefault((key[0], group), []).append(key)
+        for (topic, _group), keys in groups.items():
+            found = self._intents[keys[0]][1]
+            read = [k for k in keys if k in self._replayed]
+            if found.group is not None and len(keys) < found.members:
+                for key in read:  # a partial batch: each range alone, checked
+                    self._make_durable(
+                        [_Batch(topic, [(key[1], self._replayed[key])])], check_landed=True
+                    )
+                    self._end_replay(key)
+                    self.metrics.replays.labels("alone").inc()
+                continue
+            if len(read) < len(keys):
+                continue  # wait for the rest of the batch
+            members = sorted(((k[1], self._replayed[k]) for k in keys), key=lambda x: x[0])
+            self._make_durable([_Batch(topic, members)])
+            for key in keys:
+                self._end_replay(key)
+            self.metrics.replays.labels("batch").inc(len(keys))
+
+    def _end_replay(self, key: tuple[str, int]) -> None:
+        self._bounds.pop(key, None)
+        self._intents.pop(key, None)
+        self._replayed.pop(key, None)
 
     def _insert(self, table: TableSpec, rows: list[list[Any]], token: str) -> None:
         self._retrying(
@@ -353,40 +513,38 @@ class SinkConnector:
         )
         self.metrics.rows.labels(table.name).inc(len(rows))
 
-    def _send_acks(self, batches: list[tuple[tuple[str, int], _Pending]]) -> None:
-        if not self.spec.acks or self._producer is None:
+    def _send_acks(self, acks: list[Ack], partition: int) -> None:
+        """The PROJECTED acks of one batch, on its partition number of the acks topic."""
+        if not acks or not self.spec.acks or self._producer is None:
             return
         now = datetime.now(UTC)
         encode = self._ack_writer.encode_dict
-        sent = 0
-        for (_topic, partition), batch in batches:
-            for ack in batch.acks:
-                value = encode(
-                    {
-                        "command_id": ack.command_id,
-                        "connector": self.spec.name,
-                        "aggregate_type": ack.aggregate_type,
-                        "aggregate_id": ack.aggregate_id,
-                        "version": ack.version,
-                        "outcome": ack.outcome,
-                        "projected_at": now,
-                    }
-                )
-                while True:
-                    try:
-                        self._producer.produce(
-                            self.projected_topic,
-                            value,
-                            ack.command_id.encode(),
-                            partition=partition,
-                            on_delivery=self._ack_delivered,
-                        )
-                        break
-                    except BufferError:
-                        self._producer.poll(0.05)
-                sent += 1
+        for ack in acks:
+            value = encode(
+                {
+                    "command_id": ack.command_id,
+                    "connector": self.spec.name,
+                    "aggregate_type": ack.aggregate_type,
+                    "aggregate_id": ack.aggregate_id,
+                    "version": ack.version,
+                    "outcome": ack.outcome,
+                    "projected_at": now,
+                }
+            )
+            while True:
+                try:
+                    self._producer.produce(
+                        self.projected_topic,
+                        value,
+                        ack.command_id.encode(),
+                        partition=partition,
+                        on_delivery=self._ack_delivered,
+                    )
+                    break
+                except BufferError:
+                    self._producer.poll(0.05)
         self._producer.poll(0)
-        self.metrics.acks.inc(sent)
+        self.metrics.acks.inc(len(acks))
 
     def _ack_delivered(self, err: KafkaError | None, message: Message) -> None:
         if err is not None:  # the rows are durable; only the signal is lost (callers time out)
@@ -427,19 +585,25 @@ class SinkConnector:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in consumer.committed(partitions, timeout=_TIMEOUT):
-            last = intended_last(tp.metadata)
-            if last is not None:
-                self._bounds[(tp.topic, tp.partition)] = last
+            found = parse_intent(tp.metadata)
+            if found is not None:
+                key = (tp.topic, tp.partition)
+                self._bounds[key] = found.last
+                self._intents[key] = (tp.offset, found)
                 log.info(
                     "replaying an unfinished batch",
                     topic=tp.topic,
                     partition=tp.partition,
                     first=tp.offset,
-                    last=self._bounds[(tp.topic, tp.partition)],
+                    last=found.last,
+                    group=found.group,
+                    ranges=found.members,
                 )
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Not durable, not committed: the next owner reads these records again.
         for tp in partitions:
             self._pending.pop((tp.topic, tp.partition), None)
-            self._bounds.pop((tp.topic, tp.partition), None)
+            self._end_replay((tp.topic, tp.partition))
+        if self._intents:
+            self._flush_replays()  # a batch may have lost ranges to another sink

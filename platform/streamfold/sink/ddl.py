@@ -213,6 +213,10 @@ class TableSpec:
             f"SETTINGS non_replicated_deduplication_window = {DEDUPLICATION_WINDOW}"
         )
 
+    def qualified(self, database: str) -> str:
+        """```database`.`name```, checked and quoted."""
+        return _table(database, self.name)
+
     def add_column_sql(self, database: str, column: Column) -> str:
         """``ALTER TABLE ... ADD COLUMN IF NOT EXISTS``, for a field a model gained."""
         return f"ALTER TABLE {_table(database, self.name)} ADD COLUMN IF NOT EXISTS {column.sql()}"

@@ -53,6 +53,13 @@ def _time(message: Message) -> datetime:
     return datetime.fromtimestamp(millis / 1000, UTC) if millis and millis > 0 else _EPOCH
 
 
+def _millis(message: Message) -> int:
+    """The record's timestamp in milliseconds: a DateTime64(3) value clickhouse-connect
+    writes as it is (a datetime it converts, one by one). A column takes one or the other."""
+    _kind, millis = message.timestamp()
+    return millis if millis and millis > 0 else 0
+
+
 def _tail(message: Message) -> list[Any]:
     return [message.topic() or "", message.partition() or 0, message.offset() or 0]
 
@@ -93,7 +100,7 @@ class _Builders:
                 (message.key() or b"").decode(),
                 int(headers.get(h.AGGREGATE_VERSION, "0")),
                 event_type,
-                _time(message),
+                _millis(message),
                 headers.get(h.COMMAND_ID, ""),
                 *convert(record),
                 json_text(record),
@@ -121,7 +128,7 @@ class _Builders:
                 aggregate_id,
                 version,
                 1 if headers.get("deleted") == "true" else 0,
-                _time(message),
+                _millis(message),
                 command_id,
                 *convert(record),
                 *_tail(message),

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
+from confluent_kafka import Consumer, TopicPartition
 from tests.integration.runtime.conftest import RetailRun
 from topologies.retail.domain import RecordSale, retail
 from topologies.retail.workload import stock_commands
@@ -20,7 +21,7 @@ from topologies.retail.workload import stock_commands
 from streamfold.contracts.codec import RecordReader
 from streamfold.domain.naming import context_topics
 from streamfold.embedded.ports import free_ports
-from streamfold.sink.connector import SinkConnector
+from streamfold.sink.connector import SinkConnector, intent, parse_intent
 from streamfold.sink.process import SinkProcess
 from streamfold.sink.progress import caught_up, record_ends
 from streamfold.sink.rebuild import rebuild
@@ -299,6 +300,95 @@ def test_an_unavailable_target_loses_nothing_and_doubles_nothing(
         process.stop()
         holder.close()
     target = ClickHouseTarget(spec.target, "retail")
+    try:
+        _assert_exactly_once(target, sent, events)
+    finally:
+        target.close()
+
+
+class _Crash(BaseException):
+    """The sink process dies here (not an error the sink handles)."""
+
+
+class _CrashingTarget(ClickHouseTarget):
+    """Dies right after its ``crash_after``-th insert has landed."""
+
+    def __init__(self, target: str, database: str, crash_after: int) -> None:
+        super().__init__(target, database)
+        self.inserts = 0
+        self.crash_after = crash_after
+
+    def insert(self, table: Any, rows: Any, token: str) -> None:
+        super().insert(table, rows, token)
+        self.inserts += 1
+        if self.inserts == self.crash_after:
+            raise _Crash(f"after inserting into {table.name}")
+
+
+def _claim_a_missing_range(
+    run: RetailRun, spec: ConnectorSpec, topics: list[str], partitions: int
+) -> int:
+    """Rewrite each open intent as one range short of its batch (its batch-mate owned by
+    another sink); return how many intents were rewritten."""
+    consumer = Consumer(run.settings.consumer_config(spec.group_id))
+    try:
+        wanted = [TopicPartition(t, p) for t in topics for p in range(partitions)]
+        rewritten = []
+        for tp in consumer.committed(wanted, timeout=30):
+            found = parse_intent(tp.metadata)
+            if found is not None and found.group is not None:
+                metadata = intent(found.last, found.group, found.members + 1)
+                rewritten.append(TopicPartition(tp.topic, tp.partition, tp.offset, metadata))
+        if rewritten:
+            consumer.commit(offsets=rewritten, asynchronous=False)
+        return len(rewritten)
+    finally:
+        consumer.close()
+
+
+@pytest.mark.parametrize("batch_mate_elsewhere", [False, True], ids=["whole", "alone"])
+def test_a_sink_dying_inside_a_batch_is_replayed_without_doubles(
+    retail_run: RetailRun, test_scale: float, batch_mate_elsewhere: bool
+) -> None:
+    """A batch holds one range per partition of a topic. The sink dies after some of its
+    inserts landed; the next sink re-forms the batch (same tokens: ClickHouse drops what had
+    landed) or, when another sink owns some of its ranges, replays each range it owns alone,
+    leaving the tables that hold its rows already."""
+    run = retail_run
+    run.worker("w1")
+    sent, _sales = _produce(run, 300, scaled(5_000, test_scale, 2_000))
+    run.wait_until_processed(sent)
+    topics = [
+        run.stock_topics.events,
+        run.stock_topics.state,
+        run.stock_topics.results,
+        run.stock_topics.commands,
+    ]
+    events = len(_records(run, run.stock_topics.events))
+    ends = record_ends(run.settings, topics)
+    partitions = len({p for _topic, p in ends})
+    # One flush of everything: each topic one batch of all its partitions, five inserts
+    # (state_last, command_results, then state, events, command_log). Die after the fourth.
+    spec = _spec(run, batch_rows=1_000_000, batch_interval_ms=3_000)
+    dying = _CrashingTarget(spec.target, "retail", crash_after=4)
+    sink = SinkConnector(spec, retail, run.settings, run.codec, dying)
+    with pytest.raises(_Crash):
+        sink.run()
+    dying.close()
+    if batch_mate_elsewhere:
+        assert _claim_a_missing_range(run, spec, topics, partitions) == len(topics) * partitions
+    target = ClickHouseTarget(spec.target, "retail")
+    sink = SinkConnector(spec, retail, run.settings, run.codec, target)
+    thread = threading.Thread(target=sink.run, daemon=True)
+    thread.start()
+    try:
+        _wait(lambda: caught_up(run.settings, spec.group_id, ends), 120, "the sink to catch up")
+    finally:
+        sink.stop()
+        thread.join(60)
+    replays = {how: sink.metrics.replays.labels(how)._value.get() for how in ("batch", "alone")}
+    expected = "alone" if batch_mate_elsewhere else "batch"
+    assert replays[expected] == len(topics) * partitions, replays
     try:
         _assert_exactly_once(target, sent, events)
     finally:
