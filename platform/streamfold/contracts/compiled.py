@@ -85,12 +85,16 @@ class _Unsupported(Exception):
     """The schema uses something the compiler leaves to fastavro."""
 
 
-class _Compiler:
-    def __init__(self) -> None:
+class _Generator:
+    """Python source for the records of one schema: a function per record (named types are
+    generated on first use, in document order, so each is defined before a reference to it)
+    and the constants they use."""
+
+    def __init__(self, constants: dict[str, Any]) -> None:
         self.lines: list[str] = []
-        self.globals: dict[str, Any] = dict(_BASE_GLOBALS)
+        self.globals: dict[str, Any] = dict(constants)
         self.records: dict[str, str] = {}  # full name -> function name
-        self.enums: dict[str, str] = {}  # full name -> index table name
+        self.enums: dict[str, str] = {}  # full name -> its table's name
         self.counter = 0
 
     def fresh(self, stem: str) -> str:
@@ -103,31 +107,40 @@ class _Compiler:
         return name
 
     def record_function(self, schema: dict[str, Any]) -> str:
-        """The function writing ``schema``, generated on its first use (in document order,
-        so every named type is defined before a reference to it)."""
+        """The function of record ``schema``, generated on its first use."""
         name = schema.get("name")
-        if not isinstance(name, str):
-            raise _Unsupported("a record without a name")
+        if not isinstance(name, str) or not isinstance(schema.get("fields"), list):
+            raise _Unsupported("a record without a name or fields")
         found = self.records.get(name)
         if found is None:
             found = self.records[name] = self.fresh("_record")
             self.emit_record(found, schema)
         return found
 
-    def compile(self, schema: dict[str, Any]) -> CompiledWriter:
-        top = self.record_function(schema)
-        source = "\n".join(self.lines)
+    def emit_record(self, function: str, schema: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def load(self, function: str) -> Any:
+        """Compile the source; return ``function`` from it."""
         namespace = dict(self.globals)
+        source = "\n".join(self.lines)
         exec(compile(source, "<streamfold.contracts.compiled>", "exec"), namespace)
-        writer: CompiledWriter = namespace[top]
+        return namespace[function]
+
+
+class _Compiler(_Generator):
+    """Generates an encoding function per record of a schema."""
+
+    def __init__(self) -> None:
+        super().__init__(_BASE_GLOBALS)
+
+    def compile(self, schema: dict[str, Any]) -> CompiledWriter:
+        writer: CompiledWriter = self.load(self.record_function(schema))
         return writer
 
     def emit_record(self, function: str, schema: dict[str, Any]) -> None:
-        fields = schema.get("fields")
-        if not isinstance(fields, list):
-            raise _Unsupported("a record without fields")
         body: list[str] = []
-        for field in fields:  # the fields' own named types are defined before this function
+        for field in schema["fields"]:  # their named types are defined before this function
             if field["type"] in ("float", "double"):
                 body.append(f"v = float(r[{field['name']!r}])")
             else:
@@ -280,25 +293,12 @@ _READ_GLOBALS: dict[str, Any] = {
 }
 
 
-class _ReaderCompiler:
+class _ReaderCompiler(_Generator):
     """Generates a decoding function per record of a writer schema (no resolution: the
     record is read as written, as fastavro reads it without a reader schema)."""
 
     def __init__(self) -> None:
-        self.lines: list[str] = []
-        self.globals: dict[str, Any] = dict(_READ_GLOBALS)
-        self.records: dict[str, str] = {}
-        self.enums: dict[str, str] = {}
-        self.counter = 0
-
-    def fresh(self, stem: str) -> str:
-        self.counter += 1
-        return f"{stem}{self.counter}"
-
-    def constant(self, stem: str, value: Any) -> str:
-        name = self.fresh(stem)
-        self.globals[name] = value
-        return name
+        super().__init__(_READ_GLOBALS)
 
     def compile(self, schema: dict[str, Any]) -> CompiledReader:
         top = self.record_function(schema)
@@ -309,28 +309,17 @@ class _ReaderCompiler:
             "        raise _Truncated(p)",
             "    return r",
         ]
-        namespace = dict(self.globals)
-        source = "\n".join(self.lines)
-        exec(compile(source, "<streamfold.contracts.compiled>", "exec"), namespace)
-        reader: CompiledReader = namespace["_read"]
+        reader: CompiledReader = self.load("_read")
         return reader
 
-    def record_function(self, schema: dict[str, Any]) -> str:
-        name = schema.get("name")
-        fields = schema.get("fields")
-        if not isinstance(name, str) or not isinstance(fields, list):
-            raise _Unsupported("a record without a name or fields")
-        found = self.records.get(name)
-        if found is None:
-            found = self.records[name] = self.fresh("_record")
-            body = ["r = {}"]
-            for field in fields:
-                body += self.value(field["type"], "v", 0)
-                body.append(f"r[{field['name']!r}] = v")
-            self.lines.append(f"def {found}(d, p):")
-            self.lines += [f"    {line}" for line in body]
-            self.lines += ["    return r, p", ""]
-        return found
+    def emit_record(self, function: str, schema: dict[str, Any]) -> None:
+        body = ["r = {}"]
+        for field in schema["fields"]:
+            body += self.value(field["type"], "v", 0)
+            body.append(f"r[{field['name']!r}] = v")
+        self.lines.append(f"def {function}(d, p):")
+        self.lines += [f"    {line}" for line in body]
+        self.lines += ["    return r, p", ""]
 
     @staticmethod
     def long(var: str) -> list[str]:

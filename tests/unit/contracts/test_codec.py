@@ -7,7 +7,7 @@ import json
 from decimal import Decimal
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, PositiveInt
 
@@ -71,7 +71,7 @@ def codec() -> AvroCodec:
     return AvroCodec(InMemorySchemaRegistry())
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200)
 @given(everything)
 def test_models_round_trip_through_the_wire_format(model: Everything) -> None:
     c = codec()

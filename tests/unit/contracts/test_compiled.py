@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 import pytest
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import AwareDatetime, BaseModel, Field
 from topologies.retail.domain import retail
@@ -23,11 +23,7 @@ from tests.unit.contracts.models import NS, Colour, Everything, Inner
 from tests.unit.contracts.test_codec import (
     EVERYTHING,
     aware,
-    clocks,
-    floats,
-    inners,
     longs,
-    prices,
     texts,
 )
 
@@ -70,27 +66,9 @@ class Tree(BaseModel):
 
 compilables = st.builds(
     Compilable,
-    flag=st.booleans(),
-    count=longs,
-    ratio=floats,
-    text=texts,
-    blob=st.binary(max_size=20),
-    at=aware,
+    **{name: values for name, values in EVERYTHING.items() if name != "either"},
     naive=st.datetimes(min_value=dt.datetime(1971, 1, 1), max_value=dt.datetime(2200, 1, 1)),
-    day=st.dates(),
-    clock=clocks,
-    price=prices,
-    ident=st.uuids(),
-    colour=st.sampled_from(Colour),
-    kind=st.sampled_from(["a", "b"]),
-    inner=inners,
-    inners=st.lists(inners, max_size=3),
-    by_name=st.dictionaries(texts, inners, max_size=3),
-    numbers=st.lists(longs, max_size=3).map(tuple),
-    tags=st.sets(texts, max_size=3),
-    maybe=st.none() | texts,
     maybe_count=st.none() | longs,
-    maybe_inner=st.none() | inners,
     maybe_at=st.none() | aware,
 )
 trees = st.recursive(
@@ -114,7 +92,7 @@ def compiled_bytes(parsed: Any, record: dict[str, Any]) -> bytes:
     return bytes(out)
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300)
 @given(compilables)
 def test_compiled_writer_writes_fastavros_bytes(model: Compilable) -> None:
     parsed = parse_schema(avro_schema(Compilable, NS))
@@ -122,7 +100,7 @@ def test_compiled_writer_writes_fastavros_bytes(model: Compilable) -> None:
     assert compiled_bytes(parsed, record) == fastavro_bytes(parsed, record)
 
 
-@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100)
 @given(trees)
 def test_a_recursive_record_compiles_and_matches(tree: Tree) -> None:
     parsed = parse_schema(avro_schema(Tree, NS))
@@ -237,7 +215,7 @@ def compiled_read(parsed: Any, data: bytes) -> Any:
     return reader(data, 0)
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300)
 @given(compilables)
 def test_compiled_reader_reads_what_fastavro_reads(model: Compilable) -> None:
     parsed = parse_schema(avro_schema(Compilable, NS))
@@ -247,7 +225,7 @@ def test_compiled_reader_reads_what_fastavro_reads(model: Compilable) -> None:
     assert list(decoded) == list(Compilable.model_fields)
 
 
-@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100)
 @given(st.builds(Everything, **EVERYTHING))
 def test_a_union_of_two_types_is_read_by_its_index(model: Everything) -> None:
     parsed = parse_schema(avro_schema(Everything, NS))
@@ -255,7 +233,7 @@ def test_a_union_of_two_types_is_read_by_its_index(model: Everything) -> None:
     assert compiled_read(parsed, data) == fastavro_read(parsed, data)
 
 
-@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100)
 @given(trees)
 def test_a_recursive_record_is_read(tree: Tree) -> None:
     parsed = parse_schema(avro_schema(Tree, NS))

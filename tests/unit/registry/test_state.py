@@ -117,7 +117,7 @@ INTENTS = st.one_of(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150)
 @given(st.lists(INTENTS, max_size=30))
 def test_replicas_applying_one_log_agree_and_keep_the_invariants(
     log: list[dict[str, Any]],
