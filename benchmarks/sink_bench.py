@@ -42,7 +42,7 @@ from fastavro import schemaless_reader
 from topologies.retail.domain import SaleRecorded, retail
 from topologies.retail.workload import stock_commands
 
-from measurements import ROOT, BenchStack, _start_worker
+from measurements import ROOT, BenchStack, _metric_sum, _start_worker
 from streamfold.cli.edge import default_cache_dir
 from streamfold.contracts.avro import avro_schema
 from streamfold.domain.naming import context_topics
@@ -258,6 +258,13 @@ def projected_latency(
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and any((topics[1], i) not in seen for i in ids):
             time.sleep(0.2)
+        flushes = _metric_sum(sink.health_url, "streamfold_sink_flush_seconds_count")
+        flush_seconds = _metric_sum(sink.health_url, "streamfold_sink_flush_seconds_sum")
+        print(
+            f"sink: {flushes:.0f} flushes, {flush_seconds / max(flushes, 1) * 1000:.0f} ms each"
+            f" on average ({flush_seconds / seconds:.0%} of the time)",
+            flush=True,
+        )
     finally:
         halt.set()
         watcher.join()
@@ -271,12 +278,19 @@ def projected_latency(
     return latencies, len(ids)
 
 
+def _summary(latencies: list[float], sent: int) -> str:
+    ordered = sorted(latencies)
+    q = lambda p: ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000  # noqa: E731
+    return f"{len(ordered):,} of {sent:,} acked: p50 {q(0.5):.0f} ms, p99 {q(0.99):.0f} ms"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--rate", type=int, default=500)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--latency-only", action="store_true", help="skip the throughput")
     args = parser.parse_args()
     configure_logging("console", "WARNING")
     stamp = time.strftime("%Y-%m-%d %H:%M")
@@ -287,10 +301,14 @@ def main() -> None:
         (port,) = free_ports(1)
         with RegistryProcess(kafka.bootstrap_servers, port, log_file=Path(tmp) / "registry.log"):
             stack = BenchStack(kafka.bootstrap_servers, f"http://127.0.0.1:{port}", Path(tmp))
+            rates: dict[str, list[float]] = {"sink": [], "hand": []}
+            if args.latency_only:
+                latencies, sent = projected_latency(stack, args.rate, args.seconds, Path(tmp))
+                print(_summary(latencies, sent))
+                return
             prefix = stack.fresh_prefix()
             fill_events(stack, prefix, args.events)
             print(f"{args.events:,} events produced", flush=True)
-            rates: dict[str, list[float]] = {"sink": [], "hand": []}
             for r in range(args.rounds):
                 directory = Path(tmp) / f"round-{r}"
                 directory.mkdir()

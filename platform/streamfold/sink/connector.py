@@ -344,14 +344,22 @@ class SinkConnector:
     # ------------------------------------------------------------------ the loop
 
     def step(self) -> None:
-        """Read what is there, flush the partitions that are due."""
+        """Read what is there; flush what is due.
+
+        Two classes of source topic: the ones PROJECTED acks wait for (state, results) are
+        due ``batch_interval_ms`` after their oldest pending record, the append-only logs
+        (events, commands) ``log_interval_ms`` after theirs; a class is due at once when a
+        partition of it holds ``batch_rows``. A due class is flushed whole (one insert per
+        table); the logs go along with an acked flush when they would be due before the
+        next one. So a flush on the acks' path usually inserts three tables, not five.
+        """
         assert self._consumer is not None
         try:
             messages = self._consumer.consume(5000, 0.05)
         except KafkaException as exc:
             raise translate_kafka_error(exc, "reading the projected topics") from exc
         now = time.monotonic()
-        due: set[tuple[str, int]] = set()
+        full: set[bool] = set()  # the classes (acked or not) with a partition at batch_rows
         limit = self.spec.batch_rows
         for message in messages:
             error = message.error()
@@ -368,12 +376,12 @@ class SinkConnector:
             bound = self._bounds.get(key) if key not in self._replayed else None
             if bound is not None and offset > bound:
                 self._replay_read(key)  # the intent's range ended before this record
-                due.discard(key)
             pending = self._pending.get(key)
             if pending is None:
                 pending = self._pending[key] = _Pending(first=offset, since=now)
             pending.last = offset
-            built = self.sources[topic].build(message)
+            source = self.sources[topic]
+            built = source.build(message)
             if built.row is not None:
                 pending.rows.append(built.row)
             else:
@@ -382,16 +390,29 @@ class SinkConnector:
                 pending.acks.append(built.ack)
             if bound is not None and offset == bound:
                 self._replay_read(key)  # the replayed range is complete: exactly as before
-                due.discard(key)
             elif key not in self._bounds and len(pending.rows) >= limit:
-                due.add(key)
-        interval = self.spec.batch_interval_ms / 1000
+                full.add(source.acked_by > 0)
+        oldest: dict[bool, float] = {}
         for key, pending in self._pending.items():
-            if key not in self._bounds and now - pending.since >= interval:
-                due.add(key)
-        if due:
-            # Everything pending goes with what is due: one insert per table for all.
-            self.flush(sorted(k for k in self._pending if k not in self._bounds))
+            if key not in self._bounds:
+                acked = self.sources[key[0]].acked_by > 0
+                oldest[acked] = min(oldest.get(acked, pending.since), pending.since)
+        acked_interval = self.spec.batch_interval_ms / 1000
+        log_interval = self.spec.log_interval_ms / 1000
+        flush_acked = True in oldest and (True in full or now - oldest[True] >= acked_interval)
+        ahead = acked_interval if flush_acked else 0.0
+        flush_logs = False in oldest and (
+            False in full or now - oldest[False] + ahead >= log_interval
+        )
+        if flush_acked or flush_logs:
+            classes = {c for c, flag in ((True, flush_acked), (False, flush_logs)) if flag}
+            self.flush(
+                sorted(
+                    k
+                    for k in self._pending
+                    if k not in self._bounds and (self.sources[k[0]].acked_by > 0) in classes
+                )
+            )
 
     def flush(self, keys: list[tuple[str, int]]) -> None:
         """Make the pending rows of ``keys`` durable: one batch per topic (one insert per

@@ -10,7 +10,8 @@ A spec is a YAML file (``connectors/<context>/sink.yaml``)::
     username: default                             # server targets; the password comes from
                                                   # STREAMFOLD_SINK_PASSWORD, never the file
     batch_rows: 20000                             # rows of one source partition per insert
-    batch_interval_ms: 200                        # longest a read record waits to be inserted
+    batch_interval_ms: 200                        # longest a state or result record waits
+    log_interval_ms: 1000                         # longest an event or command record waits
 
 For each aggregate the sink projects its events topic (``<ctx>_<agg>_events``), its state
 topic (``<ctx>_<agg>_state_last`` and ``<ctx>_<agg>_state``), its results topic
@@ -52,7 +53,12 @@ class ConnectorSpec(BaseModel):
     #: Prepended to every topic and the consumer group (as the worker's topic_prefix).
     topic_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9._-]*$")
     batch_rows: int = Field(default=20_000, ge=1)
+    #: Longest a record of a topic PROJECTED acks wait for (state, results) waits to be
+    #: inserted.
     batch_interval_ms: int = Field(default=200, ge=1)
+    #: Longest a record of the append-only logs (events, commands) waits to be inserted:
+    #: longer, so that most flushes on the acks' path insert fewer tables.
+    log_interval_ms: int = Field(default=1000, ge=1)
     #: Send a PROJECTED ack per command after its rows are durable.
     acks: bool = True
 

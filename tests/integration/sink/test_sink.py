@@ -369,7 +369,7 @@ def test_a_sink_dying_inside_a_batch_is_replayed_without_doubles(
     partitions = len({p for _topic, p in ends})
     # One flush of everything: each topic one batch of all its partitions, five inserts
     # (state_last, command_results, then state, events, command_log). Die after the fourth.
-    spec = _spec(run, batch_rows=1_000_000, batch_interval_ms=3_000)
+    spec = _spec(run, batch_rows=1_000_000, batch_interval_ms=3_000, log_interval_ms=3_000)
     dying = _CrashingTarget(spec.target, "retail", crash_after=4)
     sink = SinkConnector(spec, retail, run.settings, run.codec, dying)
     with pytest.raises(_Crash):

@@ -151,6 +151,7 @@ def test_the_retail_sink_spec_renders_as_its_file_says() -> None:
         "database": "retail",
         "batch_rows": 20000,
         "batch_interval_ms": 200,
+        "log_interval_ms": 1000,
     }
 
 
