@@ -41,15 +41,13 @@ Acks are at-least-once: a replayed batch sends them again.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 from streamfold.contracts.codec import AvroCodec
@@ -57,7 +55,9 @@ from streamfold.domain.context import BoundedContext
 from streamfold.domain.naming import aggregate_topics, context_topics
 from streamfold.observability.logging import get_logger
 from streamfold.runtime.results import RESULT_NAMESPACE
+from streamfold.sink.batches import Batch, Intent, Pending, intent, parse_intent
 from streamfold.sink.ddl import TableSpec, aggregate_tables, commands_view_sql, context_tables
+from streamfold.sink.metrics import SinkMetrics
 from streamfold.sink.rows import Ack, RowBuilder, builders_for
 from streamfold.sink.spec import ConnectorSpec
 from streamfold.sink.target import ClickHouseTarget, TargetUnavailableError
@@ -67,47 +67,6 @@ from streamfold.transport.settings import KafkaSettings
 __all__ = ["ProjectedAck", "SinkConnector", "SinkMetrics"]
 
 log = get_logger(__name__)
-
-_INTENT = "streamfold.sink:"
-
-
-@dataclass(frozen=True, slots=True)
-class Intent:
-    """What a partition's committed offset metadata says was being inserted: the range up to
-    ``last``, as one of the ``members`` ranges of the batch ``group`` (None: a batch of its
-    own)."""
-
-    last: int
-    group: str | None = None
-    members: int = 1
-
-    def metadata(self) -> str:
-        if self.group is None:
-            return f"{_INTENT}{self.last}"
-        return f"{_INTENT}{self.last}:{self.group}:{self.members}"
-
-
-def intent(last: int, group: str | None = None, members: int = 1) -> str:
-    """The offset metadata that records the intent to insert a range ending at ``last``."""
-    return Intent(last, group, members).metadata()
-
-
-def parse_intent(metadata: str | None) -> Intent | None:
-    """The intent an offset's metadata records, if any."""
-    if not metadata or not metadata.startswith(_INTENT):
-        return None
-    last, _, rest = metadata[len(_INTENT) :].partition(":")
-    if not rest:
-        return Intent(int(last))
-    group, _, members = rest.partition(":")
-    return Intent(int(last), group, int(members))
-
-
-def intended_last(metadata: str | None) -> int | None:
-    """The last offset of the range an offset's metadata says was being inserted, if any."""
-    found = parse_intent(metadata)
-    return found.last if found is not None else None
-
 
 _MAX_BACKOFF_S = 5.0
 _TIMEOUT = 30.0
@@ -127,49 +86,6 @@ class ProjectedAck(BaseModel):
     projected_at: AwareDatetime
 
 
-class SinkMetrics:
-    """What a sink reports on ``/metrics``, in a registry of its own."""
-
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        self.rows = Counter(
-            "streamfold_sink_rows", "Rows inserted", ["table"], registry=self.registry
-        )
-        self.batches = Counter("streamfold_sink_batches", "Durable batches", registry=self.registry)
-        self.skipped = Counter(
-            "streamfold_sink_skipped_records",
-            "Records that project nothing (undecodable: the worker dead-lettered them)",
-            ["topic"],
-            registry=self.registry,
-        )
-        self.retries = Counter(
-            "streamfold_sink_target_retries", "Inserts retried", registry=self.registry
-        )
-        self.target_up = Gauge(
-            "streamfold_sink_target_up", "1 while ClickHouse answers", registry=self.registry
-        )
-        self.insert_seconds = Histogram(
-            "streamfold_sink_flush_seconds",
-            "Time to make one flush durable",
-            registry=self.registry,
-        )
-        self.acks = Counter("streamfold_sink_acks", "PROJECTED acks sent", registry=self.registry)
-        self.replays = Counter(
-            "streamfold_sink_replayed_ranges",
-            "Unfinished ranges made durable again after a restart: with their batch re-formed"
-            " (batch) or alone, each table checked for their rows first (alone)",
-            ["how"],
-            registry=self.registry,
-        )
-        self.ack_failures = Counter(
-            "streamfold_sink_ack_failures", "PROJECTED acks not delivered", registry=self.registry
-        )
-        self.target_up.set(1)
-
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
-
-
 @dataclass(slots=True)
 class _Source:
     """One source topic: how to build its rows, and the tables they go to."""
@@ -178,49 +94,6 @@ class _Source:
     tables: tuple[TableSpec, ...]
     #: How many of ``tables`` (the first ones) the acks of its rows stand for.
     acked_by: int = 0
-
-
-@dataclass(slots=True)
-class _Pending:
-    """Rows read from one partition and not yet durable."""
-
-    first: int = -1
-    last: int = -1
-    since: float = 0.0
-    rows: list[list[Any]] = field(default_factory=list)
-    acks: list[Ack] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class _Batch:
-    """The ranges of one source topic that go into its tables as one insert per table.
-
-    Its token is the token of one range when it has one member, else derived from every
-    member's range (:attr:`group`): a replay that re-forms the same ranges sends the same
-    tokens.
-    """
-
-    topic: str
-    members: list[tuple[int, _Pending]]  # (partition, its rows), by partition
-
-    @property
-    def group(self) -> str | None:
-        if len(self.members) == 1:
-            return None
-        ranges = ",".join(f"{p}:{b.first}-{b.last}" for p, b in self.members)
-        return hashlib.sha256(f"{self.topic}|{ranges}".encode()).hexdigest()[:20]
-
-    def token(self, connector: str, table: str) -> str:
-        group = self.group
-        if group is None:
-            partition, pending = self.members[0]
-            return f"{connector}:{table}:{self.topic}:{partition}:{pending.first}-{pending.last}"
-        return f"{connector}:{table}:{self.topic}:g{group}"
-
-    def rows(self) -> list[list[Any]]:
-        if len(self.members) == 1:
-            return self.members[0][1].rows
-        return [row for _, pending in self.members for row in pending.rows]
 
 
 class SinkConnector:
@@ -258,12 +131,12 @@ class SinkConnector:
             self.sources[topics.results] = _Source(rows.results(), results, 1)
             self.sources[topics.commands] = _Source(rows.commands(), (by_kind["command_log"],))
         self.projected_topic = context_topics(context.name, spec.topic_prefix).projected
-        self._pending: dict[tuple[str, int], _Pending] = {}
+        self._pending: dict[tuple[str, int], Pending] = {}
         # Replays: per partition, the intent's last offset, (the committed offset, the
         # intent), and the replayed ranges read to their end, waiting for their batch.
         self._bounds: dict[tuple[str, int], int] = {}
         self._intents: dict[tuple[str, int], tuple[int, Intent]] = {}
-        self._replayed: dict[tuple[str, int], _Pending] = {}
+        self._replayed: dict[tuple[str, int], Pending] = {}
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
         self._ack_writer = codec.writer(self.projected_topic, ProjectedAck, RESULT_NAMESPACE)
@@ -378,7 +251,7 @@ class SinkConnector:
                 self._replay_read(key)  # the intent's range ended before this record
             pending = self._pending.get(key)
             if pending is None:
-                pending = self._pending[key] = _Pending(first=offset, since=now)
+                pending = self._pending[key] = Pending(first=offset, since=now)
             pending.last = offset
             source = self.sources[topic]
             built = source.build(message)
@@ -417,14 +290,14 @@ class SinkConnector:
     def flush(self, keys: list[tuple[str, int]]) -> None:
         """Make the pending rows of ``keys`` durable: one batch per topic (one insert per
         table for all its partitions' ranges), see :meth:`_make_durable`."""
-        by_topic: dict[str, list[tuple[int, _Pending]]] = {}
+        by_topic: dict[str, list[tuple[int, Pending]]] = {}
         for key in keys:
             pending = self._pending.pop(key, None)
             if pending is not None:
                 by_topic.setdefault(key[0], []).append((key[1], pending))
-        self._make_durable([_Batch(t, sorted(m, key=lambda x: x[0])) for t, m in by_topic.items()])
+        self._make_durable([Batch(t, sorted(m, key=lambda x: x[0])) for t, m in by_topic.items()])
 
-    def _make_durable(self, batches: list[_Batch], *, check_landed: bool = False) -> None:
+    def _make_durable(self, batches: list[Batch], *, check_landed: bool = False) -> None:
         """Intents, inserts, acks, offsets.
 
         The tables that acks stand for (state_last, command_results) are inserted first, and
@@ -472,7 +345,7 @@ class SinkConnector:
         self.metrics.insert_seconds.observe(time.monotonic() - started)
         self.flushed_batches += ranges
 
-    def _landed(self, table: TableSpec, batch: _Batch) -> bool:
+    def _landed(self, table: TableSpec, batch: Batch) -> bool:
         ((partition, pending),) = batch.members
         return bool(
             self._retrying(
@@ -488,7 +361,7 @@ class SinkConnector:
     def _replay_read(self, key: tuple[str, int]) -> None:
         """A replayed range is read to its end: keep it for its batch, then try the batches."""
         start, found = self._intents[key]
-        pending = self._pending.pop(key, None) or _Pending()
+        pending = self._pending.pop(key, None) or Pending()
         pending.first, pending.last = start, found.last  # the range exactly as intended
         self._replayed[key] = pending
         self._flush_replays()
@@ -510,7 +383,7 @@ class SinkConnector:
             if found.group is not None and len(keys) < found.members:
                 for key in read:  # a partial batch: each range alone, checked
                     self._make_durable(
-                        [_Batch(topic, [(key[1], self._replayed[key])])], check_landed=True
+                        [Batch(topic, [(key[1], self._replayed[key])])], check_landed=True
                     )
                     self._end_replay(key)
                     self.metrics.replays.labels("alone").inc()
@@ -518,7 +391,7 @@ class SinkConnector:
             if len(read) < len(keys):
                 continue  # wait for the rest of the batch
             members = sorted(((k[1], self._replayed[k]) for k in keys), key=lambda x: x[0])
-            self._make_durable([_Batch(topic, members)])
+            self._make_durable([Batch(topic, members)])
             for key in keys:
                 self._end_replay(key)
             self.metrics.replays.labels("batch").inc(len(keys))

@@ -29,7 +29,7 @@ from streamfold.domain.context import BoundedContext
 from streamfold.domain.naming import aggregate_topics
 from streamfold.errors import ConfigurationError, PermanentError
 from streamfold.runtime import headers as h
-from streamfold.sink.connector import intended_last
+from streamfold.sink.batches import intended_last
 from streamfold.sink.ddl import TableSpec, aggregate_tables, row_converter
 from streamfold.sink.rows import builders_for
 from streamfold.sink.spec import ConnectorSpec

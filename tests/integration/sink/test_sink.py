@@ -21,7 +21,8 @@ from topologies.retail.workload import stock_commands
 from streamfold.contracts.codec import RecordReader
 from streamfold.domain.naming import context_topics
 from streamfold.embedded.ports import free_ports
-from streamfold.sink.connector import SinkConnector, intent, parse_intent
+from streamfold.sink.batches import intent, parse_intent
+from streamfold.sink.connector import SinkConnector
 from streamfold.sink.process import SinkProcess
 from streamfold.sink.progress import caught_up, record_ends
 from streamfold.sink.rebuild import rebuild

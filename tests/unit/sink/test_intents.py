@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streamfold.sink.connector import Intent, intended_last, intent, parse_intent
+from streamfold.sink.batches import Intent, intended_last, intent, parse_intent
 
 pytestmark = pytest.mark.unit
 
