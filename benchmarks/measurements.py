@@ -187,7 +187,7 @@ def _start_worker(stack: BenchStack, prefix: str, name: str) -> WorkerProcess:
     return worker
 
 
-class _ResultWatcher(threading.Thread):
+class ResultWatcher(threading.Thread):
     """Note when each result (keyed by its command id) becomes visible, read_committed."""
 
     def __init__(self, kafka: KafkaSettings, topic: str, partitions: int) -> None:
@@ -219,7 +219,7 @@ class _ResultWatcher(threading.Thread):
         self.join()
 
 
-def _paced(producer: CommandProducer, commands: list[Command], rate: int) -> dict[str, float]:
+def paced(producer: CommandProducer, commands: list[Command], rate: int) -> dict[str, float]:
     """Send at ``rate`` per second; return each command id's send time."""
     sent: dict[str, float] = {}
     start = time.perf_counter()
@@ -286,7 +286,7 @@ def measure_latency(
             if handwritten.process.poll() is None:
                 handwritten.process.kill()
     worker = _start_worker(stack, prefix, "latency")
-    watcher = _ResultWatcher(stack.kafka, stack.topics(prefix).results, stack.partitions)
+    watcher = ResultWatcher(stack.kafka, stack.topics(prefix).results, stack.partitions)
     watcher.start()
     try:
         # The client's own batching must not add to what is measured.
@@ -295,9 +295,9 @@ def measure_latency(
         )
         n = int(rate * seconds)
         commands = list(stock_commands(aggregates, WARM_UP + n, seed=11))
-        warm = _paced(producer, commands[:WARM_UP], rate)
+        warm = paced(producer, commands[:WARM_UP], rate)
         watcher.wait_for(list(warm), 60)
-        sent = _paced(producer, commands[WARM_UP:], rate)
+        sent = paced(producer, commands[WARM_UP:], rate)
         watcher.wait_for(list(sent), 60)
         assert worker.pid is not None
         rss = psutil.Process(worker.pid).memory_info().rss / 2**20
@@ -315,7 +315,7 @@ def measure_latency(
         if profile:
             more = list(stock_commands(aggregates, rate * 10, seed=13))
             lines = profile_summary(
-                lambda: watcher.wait_for(list(_paced(producer, more, rate)), 60),
+                lambda: watcher.wait_for(list(paced(producer, more, rate)), 60),
                 stack.directory,
                 "worker.py",
                 pid=worker.pid,
@@ -336,15 +336,15 @@ def _measure_latency(
     aggregates: int,
 ) -> tuple[list[float], dict[str, float], list[str]]:
     """The hand-written loop's side of :func:`measure_latency`, with the same client."""
-    watcher = _ResultWatcher(stack.kafka, stack.topics(prefix).results, stack.partitions)
+    watcher = ResultWatcher(stack.kafka, stack.topics(prefix).results, stack.partitions)
     watcher.start()
     try:
         producer = CommandProducer(
             stack.kafka, stack.codec(), retail, topic_prefix=prefix, **{"linger.ms": 0}
         )
         commands = list(stock_commands(aggregates, WARM_UP + int(rate * seconds), seed=11))
-        watcher.wait_for(list(_paced(producer, commands[:WARM_UP], rate)), 120)
-        sent = _paced(producer, commands[WARM_UP:], rate)
+        watcher.wait_for(list(paced(producer, commands[:WARM_UP], rate)), 120)
+        sent = paced(producer, commands[WARM_UP:], rate)
         watcher.wait_for(list(sent), 60)
         rss = psutil.Process(handwritten.pid).memory_info().rss / 2**20
         cpu = psutil.Process(handwritten.pid).cpu_times()
@@ -362,7 +362,7 @@ def _measure_latency(
     return _latencies(watcher, sent, rate, "hand-written"), figures, []
 
 
-def _latencies(watcher: _ResultWatcher, sent: dict[str, float], rate: int, who: str) -> list[float]:
+def _latencies(watcher: ResultWatcher, sent: dict[str, float], rate: int, who: str) -> list[float]:
     missing = [i for i in sent if i not in watcher.seen]
     if missing:
         raise SystemExit(f"{who}: {len(missing)} of {len(sent)} results never arrived")
