@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -56,7 +55,7 @@ def write_report(
     """
     out.mkdir(parents=True, exist_ok=True)
     paths = {"md": out / "compare.md", "json": out / "compare.json", "png": out / "compare.png"}
-    meta = {"command": command, "started": started, "revision": revision or _revision()}
+    meta = {"command": command, "started": started, "revision": revision or revision()}
     data = {"meta": meta, **asdict(comparison)}
     # The runs say whether the samples are equal: keep only their sizes (a report written
     # again from this file has only those).
@@ -269,14 +268,3 @@ def chart(comparison: Comparison, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def _revision() -> str:
-    git = ["git", "-C", str(ROOT)]
-    head = subprocess.run(
-        [*git, "rev-parse", "--short", "HEAD"], check=False, capture_output=True, text=True
-    )
-    dirty = subprocess.run(
-        [*git, "status", "--porcelain", "platform"], check=False, capture_output=True, text=True
-    )
-    return head.stdout.strip() + ("+" if dirty.stdout.strip() else "")

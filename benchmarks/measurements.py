@@ -605,3 +605,15 @@ def _name(frame: str, line: bool = False) -> str:
     if line and match.group("line"):
         short += f":{match.group('line')}"
     return f"{match.group('fn')} ({short})"
+
+
+def revision() -> str:
+    """The commit the code under test came from (``+`` when platform/ had local changes)."""
+    git = ["git", "-C", str(ROOT)]
+    head = subprocess.run(
+        [*git, "rev-parse", "--short", "HEAD"], check=False, capture_output=True, text=True
+    )
+    dirty = subprocess.run(
+        [*git, "status", "--porcelain", "platform"], check=False, capture_output=True, text=True
+    )
+    return head.stdout.strip() + ("+" if dirty.stdout.strip() else "")

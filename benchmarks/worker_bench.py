@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -57,6 +56,7 @@ from measurements import (
     measure_rss,
     probe_restore_memory,
     profile_summary,
+    revision,
     run_worker,
 )
 from streamfold.cli.edge import default_cache_dir
@@ -239,7 +239,7 @@ def render(args: argparse.Namespace, started: str, measured: Figures) -> str:
     lines = [
         "# Aggregate worker: throughput, latency, restore, memory",
         "",
-        f"`{command}`, {started} UTC, at commit {_revision()}. Machine: {os.cpu_count()} "
+        f"`{command}`, {started} UTC, at commit {revision()}. Machine: {os.cpu_count()} "
         "cores shared with other work on the machine, one single-node local Kafka broker "
         "(KRaft) and one "
         "registry process on the same machine. Every figure is compared with a baseline "
@@ -324,18 +324,6 @@ def render(args: argparse.Namespace, started: str, measured: Figures) -> str:
     for name, rows in profiles.items():
         lines += ["", f"## Profile: {titles[name]} (py-spy)", "", *rows]
     return "\n".join(lines) + "\n"
-
-
-def _revision() -> str:
-    """The commit the code under test came from (``+`` when platform/ had local changes)."""
-    git = ["git", "-C", str(ROOT)]
-    head = subprocess.run(
-        [*git, "rev-parse", "--short", "HEAD"], check=False, capture_output=True, text=True
-    )
-    dirty = subprocess.run(
-        [*git, "status", "--porcelain", "platform"], check=False, capture_output=True, text=True
-    )
-    return head.stdout.strip() + ("+" if dirty.stdout.strip() else "")
 
 
 def _met(ok: bool) -> str:

@@ -117,7 +117,60 @@ class _Generator:
             self.emit_record(found, schema)
         return found
 
+    def value(self, avro_type: Any, var: str, depth: int) -> list[str]:
+        """Lines that write (or read) ``var``, a value of ``avro_type``."""
+        if isinstance(avro_type, str):
+            return self.named_or_primitive(avro_type, var)
+        if isinstance(avro_type, list):
+            return self.union(avro_type, var, depth)
+        if not isinstance(avro_type, dict):
+            raise _Unsupported(f"type {avro_type!r}")
+        kind = avro_type.get("type")
+        logical = avro_type.get("logicalType")
+        if logical is not None:
+            if not isinstance(kind, str) or kind in ("fixed", "record", "enum", "array", "map"):
+                raise _Unsupported(f"logical type {logical} on {kind!r}")
+            return self.logical(avro_type, kind, logical, var)
+        if kind == "record":
+            return self.named_or_primitive(self.records_name(avro_type), var)
+        if kind == "enum":
+            return self.named_or_primitive(self.enum_name(avro_type), var)
+        if kind in ("array", "map"):
+            return self.blocks(avro_type, kind, var, depth)
+        if isinstance(kind, str) and kind not in ("fixed", "error"):
+            return self.named_or_primitive(kind, var)
+        raise _Unsupported(f"type {kind!r}")
+
+    def records_name(self, schema: dict[str, Any]) -> str:
+        """Generate the function of record ``schema`` if new; return the record's name."""
+        self.record_function(schema)
+        return str(schema["name"])
+
+    def enum_name(self, schema: dict[str, Any]) -> str:
+        """Define the table of enum ``schema`` if new; return the enum's name."""
+        name = schema.get("name")
+        if not isinstance(name, str):
+            raise _Unsupported("an enum without a name")
+        if name not in self.enums:
+            self.enums[name] = self.constant("_enum", self.enum_table(schema["symbols"]))
+        return name
+
     def emit_record(self, function: str, schema: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def named_or_primitive(self, name: str, var: str) -> list[str]:
+        raise NotImplementedError
+
+    def union(self, branches: list[Any], var: str, depth: int) -> list[str]:
+        raise NotImplementedError
+
+    def logical(self, schema: dict[str, Any], kind: str, logical: str, var: str) -> list[str]:
+        raise NotImplementedError
+
+    def blocks(self, schema: dict[str, Any], kind: str, var: str, depth: int) -> list[str]:
+        raise NotImplementedError
+
+    def enum_table(self, symbols: list[str]) -> Any:
         raise NotImplementedError
 
     def load(self, function: str) -> Any:
@@ -150,46 +203,28 @@ class _Compiler(_Generator):
         self.lines += [f"    {line}" for line in body] or ["    pass"]
         self.lines.append("")
 
-    def value(self, avro_type: Any, var: str, depth: int) -> list[str]:
-        """Lines that append ``var`` (of ``avro_type``) to ``out``."""
-        if isinstance(avro_type, str):
-            return self.named_or_primitive(avro_type, var)
-        if isinstance(avro_type, list):
-            return self.union(avro_type, var, depth)
-        if not isinstance(avro_type, dict):
-            raise _Unsupported(f"type {avro_type!r}")
-        kind = avro_type.get("type")
-        logical = avro_type.get("logicalType")
-        if logical is not None:
-            return self.logical(avro_type, kind, logical, var)
-        if kind == "record":
-            return [f"{self.record_function(avro_type)}({var}, out)"]
-        if kind == "enum":
-            return [f"out += _long({self.enum_table(avro_type)}[{var}])"]
+    def blocks(self, schema: dict[str, Any], kind: str, var: str, depth: int) -> list[str]:
+        """An array or a map: one block of every item, then the empty block."""
+        item = f"i{depth}"
         if kind == "array":
-            item = f"i{depth}"
-            return [
-                f"if {var}:",
-                f"    out += _long(len({var}))",
-                f"    for {item} in {var}:",
-                *(f"        {line}" for line in self.value(avro_type["items"], item, depth + 1)),
-                'out += b"\\x00"',
-            ]
-        if kind == "map":
-            key, item = f"k{depth}", f"i{depth}"
-            return [
-                f"if {var}:",
-                f"    out += _long(len({var}))",
+            loop = [f"    for {item} in {var}:"]
+            inner = self.value(schema["items"], item, depth + 1)
+        else:
+            key = f"k{depth}"
+            loop = [
                 f"    for {key}, {item} in {var}.items():",
                 f"        {key} = {key}.encode()",
                 f"        out += _long(len({key}))",
                 f"        out += {key}",
-                *(f"        {line}" for line in self.value(avro_type["values"], item, depth + 1)),
-                'out += b"\\x00"',
             ]
-        if isinstance(kind, str) and kind not in ("fixed", "error"):
-            return self.named_or_primitive(kind, var)
-        raise _Unsupported(f"type {kind!r}")
+            inner = self.value(schema["values"], item, depth + 1)
+        return [
+            f"if {var}:",
+            f"    out += _long(len({var}))",
+            *loop,
+            *(f"        {line}" for line in inner),
+            'out += b"\\x00"',
+        ]
 
     def named_or_primitive(self, name: str, var: str) -> list[str]:
         if name == "null":
@@ -226,19 +261,10 @@ class _Compiler(_Generator):
             *(f"    {line}" for line in inner),
         ]
 
-    def enum_table(self, schema: dict[str, Any]) -> str:
-        name = schema.get("name")
-        if not isinstance(name, str):
-            raise _Unsupported("an enum without a name")
-        table = self.enums.get(name)
-        if table is None:
-            symbols = schema["symbols"]
-            table = self.enums[name] = self.constant("_enum", {s: i for i, s in enumerate(symbols)})
-        return table
+    def enum_table(self, symbols: list[str]) -> Any:
+        return {symbol: index for index, symbol in enumerate(symbols)}
 
-    def logical(self, schema: dict[str, Any], kind: Any, logical: str, var: str) -> list[str]:
-        if not isinstance(kind, str) or kind in ("fixed", "record", "enum", "array", "map"):
-            raise _Unsupported(f"logical type {logical} on {kind!r}")
+    def logical(self, schema: dict[str, Any], kind: str, logical: str, var: str) -> list[str]:
         if (kind, logical) == ("long", "timestamp-millis"):
             return [f"out += _long(_timestamp_millis({var}))"]
         # As fastavro: its converter when it has one, else the underlying type as it is.
@@ -343,35 +369,15 @@ class _ReaderCompiler(_Generator):
             "p = e",
         ]
 
-    def value(self, avro_type: Any, var: str, depth: int) -> list[str]:
-        """Lines that read a value of ``avro_type`` at ``p`` into ``var``."""
-        if isinstance(avro_type, str):
-            return self.named_or_primitive(avro_type, var)
-        if isinstance(avro_type, list):
-            return self.union(avro_type, var, depth)
-        if not isinstance(avro_type, dict):
-            raise _Unsupported(f"type {avro_type!r}")
-        kind = avro_type.get("type")
-        logical = avro_type.get("logicalType")
-        if logical is not None:
-            if not isinstance(kind, str) or kind in ("fixed", "record", "enum", "array", "map"):
-                raise _Unsupported(f"logical type {logical} on {kind!r}")
-            lines = self.named_or_primitive(kind, var)
-            converter = LOGICAL_READERS.get(f"{kind}-{logical}")
-            if converter is None:
-                return lines
-            function = self.constant("_logical", converter)
-            argument = self.constant("_schema", avro_type)
-            return [*lines, f"{var} = {function}({var}, {argument}, None)"]
-        if kind == "record":
-            return [f"{var}, p = {self.record_function(avro_type)}(d, p)"]
-        if kind == "enum":
-            return self.enum(avro_type, var)
-        if kind in ("array", "map"):
-            return self.blocks(avro_type, kind, var, depth)
-        if isinstance(kind, str) and kind not in ("fixed", "error"):
-            return self.named_or_primitive(kind, var)
-        raise _Unsupported(f"type {kind!r}")
+    def logical(self, schema: dict[str, Any], kind: str, logical: str, var: str) -> list[str]:
+        # As fastavro: its converter when it has one, else the underlying type as it is.
+        lines = self.named_or_primitive(kind, var)
+        converter = LOGICAL_READERS.get(f"{kind}-{logical}")
+        if converter is None:
+            return lines
+        function = self.constant("_logical", converter)
+        argument = self.constant("_schema", schema)
+        return [*lines, f"{var} = {function}({var}, {argument}, None)"]
 
     def blocks(self, schema: dict[str, Any], kind: str, var: str, depth: int) -> list[str]:
         """An array or map: blocks of items, a negative count followed by a byte size."""
@@ -414,17 +420,12 @@ class _ReaderCompiler(_Generator):
         if name in self.records:
             return [f"{var}, p = {self.records[name]}(d, p)"]
         if name in self.enums:
-            return [*self.long("n"), f"{var} = {self.enums[name]}[n]"]
+            table = self.enums[name]
+            return [*self.long("n"), "if n < 0:", "    raise _Truncated(p)", f"{var} = {table}[n]"]
         raise _Unsupported(f"type {name!r}")
 
-    def enum(self, schema: dict[str, Any], var: str) -> list[str]:
-        name = schema.get("name")
-        if not isinstance(name, str):
-            raise _Unsupported("an enum without a name")
-        table = self.enums.get(name)
-        if table is None:
-            table = self.enums[name] = self.constant("_symbols", tuple(schema["symbols"]))
-        return [*self.long("n"), "if n < 0:", "    raise _Truncated(p)", f"{var} = {table}[n]"]
+    def enum_table(self, symbols: list[str]) -> Any:
+        return tuple(symbols)
 
     def union(self, branches: list[Any], var: str, depth: int) -> list[str]:
         lines = self.long("n")

@@ -273,3 +273,17 @@ def test_the_compiled_reader_raises_on_bytes_that_are_not_the_record(data: bytes
     assert reader is not None
     with pytest.raises(Exception):  # noqa: B017 - the codec falls back to fastavro
         reader(data, 0)
+
+
+def test_an_enum_index_outside_its_symbols_is_not_read() -> None:
+    class Painted(BaseModel):
+        colour: Colour
+        again: Colour
+
+    parsed = parse_schema(avro_schema(Painted, NS))
+    reader = compile_reader(parsed)
+    assert reader is not None
+    assert reader(b"\x00\x02", 0) == {"colour": "red", "again": "blue"}
+    for data in (b"\x01\x00", b"\x00\x01", b"\x04\x00"):  # -1 (by definition, by name), 2
+        with pytest.raises(Exception):  # noqa: B017 - the codec falls back to fastavro
+            reader(data, 0)
