@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 from topologies.retail.domain import StoreStock, retail
 from topologies.retail.workload import stock_commands
 
@@ -449,6 +449,32 @@ def measure_restore(stack: BenchStack, changelog: str, n: int) -> float:
     restorer.close()
     for store in stores.values():
         store.close()
+    return n / elapsed
+
+
+def measure_raw_consume(stack: BenchStack, changelog: str, n: int) -> float:
+    """Records/s of the restorer's own consumer reading the changelog and doing nothing:
+    the ceiling of a restore (the same client, settings and batches, no store writes)."""
+    restorer = ChangelogRestorer(stack.kafka, _Quiet())
+    consumer = restorer._consumer  # the restore's client, as configured
+    consumer.assign(
+        [TopicPartition(changelog, p, OFFSET_BEGINNING) for p in range(stack.partitions)]
+    )
+    seen, ended = 0, set()
+    started = time.perf_counter()
+    while len(ended) < stack.partitions:
+        for message in consumer.consume(restorer.batch, 0.05):
+            error = message.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    ended.add(message.partition())
+                continue
+            _record = (message.key(), message.value())  # as the restore takes them
+            seen += 1
+    elapsed = time.perf_counter() - started
+    restorer.close()
+    if seen != n:
+        raise SystemExit(f"raw consume read {seen} records, expected {n}")
     return n / elapsed
 
 
