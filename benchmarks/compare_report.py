@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from compare_engines import ENGINES, PEER_ENVS
+from measurements import revision as current_revision
 
 if TYPE_CHECKING:
     from compare_bench import Comparison, Latency, Run
@@ -55,7 +56,7 @@ def write_report(
     """
     out.mkdir(parents=True, exist_ok=True)
     paths = {"md": out / "compare.md", "json": out / "compare.json", "png": out / "compare.png"}
-    meta = {"command": command, "started": started, "revision": revision or revision()}
+    meta = {"command": command, "started": started, "revision": revision or current_revision()}
     data = {"meta": meta, **asdict(comparison)}
     # The runs say whether the samples are equal: keep only their sizes (a report written
     # again from this file has only those).
