@@ -4,12 +4,11 @@ restarted sink make exactly the same batches again (see :mod:`streamfold.sink.co
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from streamfold.sink.rows import Ack
-
-__all__ = ["Batch", "Intent", "Pending", "intended_last", "intent", "parse_intent"]
+__all__ = ["Ack", "Batch", "Intent", "Pending", "intended_last", "intent", "parse_intent"]
 
 _INTENT = "streamfold.sink:"
 
@@ -52,15 +51,44 @@ def intended_last(metadata: str | None) -> int | None:
     return found.last if found is not None else None
 
 
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """A command whose projection is durable: its new state, or its rejection."""
+
+    command_id: str
+    aggregate_type: str
+    aggregate_id: str
+    version: int
+    outcome: str
+
+
 @dataclass(slots=True)
 class Pending:
-    """Rows read from one partition and not yet durable."""
+    """Rows read from one partition and not yet durable, held as columns.
 
+    ``columns`` has one list per column of the source's tables except ``_topic`` and
+    ``_partition`` (the same for every row of a partition: :meth:`Batch.columns` adds them),
+    in table order; the last list holds the ``_offset`` of each row. Columns, not rows: a
+    row builder appends each value where the insert needs it (no transposition per flush),
+    and a batch keeps no per-row object alive for the garbage collector to walk.
+    ``append`` holds the lists' ``append`` methods, in the same order, for the builders.
+    """
+
+    width: int = 0
     first: int = -1
     last: int = -1
     since: float = 0.0
-    rows: list[list[Any]] = field(default_factory=list)
     acks: list[Ack] = field(default_factory=list)
+    columns: list[list[Any]] = field(init=False)
+    append: tuple[Callable[[Any], None], ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.columns = [[] for _ in range(self.width)]
+        self.append = tuple(column.append for column in self.columns)
+
+    @property
+    def rows(self) -> int:
+        return len(self.columns[-1]) if self.columns else 0
 
 
 @dataclass(slots=True)
@@ -89,7 +117,25 @@ class Batch:
             return f"{connector}:{table}:{self.topic}:{partition}:{pending.first}-{pending.last}"
         return f"{connector}:{table}:{self.topic}:g{group}"
 
-    def rows(self) -> list[list[Any]]:
-        if len(self.members) == 1:
-            return self.members[0][1].rows
-        return [row for _, pending in self.members for row in pending.rows]
+    def columns(self) -> list[list[Any]]:
+        """The columns of every member's rows, ``_topic`` and ``_partition`` filled in: in
+        the order of the source's tables' columns."""
+        members = [(p, m) for p, m in self.members if m.rows]
+        if not members:
+            return []
+        if len(members) == 1:
+            partition, pending = members[0]
+            columns = pending.columns
+            partitions = [partition] * pending.rows
+        else:
+            columns = []
+            for index in range(len(members[0][1].columns)):
+                joined: list[Any] = []
+                for _, pending in members:
+                    joined += pending.columns[index]
+                columns.append(joined)
+            partitions = []
+            for partition, pending in members:
+                partitions += [partition] * pending.rows
+        count = len(partitions)
+        return [*columns[:-1], [self.topic] * count, partitions, columns[-1]]

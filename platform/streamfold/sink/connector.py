@@ -55,10 +55,10 @@ from streamfold.domain.context import BoundedContext
 from streamfold.domain.naming import aggregate_topics, context_topics
 from streamfold.observability.logging import get_logger
 from streamfold.runtime.results import RESULT_NAMESPACE
-from streamfold.sink.batches import Batch, Intent, Pending, intent, parse_intent
+from streamfold.sink.batches import Ack, Batch, Intent, Pending, intent, parse_intent
 from streamfold.sink.ddl import TableSpec, aggregate_tables, commands_view_sql, context_tables
 from streamfold.sink.metrics import SinkMetrics
-from streamfold.sink.rows import Ack, RowBuilder, builders_for
+from streamfold.sink.rows import RowBuilder, builders_for, row_width
 from streamfold.sink.spec import ConnectorSpec
 from streamfold.sink.target import ClickHouseTarget, TargetUnavailableError
 from streamfold.transport.admin import KafkaAdmin, TopicSpec, translate_kafka_error
@@ -70,6 +70,8 @@ log = get_logger(__name__)
 
 _MAX_BACKOFF_S = 5.0
 _TIMEOUT = 30.0
+#: Records per ``consume`` call: one call per this many records, not per record.
+_CONSUME_BATCH = 10_000
 
 
 class ProjectedAck(BaseModel):
@@ -94,6 +96,14 @@ class _Source:
     tables: tuple[TableSpec, ...]
     #: How many of ``tables`` (the first ones) the acks of its rows stand for.
     acked_by: int = 0
+    #: How many columns its rows hold while pending (:func:`~streamfold.sink.rows.row_width`).
+    width: int = 0
+
+    def __post_init__(self) -> None:
+        widths = {row_width(t) for t in self.tables}
+        if len(widths) != 1:
+            raise ValueError(f"the tables {[t.name for t in self.tables]} differ in columns")
+        self.width = widths.pop()
 
 
 class SinkConnector:
@@ -144,6 +154,7 @@ class SinkConnector:
         self._started = False
         self._target_up = True
         self.flushed_batches = 0
+        self.records_read = 0  # records (with errors and EOFs) that consume returned
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -228,12 +239,17 @@ class SinkConnector:
         """
         assert self._consumer is not None
         try:
-            messages = self._consumer.consume(5000, 0.05)
+            messages = self._consumer.consume(_CONSUME_BATCH, 0.05)
         except KafkaException as exc:
             raise translate_kafka_error(exc, "reading the projected topics") from exc
+        self.records_read += len(messages)
         now = time.monotonic()
         full: set[bool] = set()  # the classes (acked or not) with a partition at batch_rows
         limit = self.spec.batch_rows
+        all_pending, bounds = self._pending, self._bounds
+        # A fetch returns runs of one partition's records: the run's pending rows are
+        # looked up once per run, unless a replay is under way (it may end inside a run).
+        run: tuple[str, int, _Source, Pending] | None = None
         for message in messages:
             error = message.error()
             if error is not None:
@@ -245,25 +261,34 @@ class SinkConnector:
                 message.partition() or 0,
                 message.offset() or 0,
             )
-            key = (topic, partition)
-            bound = self._bounds.get(key) if key not in self._replayed else None
-            if bound is not None and offset > bound:
-                self._replay_read(key)  # the intent's range ended before this record
-            pending = self._pending.get(key)
-            if pending is None:
-                pending = self._pending[key] = Pending(first=offset, since=now)
-            pending.last = offset
-            source = self.sources[topic]
-            built = source.build(message)
-            if built.row is not None:
-                pending.rows.append(built.row)
+            if run is not None and run[0] == topic and run[1] == partition and not bounds:
+                source, pending = run[2], run[3]
             else:
+                key = (topic, partition)
+                bound = None
+                if bounds and key not in self._replayed:
+                    bound = bounds.get(key)
+                    if bound is not None and offset > bound:
+                        self._replay_read(key)  # the intent's range ended before this record
+                source = self.sources[topic]
+                found = all_pending.get(key)
+                if found is None:
+                    found = all_pending[key] = Pending(source.width, first=offset, since=now)
+                pending = found
+                run = (topic, partition, source, pending)
+            pending.last = offset
+            if not source.build(message, offset, pending):
                 self.metrics.skipped.labels(topic).inc()
-            if built.ack is not None:
-                pending.acks.append(built.ack)
-            if bound is not None and offset == bound:
-                self._replay_read(key)  # the replayed range is complete: exactly as before
-            elif key not in self._bounds and len(pending.rows) >= limit:
+            if bounds:
+                key = (topic, partition)
+                bound = bounds.get(key) if key not in self._replayed else None
+                if bound is not None and offset == bound:
+                    self._replay_read(key)  # the replayed range is complete: exactly as before
+                    run = None
+                    continue
+                if key in bounds:
+                    continue
+            if pending.rows >= limit:
                 full.add(source.acked_by > 0)
         oldest: dict[bool, float] = {}
         for key, pending in self._pending.items():
@@ -323,19 +348,19 @@ class SinkConnector:
         batches.sort(key=lambda b: (self.sources[b.topic].acked_by == 0, b.topic))
         for batch in batches:
             source = self.sources[batch.topic]
-            rows = batch.rows()
+            columns = batch.columns()
             for index, table in enumerate(source.tables):
                 if check_landed and self._landed(table, batch):
                     continue
                 token = batch.token(self.spec.name, table.name)
                 if index < source.acked_by:
-                    self._insert(table, rows, token)
+                    self._insert(table, columns, token)
                 else:
-                    later.append((table, rows, token))
+                    later.append((table, columns, token))
             for partition, pending in batch.members:
                 self._send_acks(pending.acks, partition)
-        for table, rows, token in later:
-            self._insert(table, rows, token)
+        for table, columns, token in later:
+            self._insert(table, columns, token)
         # 3. the offsets
         self._commit(
             [TopicPartition(b.topic, p, r.last + 1) for b in batches for p, r in b.members]
@@ -361,7 +386,7 @@ class SinkConnector:
     def _replay_read(self, key: tuple[str, int]) -> None:
         """A replayed range is read to its end: keep it for its batch, then try the batches."""
         start, found = self._intents[key]
-        pending = self._pending.pop(key, None) or Pending()
+        pending = self._pending.pop(key, None) or Pending(self.sources[key[0]].width)
         pending.first, pending.last = start, found.last  # the range exactly as intended
         self._replayed[key] = pending
         self._flush_replays()
@@ -401,11 +426,14 @@ class SinkConnector:
         self._intents.pop(key, None)
         self._replayed.pop(key, None)
 
-    def _insert(self, table: TableSpec, rows: list[list[Any]], token: str) -> None:
+    def _insert(self, table: TableSpec, columns: list[list[Any]], token: str) -> None:
+        if not columns:
+            return
         self._retrying(
-            lambda: self.target.insert(table, rows, token), f"inserting into {table.name}"
+            lambda: self.target.insert_columns(table, columns, token),
+            f"inserting into {table.name}",
         )
-        self.metrics.rows.labels(table.name).inc(len(rows))
+        self.metrics.rows.labels(table.name).inc(len(columns[-1]))
 
     def _send_acks(self, acks: list[Ack], partition: int) -> None:
         """The PROJECTED acks of one batch, on its partition number of the acks topic."""

@@ -82,9 +82,11 @@ __all__ = [
     "TableSpec",
     "aggregate_tables",
     "clickhouse_type",
+    "column_plan",
     "column_value",
     "commands_view_sql",
     "context_tables",
+    "json_bytes",
     "json_text",
     "projection_ddl",
     "row_converter",
@@ -238,7 +240,12 @@ class _Leaf(NamedTuple):
 def json_text(value: Any) -> str:
     """Render a nested record, a union value or a whole message as JSON text (sorted keys;
     decimals, UUIDs and bytes as strings, datetimes in ISO 8601)."""
-    return orjson.dumps(value, default=_json_default, option=orjson.OPT_SORT_KEYS).decode()
+    return json_bytes(value).decode()
+
+
+def json_bytes(value: Any) -> bytes:
+    """:func:`json_text` as UTF-8 bytes, what a ``String`` column stores."""
+    return orjson.dumps(value, default=_json_default, option=orjson.OPT_SORT_KEYS)
 
 
 def _json_default(value: Any) -> str:
@@ -436,6 +443,22 @@ def row_converter(
     a column the record lacks gets ``None``, or its empty value if its type is not nullable,
     as does a ``null`` for such a column. One call per field and no type dispatch per row.
     """
+    steps = tuple(column_plan(schema, columns))
+
+    def convert(record: Mapping[str, Any]) -> list[Any]:
+        get = record.get
+        return [get(name) if fn is None else fn(get(name)) for name, fn in steps]
+
+    return convert
+
+
+def column_plan(
+    schema: Mapping[str, Any], columns: Sequence[Column] | None = None
+) -> list[tuple[str, Converter | None]]:
+    """For each of ``columns`` (by default the schema's own fields), the field it takes from
+    a record of Avro ``schema`` and the converter of its value (None: as fastavro decodes
+    it). A column the schema lacks takes the field of its name anyway (records lack it:
+    ``None``), through a converter to its empty value if its type is not nullable."""
     fields = dict(_record_fields(schema))
     targets = columns if columns is not None else [Column(n, m.type) for n, m in fields.items()]
     plan: list[tuple[str, Converter | None]] = []
@@ -448,13 +471,7 @@ def row_converter(
             plan.append((column.name, _or_empty(mapped.convert, type(empty))))
         else:
             plan.append((column.name, mapped.convert))
-    steps = tuple(plan)
-
-    def convert(record: Mapping[str, Any]) -> list[Any]:
-        get = record.get
-        return [get(name) if fn is None else fn(get(name)) for name, fn in steps]
-
-    return convert
+    return plan
 
 
 def _constant(empty: Any) -> Converter:

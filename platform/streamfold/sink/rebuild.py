@@ -29,9 +29,9 @@ from streamfold.domain.context import BoundedContext
 from streamfold.domain.naming import aggregate_topics
 from streamfold.errors import ConfigurationError, PermanentError
 from streamfold.runtime import headers as h
-from streamfold.sink.batches import intended_last
+from streamfold.sink.batches import Batch, Pending, intended_last
 from streamfold.sink.ddl import TableSpec, aggregate_tables, row_converter
-from streamfold.sink.rows import builders_for
+from streamfold.sink.rows import builders_for, row_width
 from streamfold.sink.spec import ConnectorSpec
 from streamfold.sink.target import ClickHouseTarget
 from streamfold.transport.settings import KafkaSettings
@@ -155,18 +155,29 @@ def _events(
     progress: Progress,
 ) -> int:
     build = builders_for(context, aggregate, codec).events(fresh)
-    chunk: list[list[Any]] = []
-    inserted = 0
+    width = row_width(fresh)
+    chunk: dict[int, Pending] = {}
+    topic = ""
+    inserted = rows = 0
+
+    def insert() -> int:
+        batch = Batch(topic, sorted(chunk.items()))
+        target.insert_columns(fresh, batch.columns(), f"rebuild:{fresh.name}:{inserted}")
+        chunk.clear()
+        return sum(p.rows for _, p in batch.members)
+
     for message in _read(consumer, wanted, total, progress):
-        built = build(message)
-        if built.row is not None:
-            chunk.append(built.row)
-        if len(chunk) >= _CHUNK:
-            target.insert(fresh, chunk, f"rebuild:{fresh.name}:{inserted}")
-            inserted += len(chunk)
-            chunk = []
-    target.insert(fresh, chunk, f"rebuild:{fresh.name}:{inserted}")
-    return inserted + len(chunk)
+        topic = message.topic() or ""
+        partition = message.partition() or 0
+        pending = chunk.get(partition)
+        if pending is None:
+            pending = chunk[partition] = Pending(width)
+        if build(message, message.offset() or 0, pending):
+            rows += 1
+        if rows == _CHUNK:
+            inserted += insert()
+            rows = 0
+    return inserted + insert()
 
 
 def _state_last(

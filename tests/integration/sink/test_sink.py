@@ -319,8 +319,8 @@ class _CrashingTarget(ClickHouseTarget):
         self.inserts = 0
         self.crash_after = crash_after
 
-    def insert(self, table: Any, rows: Any, token: str) -> None:
-        super().insert(table, rows, token)
+    def insert_columns(self, table: Any, columns: Any, token: str) -> None:
+        super().insert_columns(table, columns, token)
         self.inserts += 1
         if self.inserts == self.crash_after:
             raise _Crash(f"after inserting into {table.name}")
