@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import rocksdict
 from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
@@ -46,6 +48,18 @@ class RestoreProgress(Protocol):
     def restore_progress(
         self, topic: str, partition: int, restored: int, remaining: int
     ) -> None: ...
+
+
+@dataclass(slots=True)
+class _Chunk:
+    """One partition's records of a step, in the WriteBatch they are written with."""
+
+    batch: rocksdict.WriteBatch
+    last: int = -1
+
+
+def _ignore(*_: object) -> None:
+    """Stands for a batch method before the first record of a step."""
 
 
 @dataclass(slots=True)
@@ -116,6 +130,7 @@ class ChangelogRestorer:
             self.progress.restore_progress(topic, partition, 0, 0)
             return True
         first = start if start != OFFSET_BEGINNING else low
+        store.begin_restore()
         self._active[(topic, partition)] = _Restoring(store, end)
         self._consumer.incremental_assign([TopicPartition(topic, partition, start)])
         self.progress.restore_progress(topic, partition, 0, end - first)
@@ -124,7 +139,9 @@ class ChangelogRestorer:
 
     def remove(self, topic: str, partition: int) -> None:
         """Stop restoring a partition (it was revoked)."""
-        if self._active.pop((topic, partition), None) is not None:
+        state = self._active.pop((topic, partition), None)
+        if state is not None:
+            state.store.end_restore()
             self._consumer.incremental_unassign([TopicPartition(topic, partition)])
 
     def step(self, timeout: float = 0.05) -> list[tuple[str, int]]:
@@ -135,14 +152,16 @@ class ChangelogRestorer:
             messages = self._consumer.consume(self.batch, timeout)
         except KafkaException as exc:
             raise translate_kafka_error(exc, "reading changelogs") from exc
-        # The hot loop of a restore: records arrive in runs per partition, so the chunk to
-        # append to changes only when the partition does (one tuple per run, not per record).
-        chunks: dict[tuple[str, int], list[tuple[bytes, bytes | None]]] = {}
-        last: dict[tuple[str, int], int] = {}
+        # The hot loop of a restore: records arrive in runs per partition, so the batch to
+        # write into changes only when the partition does; each record goes straight into
+        # its partition's WriteBatch (no intermediate list, no second pass).
+        batches: dict[tuple[str, int], _Chunk] = {}
         finished: set[tuple[str, int]] = set()
         run_topic: str | None = None
         run_partition = -1
-        chunk: list[tuple[bytes, bytes | None]] = []
+        run: _Chunk | None = None
+        put: Callable[..., None] = _ignore
+        delete: Callable[..., None] = _ignore
         tail: Message | None = None
         for message in messages:
             key = message.key()
@@ -152,29 +171,40 @@ class ChangelogRestorer:
             partition = message.partition()
             topic = message.topic()
             if partition != run_partition or topic != run_topic:
-                if tail is not None and run_topic is not None:
-                    last[(run_topic, run_partition)] = tail.offset() or 0
+                if run is not None and tail is not None:
+                    run.last = tail.offset() or 0
                 run_topic, run_partition = topic, partition or 0
-                chunk = chunks.setdefault((run_topic or "", run_partition), [])
-            chunk.append((key, message.value()))
+                where = (run_topic or "", run_partition)
+                run = batches.get(where)
+                if run is None:
+                    run = batches[where] = _Chunk(PartitionStore.restore_writes())
+                put, delete = run.batch.put, run.batch.delete
+            value = message.value()
+            if value is None:
+                delete(key)
+            else:
+                put(key, value)
             tail = message
-        if tail is not None and run_topic is not None:
-            last[(run_topic, run_partition)] = tail.offset() or 0
-        chunks = {where: records for where, records in chunks.items() if where in self._active}
-        for where, records in chunks.items():
-            state = self._active[where]
-            state.store.restore_batch(records, last[where])
-            state.restored += len(records)
-            if last[where] + 1 >= state.end:
+        if run is not None and tail is not None:
+            run.last = tail.offset() or 0
+        for where, chunk in batches.items():
+            state = self._active.get(where)
+            if state is None:
+                continue  # revoked while its records were in flight
+            records = chunk.batch.len()
+            state.store.apply_restored(chunk.batch, chunk.last)
+            state.restored += records
+            if chunk.last + 1 >= state.end:
                 finished.add(where)
-            remaining = max(0, state.end - last[where] - 1)
-            self.progress.restore_progress(where[0], where[1], len(records), remaining)
+            remaining = max(0, state.end - chunk.last - 1)
+            self.progress.restore_progress(where[0], where[1], records, remaining)
         done = []
         for where in finished:
             ended = self._active.pop(where, None)
             if ended is None:
                 continue
             state = ended
+            state.store.end_restore()
             self._consumer.incremental_unassign([TopicPartition(*where)])
             elapsed = time.monotonic() - state.started
             log.info(
