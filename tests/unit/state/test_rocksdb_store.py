@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -73,3 +74,30 @@ def test_entries_remember_a_bounded_window_of_results() -> None:
     assert decoded.result_of("c1") is None  # fell out of the window
     assert decoded.result_of("c4") == StoredResult("accepted", 5, ("E",))
     assert [c for c, _ in decoded.recent] == ["c2", "c3", "c4"]
+
+
+def _level0_files(store: PartitionStore) -> int:
+    return int(store._db.property_int_value("rocksdb.num-files-at-level0") or 0)
+
+
+def test_a_restore_defers_level0_compactions_until_it_ends(
+    tmp_path: Path, environment: StoreEnvironment
+) -> None:
+    """While restoring, flushed files wait for the raised trigger; after, RocksDB's own (4)
+    applies again and the files left behind are compacted in the background."""
+    store = PartitionStore(tmp_path / "p0", environment)
+    store.begin_restore()
+    for flush in range(8):
+        store.restore_batch([(f"k{flush}-{i}".encode(), b"v" * 100) for i in range(50)], flush)
+        store.flush()
+    assert _level0_files(store) == 8
+    store.end_restore()
+    store.restore_batch([(b"last", b"v")], 8)
+    store.flush()  # a flush lets RocksDB schedule the compaction the new triggers call for
+    deadline = time.monotonic() + 20
+    while _level0_files(store) >= 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _level0_files(store) < 4
+    assert store.get(b"k0-0") == b"v" * 100
+    assert store.changelog_offset == 8
+    store.close()
