@@ -68,6 +68,8 @@ __all__ = ["AggregateWorker", "FencedError", "WorkerMetricsPort"]
 log = get_logger(__name__)
 
 _TIMEOUT = 30.0
+#: The broker's transaction.abort.timed.out.transaction.cleanup.interval.ms (10 s) and a margin.
+_TXN_ABORT_CHECK_S = 15.0
 _LAG_INTERVAL_S = 5.0
 
 
@@ -572,9 +574,7 @@ class AggregateWorker:
         assert self._restorer is not None
         consumer.incremental_assign(partitions)
         consumer.pause(partitions)
-        # Under read_committed this waits for the previous owner's open transaction to end,
-        # so the changelog ends where that owner stopped writing (see restore.py).
-        consumer.committed(partitions, timeout=_TIMEOUT)
+        self._await_previous_owner(consumer, partitions)
         for tp in partitions:
             key = (tp.topic, tp.partition)
             path = self.settings.state_dir / self.topology.name / tp.topic / str(tp.partition)
@@ -586,6 +586,33 @@ class AggregateWorker:
         self._joined = True
         log.info("partitions assigned", partitions=_names(partitions))
         self._report_partitions()
+
+    def _await_previous_owner(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Read the committed offsets: under read_committed this waits for the previous
+        owner's open transaction to end, so the changelog ends where that owner stopped
+        writing (see restore.py).
+
+        A previous owner that hangs (a paused zombie) leaves its transaction open until the
+        broker aborts it: up to ``transaction_timeout_ms`` after it began, plus the
+        coordinator's check interval (10 s by default). A timed-out read is therefore asked
+        again until that bound has passed, not taken as a failure.
+        """
+        bound = self.settings.transaction_timeout_ms / 1000 + _TXN_ABORT_CHECK_S
+        deadline = time.monotonic() + bound
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                consumer.committed(partitions, timeout=max(1.0, min(_TIMEOUT, remaining)))
+                return
+            except KafkaException as exc:
+                error = exc.args[0]
+                if error.code() != KafkaError._TIMED_OUT or remaining <= 0:
+                    raise
+                log.warning(
+                    "the previous owner's transaction is still open; waiting for it to end",
+                    partitions=_names(partitions),
+                    waited_up_to_s=round(bound - remaining, 1),
+                )
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self._batch.open and self._fenced is None:

@@ -62,7 +62,7 @@ class RocksDBOptions(BaseModel):
     #: 1M entries of 370 bytes in one store, the writes cost 5.1 us per record with the
     #: default trigger, 1.9 us with 16 (benchmarks/worker_bench.py section 3). At most this
     #: many L0 files are left behind, which RocksDB compacts in the background.
-    restore_l0_compaction_trigger: int = Field(default=16, ge=2, le=1000)
+    restore_l0_compaction_trigger: int = Field(default=16, ge=2)
 
 
 class StoreEnvironment:

@@ -1,0 +1,77 @@
+"""Waiting for a partition's previous owner on assignment (the committed-offsets read)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+from streamfold.runtime.settings import WorkerSettings
+from streamfold.runtime.worker import AggregateWorker
+
+pytestmark = pytest.mark.unit
+
+PARTITIONS = [TopicPartition("retail.store_stock.commands", 0)]
+
+
+class _Clock:
+    now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+class _Committed:
+    """A consumer whose committed-offsets read times out ``timeouts`` times (each after its
+    full timeout, on a fake clock), then answers."""
+
+    def __init__(self, timeouts: int, code: int = KafkaError._TIMED_OUT) -> None:
+        self.timeouts = timeouts
+        self.code = code
+        self.calls: list[float] = []
+        self.clock = _Clock()
+
+    def committed(self, partitions: list[TopicPartition], timeout: float) -> Any:
+        self.calls.append(timeout)
+        if len(self.calls) <= self.timeouts:
+            self.clock.now += timeout
+            raise KafkaException(KafkaError(self.code, "Failed to get committed offsets"))
+        return partitions
+
+
+@pytest.fixture(autouse=True)
+def _fake_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("streamfold.runtime.worker.time", _CLOCK)
+
+
+_CLOCK = _Clock()
+
+
+def _wait(consumer: _Committed, transaction_timeout_ms: int = 30_000) -> None:
+    consumer.clock = _CLOCK
+    worker = SimpleNamespace(settings=WorkerSettings(transaction_timeout_ms=transaction_timeout_ms))
+    AggregateWorker._await_previous_owner(worker, consumer, PARTITIONS)  # type: ignore[arg-type]
+
+
+def test_a_read_that_times_out_while_the_previous_owner_hangs_is_asked_again() -> None:
+    consumer = _Committed(timeouts=2)
+    _wait(consumer)
+    assert len(consumer.calls) == 3
+
+
+def test_other_errors_are_raised_at_once() -> None:
+    consumer = _Committed(timeouts=1, code=KafkaError._TRANSPORT)
+    with pytest.raises(KafkaException):
+        _wait(consumer)
+    assert len(consumer.calls) == 1
+
+
+def test_the_wait_ends_once_the_broker_must_have_aborted_the_transaction() -> None:
+    consumer = _Committed(timeouts=1000)
+    started = _CLOCK.now
+    with pytest.raises(KafkaException):
+        _wait(consumer, transaction_timeout_ms=30_000)  # bound: 30 s + the abort check
+    assert 1 < len(consumer.calls) < 1000
+    assert 45 <= _CLOCK.now - started <= 47
