@@ -58,10 +58,11 @@ class RocksDBOptions(BaseModel):
     #: While a store restores, flushed L0 files are compacted only once this many wait
     #: (RocksDB's default, 4, applies again once the restore ends), with the write-stall
     #: triggers raised to match. A restore writes every record of a changelog at once, and
-    #: compacting every 4 flushes re-read the growing L1 again and again: measured with
-    #: 1M entries of 370 bytes in one store, the writes cost 5.1 us per record with the
-    #: default trigger, 1.9 us with 16 (benchmarks/worker_bench.py section 3). At most this
-    #: many L0 files are left behind, which RocksDB compacts in the background.
+    #: compacting every 4 flushes re-read the growing L1 again and again: measured in
+    #: isolation with 1M entries of 370 bytes written into one store in batches of 10,000,
+    #: ``write`` cost 5.1 us per record with the default trigger, 1.9 us with 16 (the
+    #: restore's rate: benchmarks/worker_bench.py section 3). At most about this many L0
+    #: files are left behind, which RocksDB compacts in the background.
     restore_l0_compaction_trigger: int = Field(default=16, ge=2)
 
 
