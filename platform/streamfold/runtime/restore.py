@@ -58,10 +58,6 @@ class _Chunk:
     last: int = -1
 
 
-def _ignore(*_: object) -> None:
-    """Stands for a batch method before the first record of a step."""
-
-
 @dataclass(slots=True)
 class _Restoring:
     store: PartitionStore
@@ -160,8 +156,8 @@ class ChangelogRestorer:
         run_topic: str | None = None
         run_partition = -1
         run: _Chunk | None = None
-        put: Callable[..., None] = _ignore
-        delete: Callable[..., None] = _ignore
+        put: Callable[..., None]  # the run's batch methods, set by its first record
+        delete: Callable[..., None]
         tail: Message | None = None
         for message in messages:
             key = message.key()

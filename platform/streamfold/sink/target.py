@@ -172,8 +172,6 @@ class ClickHouseTarget:
                     added.append(f"{table.name}.{column.name}")
         for sql in extra_sql:
             self.command(sql)
-        for table in tables:
-            self._arrow_schemas[table] = arrow_schema(table)
         return added
 
     def insert(self, table: TableSpec, rows: Sequence[Sequence[Any]], token: str) -> None:
