@@ -64,7 +64,7 @@ class Ack:
 
 @dataclass(slots=True)
 class Pending:
-    """Rows read from one partition and not yet durable, held as columns.
+    """Rows read from one partition and not yet durable, held as columns (or framed).
 
     ``columns`` has one list per column of the source's tables except ``_topic`` and
     ``_partition`` (the same for every row of a partition: :meth:`Batch.columns` adds them),
@@ -81,6 +81,11 @@ class Pending:
     acks: list[Ack] = field(default_factory=list)
     columns: list[list[Any]] = field(init=False)
     append: tuple[Callable[[Any], None], ...] = field(init=False)
+    #: Framed rows by writer schema id (width 0: :mod:`streamfold.sink.passthrough`), the
+    #: records they came from, and whether one of them needs the Python path.
+    frames: dict[int, list[bytes]] = field(default_factory=dict)
+    messages: list[Any] = field(default_factory=list)
+    python: bool = False
 
     def __post_init__(self) -> None:
         self.columns = [[] for _ in range(self.width)]
@@ -88,7 +93,7 @@ class Pending:
 
     @property
     def rows(self) -> int:
-        return len(self.columns[-1]) if self.columns else 0
+        return len(self.columns[-1]) if self.columns else len(self.messages)
 
 
 @dataclass(slots=True)

@@ -50,6 +50,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
+from streamfold.contracts.avro import full_name
 from streamfold.contracts.codec import AvroCodec
 from streamfold.domain.context import BoundedContext
 from streamfold.domain.naming import aggregate_topics, context_topics
@@ -58,9 +59,10 @@ from streamfold.runtime.results import RESULT_NAMESPACE
 from streamfold.sink.batches import Ack, Batch, Intent, Pending, intent, parse_intent
 from streamfold.sink.ddl import TableSpec, aggregate_tables, commands_view_sql, context_tables
 from streamfold.sink.metrics import SinkMetrics
+from streamfold.sink.passthrough import AvroPart, Framer
 from streamfold.sink.rows import RowBuilder, builders_for, row_width
 from streamfold.sink.spec import ConnectorSpec
-from streamfold.sink.target import ClickHouseTarget, TargetUnavailableError
+from streamfold.sink.target import ClickHouseTarget, TargetError, TargetUnavailableError
 from streamfold.transport.admin import KafkaAdmin, TopicSpec, translate_kafka_error
 from streamfold.transport.settings import KafkaSettings
 
@@ -90,12 +92,18 @@ class ProjectedAck(BaseModel):
 
 @dataclass(slots=True)
 class _Source:
-    """One source topic: how to build its rows, and the tables they go to."""
+    """One source topic: how to build its rows, and the tables they go to.
+
+    With a ``framer`` (events and state) records are framed for ClickHouse to decode
+    (:mod:`streamfold.sink.passthrough`), and ``build`` decodes them in Python only for a
+    batch the framed path cannot take.
+    """
 
     build: RowBuilder
     tables: tuple[TableSpec, ...]
     #: How many of ``tables`` (the first ones) the acks of its rows stand for.
     acked_by: int = 0
+    framer: Framer | None = None
     #: How many columns its rows hold while pending (:func:`~streamfold.sink.rows.row_width`).
     width: int = 0
 
@@ -104,6 +112,51 @@ class _Source:
         if len(widths) != 1:
             raise ValueError(f"the tables {[t.name for t in self.tables]} differ in columns")
         self.width = widths.pop()
+
+    def pending(self, first: int = -1, since: float = 0.0) -> Pending:
+        return Pending(0 if self.framer is not None else self.width, first=first, since=since)
+
+    def read(self, message: Message, offset: int, pending: Pending) -> bool:
+        if self.framer is not None:
+            return self.framer.build(message, offset, pending)
+        return self.build(message, offset, pending)
+
+
+class _Rows:
+    """One batch's rows for the source's tables: framed parts, or columns decoded in Python
+    (built once, for every table, when first needed)."""
+
+    def __init__(self, source: _Source, batch: Batch) -> None:
+        self.source = source
+        self.batch = batch
+        self.python = source.framer is None
+        self._columns: list[list[Any]] | None = None
+
+    @property
+    def count(self) -> int:
+        return sum(pending.rows for _, pending in self.batch.members)
+
+    def parts(self, table: int) -> list[AvroPart] | None:
+        if self.python or self.source.framer is None:
+            return None
+        parts = self.source.framer.parts([m for _, m in self.batch.members], table)
+        if parts is None:
+            self.python = True
+        return parts
+
+    def columns(self) -> list[list[Any]]:
+        if self._columns is None:
+            if self.source.framer is None:
+                self._columns = self.batch.columns()
+            else:
+                decoded = []
+                for partition, framed in self.batch.members:
+                    rows = Pending(self.source.width, first=framed.first, last=framed.last)
+                    for message in framed.messages:
+                        self.source.build(message, message.offset() or 0, rows)
+                    decoded.append((partition, rows))
+                self._columns = Batch(self.batch.topic, decoded).columns()
+        return self._columns
 
 
 class SinkConnector:
@@ -134,9 +187,20 @@ class SinkConnector:
             own = {t.kind: t for t in aggregate_tables(context, aggregate)}
             self.tables += own.values()
             rows = builders_for(context, aggregate, codec)
-            self.sources[topics.events] = _Source(rows.events(own["events"]), (own["events"],))
+            events = (own["events"],)
+            accepts = {full_name(m, context.namespace): m.__name__ for m in aggregate.events}
+            self.sources[topics.events] = _Source(
+                rows.events(own["events"]),
+                events,
+                framer=Framer(codec, events, topics.events, accepts),
+            )
             state = (own["state_last"], own["state"])
-            self.sources[topics.state] = _Source(rows.state(own["state_last"]), state, 1)
+            self.sources[topics.state] = _Source(
+                rows.state(own["state_last"]),
+                state,
+                1,
+                framer=Framer(codec, state, topics.state, None, acks=aggregate.name),
+            )
             results = (by_kind["command_results"],)
             self.sources[topics.results] = _Source(rows.results(), results, 1)
             self.sources[topics.commands] = _Source(rows.commands(), (by_kind["command_log"],))
@@ -273,11 +337,11 @@ class SinkConnector:
                 source = self.sources[topic]
                 found = all_pending.get(key)
                 if found is None:
-                    found = all_pending[key] = Pending(source.width, first=offset, since=now)
+                    found = all_pending[key] = source.pending(offset, now)
                 pending = found
                 run = (topic, partition, source, pending)
             pending.last = offset
-            if not source.build(message, offset, pending):
+            if not source.read(message, offset, pending):
                 self.metrics.skipped.labels(topic).inc()
             if bounds:
                 key = (topic, partition)
@@ -344,23 +408,23 @@ class SinkConnector:
             ]
         )
         # 2. the inserts, the acks after the tables they stand for, the batches with acks first
-        later: list[tuple[TableSpec, list[list[Any]], str]] = []
+        later: list[tuple[_Rows, int, str]] = []
         batches.sort(key=lambda b: (self.sources[b.topic].acked_by == 0, b.topic))
         for batch in batches:
             source = self.sources[batch.topic]
-            columns = batch.columns()
+            rows = _Rows(source, batch)
             for index, table in enumerate(source.tables):
                 if check_landed and self._landed(table, batch):
                     continue
                 token = batch.token(self.spec.name, table.name)
                 if index < source.acked_by:
-                    self._insert(table, columns, token)
+                    self._insert(rows, index, token)
                 else:
-                    later.append((table, columns, token))
+                    later.append((rows, index, token))
             for partition, pending in batch.members:
                 self._send_acks(pending.acks, partition)
-        for table, columns, token in later:
-            self._insert(table, columns, token)
+        for rows, index, token in later:
+            self._insert(rows, index, token)
         # 3. the offsets
         self._commit(
             [TopicPartition(b.topic, p, r.last + 1) for b in batches for p, r in b.members]
@@ -386,7 +450,7 @@ class SinkConnector:
     def _replay_read(self, key: tuple[str, int]) -> None:
         """A replayed range is read to its end: keep it for its batch, then try the batches."""
         start, found = self._intents[key]
-        pending = self._pending.pop(key, None) or Pending(self.sources[key[0]].width)
+        pending = self._pending.pop(key, None) or self.sources[key[0]].pending()
         pending.first, pending.last = start, found.last  # the range exactly as intended
         self._replayed[key] = pending
         self._flush_replays()
@@ -426,7 +490,29 @@ class SinkConnector:
         self._intents.pop(key, None)
         self._replayed.pop(key, None)
 
-    def _insert(self, table: TableSpec, columns: list[list[Any]], token: str) -> None:
+    def _insert(self, rows: _Rows, index: int, token: str) -> None:
+        """Insert a batch's rows into the source's table number ``index``: framed for
+        ClickHouse to decode when it can, else (or when ClickHouse refuses the framed rows,
+        a corrupt record, say) decoded in Python; the same token either way."""
+        table = rows.source.tables[index]
+        parts = rows.parts(index)
+        if parts:
+            try:
+                self._retrying(
+                    lambda: self.target.insert_avro(table, parts, token),
+                    f"inserting into {table.name}",
+                )
+                self.metrics.rows.labels(table.name).inc(rows.count)
+                return
+            except TargetError as exc:
+                rows.python = True
+                log.warning(
+                    "ClickHouse refused the framed rows; inserting them decoded in Python",
+                    table=table.name,
+                    token=token,
+                    error=str(exc)[:500],
+                )
+        columns = rows.columns()
         if not columns:
             return
         self._retrying(

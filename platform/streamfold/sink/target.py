@@ -13,6 +13,7 @@ again); anything else (a bad statement, a type mismatch) is :class:`TargetError`
 
 from __future__ import annotations
 
+import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,11 +22,13 @@ from typing import Any
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError, DatabaseError, OperationalError
+from clickhouse_connect.driver.external import ExternalData
 
 from streamfold.errors import PermanentError, RetryableError
 from streamfold.observability.logging import get_logger
 from streamfold.sink.arrow import ArrowConversionError, arrow_schema, arrow_table
 from streamfold.sink.ddl import TableSpec
+from streamfold.sink.passthrough import AvroPart, sql_string
 
 __all__ = ["ClickHouseTarget", "TargetError", "TargetUnavailableError", "chdb_path"]
 
@@ -221,6 +224,68 @@ class ClickHouseTarget:
                         database=self.database,
                         settings=settings,
                     )
+            except ClickHouseError as exc:
+                self._reset_if_down(exc)
+                raise _translate(exc, f"inserting into {table.name}") from exc
+
+    def insert_avro(self, table: TableSpec, parts: Sequence[AvroPart], token: str) -> None:
+        """Insert the rows of Avro container files once, decoded by ClickHouse
+        (:mod:`streamfold.sink.passthrough`): one ``INSERT … SELECT`` over every part, with
+        the deduplication token, so the batch lands whole or not at all, as one block.
+
+        chDB reads each part from a temporary file (``file()``); a server receives them as
+        the query's external data (``_sf_part0``, …), in the same request.
+        """
+        if not parts:
+            return
+        columns = ", ".join(f"`{c.name}`" for c in table.columns)
+        settings = ", ".join(
+            (
+                f"insert_deduplication_token = {sql_string(token)}",
+                "output_format_json_escape_forward_slashes = 0",
+            )
+        )
+
+        def statement(sources: Sequence[str]) -> str:
+            selects = " UNION ALL ".join(
+                f"SELECT {part.select} FROM {source}"
+                for part, source in zip(parts, sources, strict=True)
+            )
+            return (
+                f"INSERT INTO {table.qualified(self.database)} ({columns}) "
+                f"SELECT * FROM ({selects}) SETTINGS {settings}"
+            )
+
+        with self._lock:
+            try:
+                client = self._connect()
+                if self.target.startswith("chdb:"):
+                    with tempfile.TemporaryDirectory(prefix="streamfold-sink-") as directory:
+                        sources = []
+                        for index, part in enumerate(parts):
+                            path = Path(directory) / f"part{index}.avro"
+                            path.write_bytes(part.data)
+                            sources.append(
+                                f"file({sql_string(str(path))}, 'Avro', "
+                                f"{sql_string(part.structure)})"
+                            )
+                        client.command(statement(sources))
+                else:
+                    external = ExternalData(
+                        file_name="_sf_part0",
+                        data=parts[0].data,
+                        fmt="Avro",
+                        structure=parts[0].structure,
+                    )
+                    for index, part in enumerate(parts[1:], start=1):
+                        external.add_file(
+                            file_name=f"_sf_part{index}",
+                            data=part.data,
+                            fmt="Avro",
+                            structure=part.structure,
+                        )
+                    names = [f"_sf_part{index}" for index in range(len(parts))]
+                    client.command(statement(names), external_data=external)
             except ClickHouseError as exc:
                 self._reset_if_down(exc)
                 raise _translate(exc, f"inserting into {table.name}") from exc

@@ -321,6 +321,13 @@ class _CrashingTarget(ClickHouseTarget):
 
     def insert_columns(self, table: Any, columns: Any, token: str) -> None:
         super().insert_columns(table, columns, token)
+        self._landed(table)
+
+    def insert_avro(self, table: Any, parts: Any, token: str) -> None:
+        super().insert_avro(table, parts, token)
+        self._landed(table)
+
+    def _landed(self, table: Any) -> None:
         self.inserts += 1
         if self.inserts == self.crash_after:
             raise _Crash(f"after inserting into {table.name}")
