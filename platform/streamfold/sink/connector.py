@@ -20,6 +20,9 @@ Idempotent under retries and crashes, by keeping batches deterministic:
 3. it commits ``last + 1``, without metadata. The PROJECTED acks go out as soon as the tables
    they stand for (state_last, command_results) have their rows, before the other tables.
 
+Step 2 runs on the sink's insert thread while the loop reads on (ClickHouse works without
+the GIL); one flush is in flight at a time, and steps 1 and 3 stay on the consumer's thread.
+
 After a crash anywhere in 1-3, the next owner of a partition reads the committed offset and
 its intent, and reads exactly ``[first, last]`` again. When it owns every range of the batch
 (one sink per connector, or the same assignment), it re-forms the batch: the same tokens, so
@@ -43,6 +46,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -213,6 +217,8 @@ class SinkConnector:
         self._replayed: dict[tuple[str, int], Pending] = {}
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
+        self._inserter: ThreadPoolExecutor | None = None
+        self._inflight: tuple[Future[None], list[Batch], float] | None = None
         self._ack_writer = codec.writer(self.projected_topic, ProjectedAck, RESULT_NAMESPACE)
         self._running = False
         self._started = False
@@ -238,6 +244,7 @@ class SinkConnector:
         replication = min(3, max(1, admin.broker_count()))
         admin.create_topics([TopicSpec(self.projected_topic, partitions, replication)])
         self._producer = Producer(self.kafka.producer_config(**{"linger.ms": 5}))
+        self._inserter = ThreadPoolExecutor(1, thread_name_prefix="sink-insert")
         self._consumer = Consumer(
             self.kafka.consumer_config(
                 self.spec.group_id,
@@ -248,7 +255,7 @@ class SinkConnector:
             list(self.sources),
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
-            on_lost=self._on_revoke,
+            on_lost=self._on_lost,
         )
         self._started = True
         log.info(
@@ -269,6 +276,7 @@ class SinkConnector:
             # What is read is made durable, except a replay not made durable yet (and what
             # follows it): it must keep its range (the next run reads it again).
             self.flush([key for key in self._pending if key not in self._bounds])
+            self._drain()
         finally:
             self.close()
 
@@ -276,6 +284,15 @@ class SinkConnector:
         self._running = False
 
     def close(self) -> None:
+        if self._inflight is not None:  # closing on an error: let the inserts end, commit nothing
+            future = self._inflight[0]
+            self._inflight = None
+            error = future.exception()
+            if error is not None:
+                log.error("a batch's inserts failed while the sink closed", error=str(error))
+        if self._inserter is not None:
+            self._inserter.shutdown(wait=True)
+            self._inserter = None
         if self._consumer is not None:
             self._consumer.close()
             self._consumer = None
@@ -302,6 +319,8 @@ class SinkConnector:
         next one. So a flush on the acks' path usually inserts three tables, not five.
         """
         assert self._consumer is not None
+        if self._inflight is not None and self._inflight[0].done():
+            self._drain()
         try:
             messages = self._consumer.consume(_CONSUME_BATCH, 0.05)
         except KafkaException as exc:
@@ -387,17 +406,19 @@ class SinkConnector:
         self._make_durable([Batch(t, sorted(m, key=lambda x: x[0])) for t, m in by_topic.items()])
 
     def _make_durable(self, batches: list[Batch], *, check_landed: bool = False) -> None:
-        """Intents, inserts, acks, offsets.
+        """Intents, inserts, acks, offsets; the inserts and acks on the insert thread.
 
-        The tables that acks stand for (state_last, command_results) are inserted first, and
-        each batch's acks are sent right after its rows are in them, so PROJECTED does not
-        wait for the other tables; the offsets follow the last insert (a replay after a crash
-        resends the acks). With ``check_landed`` (a range replayed without the other ranges
-        of its batch: its token cannot be formed again) a table that holds rows of the range
-        already is left alone: the batch's insert into it landed, atomically.
+        The intents are committed here, then the inserts (:meth:`_insert_batches`) run on
+        the sink's insert thread while this thread reads on: ClickHouse does its work
+        without the GIL (chDB in this process, or a server), so reading, framing and
+        inserting overlap. One flush is in flight at a time; its offsets are committed by
+        :meth:`_drain` on this thread (the consumer's only thread), before the next flush's
+        intents, when a step finds it done, on a rebalance and at the end of a run. A
+        failed insert is raised there.
         """
         if not batches:
             return
+        self._drain()
         started = time.monotonic()
         # 1. the intents (a replay re-forms exactly these batches)
         self._commit(
@@ -407,7 +428,20 @@ class SinkConnector:
                 for p, r in b.members
             ]
         )
-        # 2. the inserts, the acks after the tables they stand for, the batches with acks first
+        # 2. the inserts and acks, on the insert thread
+        assert self._inserter is not None, "start() first"
+        future = self._inserter.submit(self._insert_batches, batches, check_landed)
+        self._inflight = (future, batches, started)
+
+    def _insert_batches(self, batches: list[Batch], check_landed: bool) -> None:
+        """The inserts of one flush, the acks after the tables they stand for.
+
+        The tables that acks stand for (state_last, command_results) are inserted first, and
+        each batch's acks are sent right after its rows are in them, so PROJECTED does not
+        wait for the other tables. With ``check_landed`` (a range replayed without the other
+        ranges of its batch: its token cannot be formed again) a table that holds rows of the
+        range already is left alone: the batch's insert into it landed, atomically.
+        """
         later: list[tuple[_Rows, int, str]] = []
         batches.sort(key=lambda b: (self.sources[b.topic].acked_by == 0, b.topic))
         for batch in batches:
@@ -425,7 +459,17 @@ class SinkConnector:
                 self._send_acks(pending.acks, partition)
         for rows, index, token in later:
             self._insert(rows, index, token)
-        # 3. the offsets
+
+    def _drain(self, *, commit: bool = True) -> None:
+        """Wait for the flush in flight, then commit its offsets (3.); without ``commit``
+        (partitions lost) leave them: their next owner replays the batch from its intents."""
+        if self._inflight is None:
+            return
+        future, batches, started = self._inflight
+        self._inflight = None
+        future.result()
+        if not commit:
+            return
         self._commit(
             [TopicPartition(b.topic, p, r.last + 1) for b in batches for p, r in b.members]
         )
@@ -608,7 +652,17 @@ class SinkConnector:
                     ranges=found.members,
                 )
 
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._drain(commit=False)  # the group has moved on: commits would be refused
+        self._forget(partitions)
+        self._drain(commit=False)
+
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._drain()  # what is in flight is made durable while the partitions are ours
+        self._forget(partitions)
+        self._drain()  # and the replays of the ranges that stay
+
+    def _forget(self, partitions: list[TopicPartition]) -> None:
         # Not durable, not committed: the next owner reads these records again.
         for tp in partitions:
             self._pending.pop((tp.topic, tp.partition), None)
