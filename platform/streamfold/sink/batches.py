@@ -81,10 +81,11 @@ class Pending:
     acks: list[Ack] = field(default_factory=list)
     columns: list[list[Any]] = field(init=False)
     append: tuple[Callable[[Any], None], ...] = field(init=False)
-    #: Framed rows by writer schema id (width 0: :mod:`streamfold.sink.passthrough`), the
-    #: records they came from, and whether one of them needs the Python path.
+    #: Framed rows by writer schema id (width 0: :mod:`streamfold.sink.passthrough`), how
+    #: many, and whether one of them needs the Python path. Bytes only: a framed batch keeps
+    #: no Kafka message object alive for the garbage collector to walk.
     frames: dict[int, list[bytes]] = field(default_factory=dict)
-    messages: list[Any] = field(default_factory=list)
+    framed: int = 0
     python: bool = False
 
     def __post_init__(self) -> None:
@@ -93,7 +94,7 @@ class Pending:
 
     @property
     def rows(self) -> int:
-        return len(self.columns[-1]) if self.columns else len(self.messages)
+        return len(self.columns[-1]) if self.columns else self.framed
 
 
 @dataclass(slots=True)

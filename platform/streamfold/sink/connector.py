@@ -154,9 +154,10 @@ class _Rows:
                 self._columns = self.batch.columns()
             else:
                 decoded = []
+                framer = self.source.framer
                 for partition, framed in self.batch.members:
                     rows = Pending(self.source.width, first=framed.first, last=framed.last)
-                    for message in framed.messages:
+                    for message in framer.messages(framed):
                         self.source.build(message, message.offset() or 0, rows)
                     decoded.append((partition, rows))
                 self._columns = Batch(self.batch.topic, decoded).columns()

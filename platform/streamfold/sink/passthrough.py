@@ -115,6 +115,18 @@ def _varint(n: int) -> bytes:
     return bytes(out)
 
 
+def _read_varint(data: bytes, at: int) -> tuple[int, int]:
+    """A zig-zag varint of a non-negative int at ``at``; returns it and where it ends."""
+    shift = value = 0
+    while True:
+        byte = data[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value >> 1, at
+        shift += 7
+
+
 #: The varint lengths of the strings a frame holds, precomputed up to 4 KiB.
 _LENGTHS = [_varint(n) for n in range(4096)]
 
@@ -465,7 +477,7 @@ class Framer:
         if frames is None:
             frames = pending.frames[schema_id] = []
         frames.append(row)
-        pending.messages.append(message)
+        pending.framed += 1
         if self._acks is not None and command_id:
             pending.acks.append(
                 Ack(
@@ -477,6 +489,48 @@ class Framer:
                 )
             )
         return True
+
+    def messages(self, pending: Pending) -> list[Message]:
+        """The records ``pending`` framed, rebuilt from their frames (for the Python path):
+        the same offsets, partition, key, timestamp, value and the headers a row reads (an
+        empty header reads as an absent one), in offset order."""
+        rebuilt = []
+        for schema_id, rows in pending.frames.items():
+            header = bytes([_MAGIC]) + schema_id.to_bytes(4, "big")
+            for row in rows:
+                offset = int.from_bytes(row[0:8], "little")
+                millis = int.from_bytes(row[8:16], "little")
+                partition = int.from_bytes(row[16:20], "little")
+                at = 20
+                values = []
+                for _ in range(5):
+                    length, at = _read_varint(row, at)
+                    values.append(row[at : at + length])
+                    at += length
+                tenant, key, version, command_id, deleted = values
+                headers: list[tuple[str, str | bytes | None]] = [
+                    (name, value)
+                    for name, value in (
+                        (_TENANT, tenant),
+                        (_VERSION, version),
+                        (_COMMAND_ID, command_id),
+                        (_DELETED, deleted),
+                    )
+                    if value
+                ]
+                rebuilt.append(
+                    Message(
+                        topic=self._topic,
+                        partition=partition,
+                        offset=offset,
+                        key=key,
+                        value=header + row[at:],
+                        headers=headers,
+                        timestamp=(1, millis),
+                    )
+                )
+        rebuilt.sort(key=lambda m: m.offset() or 0)
+        return rebuilt
 
     def parts(self, members: Sequence[Pending], table: int) -> list[AvroPart] | None:
         """The container files of ``members``' rows for table number ``table`` (one per
