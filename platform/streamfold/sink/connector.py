@@ -120,10 +120,10 @@ class _Source:
     def pending(self, first: int = -1, since: float = 0.0) -> Pending:
         return Pending(0 if self.framer is not None else self.width, first=first, since=since)
 
-    def read(self, message: Message, offset: int, pending: Pending) -> bool:
-        if self.framer is not None:
-            return self.framer.build(message, offset, pending)
-        return self.build(message, offset, pending)
+    @property
+    def read(self) -> RowBuilder:
+        """What reads a record into a :class:`Pending`: the framer, if the source has one."""
+        return self.framer.build if self.framer is not None else self.build
 
 
 class _Rows:
@@ -333,7 +333,7 @@ class SinkConnector:
         all_pending, bounds = self._pending, self._bounds
         # A fetch returns runs of one partition's records: the run's pending rows are
         # looked up once per run, unless a replay is under way (it may end inside a run).
-        run: tuple[str, int, _Source, Pending] | None = None
+        run: tuple[str, int, _Source, Pending, RowBuilder] | None = None
         for message in messages:
             error = message.error()
             if error is not None:
@@ -346,7 +346,7 @@ class SinkConnector:
                 message.offset() or 0,
             )
             if run is not None and run[0] == topic and run[1] == partition and not bounds:
-                source, pending = run[2], run[3]
+                source, pending, read = run[2], run[3], run[4]
             else:
                 key = (topic, partition)
                 bound = None
@@ -358,10 +358,10 @@ class SinkConnector:
                 found = all_pending.get(key)
                 if found is None:
                     found = all_pending[key] = source.pending(offset, now)
-                pending = found
-                run = (topic, partition, source, pending)
+                pending, read = found, source.read
+                run = (topic, partition, source, pending, read)
             pending.last = offset
-            if not source.read(message, offset, pending):
+            if not read(message, offset, pending):
                 self.metrics.skipped.labels(topic).inc()
             if bounds:
                 key = (topic, partition)

@@ -40,7 +40,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from confluent_kafka import Message
 
@@ -436,12 +436,16 @@ class Framer:
         if not value or len(value) < _HEADER or value[0] != _MAGIC:
             return False
         schema_id = int.from_bytes(value[1:_HEADER], "big")
-        plans = self._plans.get(schema_id, ()) or self.plans(schema_id)
+        try:
+            plans = self._plans[schema_id]
+        except KeyError:
+            plans = self.plans(schema_id)
         if plans is None:
             return False
         if not plans[0].eligible:
             pending.python = True
-        get = cast(dict[str, bytes], dict(message.headers() or ())).get  # a broker's are bytes
+        headers: dict[str, bytes] = dict(message.headers() or ())  # type: ignore[arg-type]
+        get = headers.get  # a broker's header values are bytes
         key = message.key() or b""
         tenant = get(_TENANT) or b""
         version = get(_VERSION) or b""
