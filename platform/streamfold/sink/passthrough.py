@@ -24,7 +24,8 @@ writes ``null`` into a column that cannot hold it), and for events the ``payload
 :func:`~streamfold.sink.ddl.json_text`'s conventions (sorted keys; decimals, UUIDs and dates
 as strings; timestamps in ISO 8601 with ``+00:00``). One difference: header values are
 stored as their bytes, where the Python path decodes them with replacement characters (the
-two agree on UTF-8, which is all the platform writes).
+two agree on UTF-8, which is all the platform writes); and ClickHouse spells U+2028 and U+2029
+in a payload string as ``\u2028`` and ``\u2029`` (the same JSON value).
 
 Not every writer schema qualifies (:attr:`WriterPlan.eligible`): nested records, unions
 other than ``["null", T]``, floats in a payload (their JSON spelling differs), decimals of
