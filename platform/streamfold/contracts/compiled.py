@@ -28,7 +28,7 @@ from typing import Any
 from fastavro.read import LOGICAL_READERS
 from fastavro.write import LOGICAL_WRITERS
 
-__all__ = ["CompiledReader", "CompiledWriter", "compile_reader", "compile_writer"]
+__all__ = ["CompiledReader", "CompiledWriter", "compile_reader", "compile_writer", "encode_long"]
 
 #: ``write(record, out)`` appends the record's Avro binary encoding to ``out``.
 CompiledWriter = Callable[[dict[str, Any], bytearray], None]
@@ -56,6 +56,9 @@ def _long(n: int) -> bytes:
     if not -(1 << 63) <= n < (1 << 63):
         raise OverflowError(f"{n} does not fit an Avro long")
     return _zigzag(n)
+
+
+encode_long = _long
 
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)

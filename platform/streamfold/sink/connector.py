@@ -115,6 +115,8 @@ class _Source:
     #: How many of ``tables`` (the first ones) the acks of its rows stand for.
     acked_by: int = 0
     framer: Framer | None = None
+    #: Its place in a flush: the state is inserted first (most acks wait for state_last).
+    order: int = 0
     #: How many columns its rows hold while pending (:func:`~streamfold.sink.rows.row_width`).
     width: int = 0
 
@@ -208,6 +210,7 @@ class SinkConnector:
                 rows.events(own["events"]),
                 events,
                 framer=Framer(codec, events, topics.events, accepts),
+                order=2,
             )
             state = (own["state_last"], own["state"])
             self.sources[topics.state] = _Source(
@@ -217,8 +220,10 @@ class SinkConnector:
                 framer=Framer(codec, state, topics.state, None, acks=aggregate.name),
             )
             results = (by_kind["command_results"],)
-            self.sources[topics.results] = _Source(rows.results(), results, 1)
-            self.sources[topics.commands] = _Source(rows.commands(), (by_kind["command_log"],))
+            self.sources[topics.results] = _Source(rows.results(), results, 1, order=1)
+            self.sources[topics.commands] = _Source(
+                rows.commands(), (by_kind["command_log"],), order=3
+            )
         self.projected_topic = context_topics(context.name, spec.topic_prefix).projected
         self._pending: dict[tuple[str, int], Pending] = {}
         # Replays: per partition, the intent's last offset, (the committed offset, the
@@ -468,7 +473,7 @@ class SinkConnector:
         range already is left alone: the batch's insert into it landed, atomically.
         """
         later: list[tuple[_Rows, int, str]] = []
-        batches.sort(key=lambda b: (self.sources[b.topic].acked_by == 0, b.topic))
+        batches.sort(key=lambda b: (self.sources[b.topic].order, b.topic))
         for batch in batches:
             source = self.sources[batch.topic]
             rows = _Rows(source, batch)

@@ -88,6 +88,7 @@ __all__ = [
     "context_tables",
     "json_bytes",
     "json_text",
+    "named_types",
     "projection_ddl",
     "row_converter",
 ]
@@ -378,11 +379,11 @@ def _empty(clickhouse: str) -> Any:
     return None
 
 
-def _named_types(avro: Any, namespace: str | None, found: dict[str, Any]) -> None:
+def named_types(avro: Any, namespace: str | None, found: dict[str, Any]) -> None:
     """Collect the record, enum and fixed definitions of ``avro`` by full and short name."""
     if isinstance(avro, list):
         for branch in avro:
-            _named_types(branch, namespace, found)
+            named_types(branch, namespace, found)
         return
     if not isinstance(avro, dict):
         return
@@ -394,12 +395,12 @@ def _named_types(avro: Any, namespace: str | None, found: dict[str, Any]) -> Non
         found[f"{namespace}.{short}" if namespace else short] = avro
         found.setdefault(short, avro)
     for field in avro.get("fields", []) if kind in ("record", "error") else []:
-        _named_types(field.get("type"), namespace, found)
+        named_types(field.get("type"), namespace, found)
     for key in ("items", "values"):
         if key in avro:
-            _named_types(avro[key], namespace, found)
+            named_types(avro[key], namespace, found)
     if isinstance(kind, dict | list):
-        _named_types(kind, namespace, found)
+        named_types(kind, namespace, found)
 
 
 def clickhouse_type(avro: AvroType, named: Mapping[str, Any] | None = None) -> str:
@@ -424,7 +425,7 @@ def _record_fields(
     if schema.get("type") != "record":
         raise ProjectionSchemaError(f"{model}: a projection needs an Avro record schema")
     named: dict[str, Any] = {}
-    _named_types(dict(schema), None, named)
+    named_types(dict(schema), None, named)
     for field in schema["fields"]:
         name = field["name"]
         if name in skip:

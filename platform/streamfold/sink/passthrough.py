@@ -46,9 +46,10 @@ from typing import Any
 from confluent_kafka import Message
 
 from streamfold.contracts.codec import AvroCodec, CodecError
+from streamfold.contracts.compiled import encode_long
 from streamfold.runtime import headers as h
 from streamfold.sink.batches import Ack, Pending
-from streamfold.sink.ddl import Column, TableSpec
+from streamfold.sink.ddl import Column, TableSpec, named_types
 
 __all__ = ["AvroPart", "Framer", "WriterPlan", "container", "framed_schema", "sql_string"]
 
@@ -105,17 +106,6 @@ _MAX_PAYLOAD_PRECISION = 28  # fastavro scales decimals in a 28-digit context
 _TENANT, _VERSION, _COMMAND_ID, _DELETED = h.TENANT, h.AGGREGATE_VERSION, h.COMMAND_ID, "deleted"
 
 
-def _varint(n: int) -> bytes:
-    """Avro's zig-zag varint of a non-negative int."""
-    n <<= 1
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 def _read_varint(data: bytes, at: int) -> tuple[int, int]:
     """A zig-zag varint of a non-negative int at ``at``; returns it and where it ends."""
     shift = value = 0
@@ -129,7 +119,7 @@ def _read_varint(data: bytes, at: int) -> tuple[int, int]:
 
 
 #: The varint lengths of the strings a frame holds, precomputed up to 4 KiB.
-_LENGTHS = [_varint(n) for n in range(4096)]
+_LENGTHS = [encode_long(n) for n in range(4096)]
 
 
 def sql_string(text: str) -> str:
@@ -142,29 +132,6 @@ def _ident(name: str) -> str:
 
 
 # --- types ----------------------------------------------------------------------------------
-
-
-def _named(avro: Any, found: dict[str, Any], namespace: str | None = None) -> None:
-    if isinstance(avro, list):
-        for branch in avro:
-            _named(branch, found, namespace)
-        return
-    if not isinstance(avro, dict):
-        return
-    kind = avro.get("type")
-    if kind in ("record", "enum", "fixed") and isinstance(avro.get("name"), str):
-        name: str = avro["name"]
-        namespace = avro.get("namespace", namespace) if "." not in name else name.rpartition(".")[0]
-        short = name.rpartition(".")[2]
-        found[f"{namespace}.{short}" if namespace else short] = avro
-        found.setdefault(short, avro)
-    for field in avro.get("fields", []) if kind == "record" else []:
-        _named(field.get("type"), found, namespace)
-    for key in ("items", "values"):
-        if key in avro:
-            _named(avro[key], found, namespace)
-    if isinstance(kind, dict | list):
-        _named(kind, found, namespace)
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,7 +251,7 @@ def writer_plan(
     if writer.get("type") != "record":
         return WriterPlan(schema_id, name, False, why="not a record schema")
     named: dict[str, Any] = {}
-    _named(dict(writer), named)
+    named_types(dict(writer), None, named)
     fields: dict[str, _Typed] = {}
     for field in writer["fields"]:
         field_name = field.get("name")
@@ -358,16 +325,16 @@ def _payload(fields: Mapping[str, _Typed]) -> str | None:
 def _container_header(schema: Mapping[str, Any]) -> bytes:
     text = json.dumps(schema, separators=(",", ":")).encode()
     meta = [(b"avro.schema", text), (b"avro.codec", b"null")]
-    out = [b"Obj\x01", _varint(len(meta))]
+    out = [b"Obj\x01", encode_long(len(meta))]
     for key, value in meta:
-        out += [_varint(len(key)), key, _varint(len(value)), value]
+        out += [encode_long(len(key)), key, encode_long(len(value)), value]
     return b"".join([*out, b"\x00", _SYNC])
 
 
 def container(plan: WriterPlan, rows: Sequence[bytes]) -> bytes:
     """An Avro object container file of framed rows: one block."""
     body = b"".join(rows)
-    return b"".join((plan.header, _varint(len(rows)), _varint(len(body)), body, _SYNC))
+    return b"".join((plan.header, encode_long(len(rows)), encode_long(len(body)), body, _SYNC))
 
 
 @dataclass(frozen=True, slots=True)
@@ -477,7 +444,7 @@ class Framer:
             )
         except IndexError:  # a string longer than the precomputed lengths
             parts = (tenant, key, version, command_id, deleted)
-            row = head + b"".join(_varint(len(p)) + p for p in parts) + value[_HEADER:]
+            row = head + b"".join(encode_long(len(p)) + p for p in parts) + value[_HEADER:]
         frames = pending.frames.get(schema_id)
         if frames is None:
             frames = pending.frames[schema_id] = []
