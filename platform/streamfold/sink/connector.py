@@ -320,12 +320,13 @@ class SinkConnector:
             error = future.exception()
             if error is not None:
                 log.error("a batch's inserts failed while the sink closed", error=str(error))
+        if self._consumer is not None:
+            self._consumer.close()  # its revocation may still hand a replay to the inserter
+            self._consumer = None
         if self._inserter is not None:
             self._inserter.shutdown(wait=True)
             self._inserter = None
-        if self._consumer is not None:
-            self._consumer.close()
-            self._consumer = None
+        self._inflight = None  # nothing is committed after the consumer closed
         if self._producer is not None:
             self._producer.flush(10)
             self._producer = None
