@@ -286,7 +286,7 @@ class ClickHouseTarget:
                         )
                     names = [f"_sf_part{index}" for index in range(len(parts))]
                     client.command(statement(names), external_data=external)
-            except ClickHouseError as exc:
+            except (ClickHouseError, OSError) as exc:  # OSError: writing a part's file
                 self._reset_if_down(exc)
                 raise _translate(exc, f"inserting into {table.name}") from exc
 
