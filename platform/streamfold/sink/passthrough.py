@@ -280,7 +280,6 @@ def writer_plan(
         header=_container_header(framed_schema(writer)),
         structure=structure,
         # Positional aliases: two columns with the same expression stay two columns.
-        # Positional aliases: two columns with the same expression stay two columns.
         select=", ".join(f"{e} AS `{_PREFIX}c{i}`" for i, e in enumerate(expressions)),
     )
 
