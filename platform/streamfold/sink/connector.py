@@ -238,6 +238,7 @@ class SinkConnector:
         self._ack_writer = codec.writer(self.projected_topic, ProjectedAck, RESULT_NAMESPACE)
         self._running = False
         self._started = False
+        self._joined = False  # the group gave this sink its first assignment (maybe empty)
         self._target_up = True
         self.flushed_batches = 0
         self.records_read = 0  # records (with errors and EOFs) that consume returned
@@ -264,7 +265,13 @@ class SinkConnector:
         self._consumer = Consumer(
             self.kafka.consumer_config(
                 self.spec.group_id,
-                **{"max.poll.interval.ms": 600_000, "fetch.queue.backoff.ms": 10},
+                # A fetch waits at most 100 ms for records (librdkafka's default: 500): the
+                # records of the acks' path are on their way to ClickHouse sooner.
+                **{
+                    "max.poll.interval.ms": 600_000,
+                    "fetch.queue.backoff.ms": 10,
+                    "fetch.wait.max.ms": 100,
+                },
             )
         )
         self._consumer.subscribe(
@@ -330,12 +337,14 @@ class SinkConnector:
         if self._producer is not None:
             self._producer.flush(10)
             self._producer = None
-        self._started = False
+        self._started = self._joined = False
 
     @property
     def ready(self) -> bool:
-        """Started, and ClickHouse answered the last time the sink asked."""
-        return self._started and self._target_up
+        """Started, joined the group (its first assignment received: the group's first join
+        takes about a second, and records produced meanwhile would wait that long for their
+        PROJECTED ack), and ClickHouse answered the last time the sink asked."""
+        return self._started and self._joined and self._target_up
 
     # ------------------------------------------------------------------ the loop
 
@@ -667,6 +676,7 @@ class SinkConnector:
     # ------------------------------------------------------------------ rebalancing
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._joined = True  # cooperative-sticky calls this on every join, with [] if need be
         for tp in consumer.committed(partitions, timeout=_TIMEOUT):
             found = parse_intent(tp.metadata)
             if found is not None:

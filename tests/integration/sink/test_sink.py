@@ -211,6 +211,27 @@ def _assert_exactly_once(target: ClickHouseTarget, sent: set[str], events: int) 
     assert rows[0][0] == rows[0][1] > 0
 
 
+def test_a_sink_is_ready_once_it_has_joined_its_group(retail_run: RetailRun) -> None:
+    """``/readyz`` means records produced now are read now: not before the group's first
+    assignment, which comes a second or so after ``start()``."""
+    run = retail_run
+    run.worker("w1")  # it creates the topics
+    spec = _spec(run)
+    sink = SinkConnector(spec, retail, run.settings, run.codec, ClickHouseTarget(spec.target, "x"))
+    sink.start()
+    try:
+        assert not sink.ready
+        deadline = time.monotonic() + 60
+        while not sink.ready:
+            assert time.monotonic() < deadline, "the sink never joined its group"
+            sink.step()
+        consumer = sink._consumer
+        assert consumer is not None and consumer.assignment()  # alone in its group: all of it
+    finally:
+        sink.close()
+    assert not sink.ready
+
+
 @pytest.mark.timeout(3600)
 def test_killed_sinks_lose_nothing_and_double_nothing(
     retail_run: RetailRun, test_scale: float, tmp_path: Path
