@@ -176,6 +176,16 @@ def _batches(process: SinkProcess) -> float:
     return 0.0
 
 
+def _progress(consumer: Consumer, ends: dict[tuple[str, int], int]) -> float:
+    """The share of the records up to ``ends`` that the consumer's group has committed."""
+    partitions = [TopicPartition(t, p) for t, p in ends]
+    done = sum(
+        min(max(tp.offset, 0), ends[(tp.topic, tp.partition)])
+        for tp in consumer.committed(partitions, timeout=30)
+    )
+    return done / max(1, sum(ends.values()))
+
+
 def _sink_process(
     run: RetailRun, spec: ConnectorSpec, directory: Path, ready_when: str = "ready"
 ) -> SinkProcess:
@@ -258,16 +268,25 @@ def test_killed_sinks_lose_nothing_and_double_nothing(
     )
     rng = random.Random(11)
     kills = 0
-    for _ in range(5):
-        process = _sink_process(run, spec, tmp_path)
-        # Kill it while it works: once it has made a batch durable, at a random moment.
-        _wait(lambda p=process: _batches(p) > 0, 120, "the sink's first batch")
-        time.sleep(rng.uniform(0.0, 2.0))
-        if caught_up(run.settings, spec.group_id, ends):
-            process.stop()
-            break
-        process.kill()
-        kills += 1
+    committed = Consumer(run.settings.consumer_config(spec.group_id))  # reads, never joins
+    try:
+        for i in range(5):
+            process = _sink_process(run, spec, tmp_path)
+            # Kill it while it works: once it has made a batch durable, at a random moment
+            # of the i-th sixth of the whole run (by committed offsets, so that a fast sink
+            # on a quiet machine is still killed five times, and a slow one not too early).
+            _wait(lambda p=process: _batches(p) > 0, 120, "the sink's first batch")
+            moment = (i + rng.random()) / 6
+            deadline = time.monotonic() + 600
+            while _progress(committed, ends) < moment and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if caught_up(run.settings, spec.group_id, ends):
+                process.stop()
+                break
+            process.kill()
+            kills += 1
+    finally:
+        committed.close()
     process = _sink_process(run, spec, tmp_path)
     try:
         _wait(lambda: caught_up(run.settings, spec.group_id, ends), 1800, "the sink to catch up")
