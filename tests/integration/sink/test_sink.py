@@ -227,9 +227,10 @@ def test_a_sink_is_ready_once_it_has_joined_its_group(retail_run: RetailRun) -> 
     run = retail_run
     run.worker("w1")  # it creates the topics
     spec = _spec(run)
-    sink = SinkConnector(spec, retail, run.settings, run.codec, ClickHouseTarget(spec.target, "x"))
-    sink.start()
+    target = ClickHouseTarget(spec.target, "retail")
+    sink = SinkConnector(spec, retail, run.settings, run.codec, target)
     try:
+        sink.start()
         assert not sink.ready
         deadline = time.monotonic() + 60
         while not sink.ready:
@@ -239,6 +240,7 @@ def test_a_sink_is_ready_once_it_has_joined_its_group(retail_run: RetailRun) -> 
         assert consumer is not None and consumer.assignment()  # alone in its group: all of it
     finally:
         sink.close()
+        target.close()
     assert not sink.ready
 
 
