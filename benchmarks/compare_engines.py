@@ -51,11 +51,11 @@ from topologies.retail.domain import (
 from handwritten_loop import PRODUCER_TUNING, passthrough
 from measurements import BenchStack
 from streamfold.contracts.codec import Contract
+from streamfold.contracts.results import RESULT_NAMESPACE, CommandResult
 from streamfold.domain.naming import AggregateTopics, aggregate_topics, context_topics
 from streamfold.embedded.children import die_with_parent
 from streamfold.embedded.ports import free_ports
 from streamfold.runtime.process import WorkerProcess
-from streamfold.runtime.results import RESULT_NAMESPACE, CommandResult
 from streamfold.transport.admin import KafkaAdmin, TopicSpec
 from streamfold.transport.reading import read_to_end
 from streamfold.transport.settings import KafkaSettings

@@ -57,9 +57,9 @@ from topologies.retail.domain import (
 
 from streamfold.contracts.codec import AvroCodec, RecordWriter
 from streamfold.contracts.registry import ConfluentSchemaRegistry
+from streamfold.contracts.results import RESULT_NAMESPACE, CommandResult
 from streamfold.domain import Metadata, Rejected
 from streamfold.domain.naming import aggregate_topics
-from streamfold.runtime.results import RESULT_NAMESPACE, CommandResult
 from streamfold.transport.settings import KafkaSettings
 
 __all__ = ["LoopTiming", "handwritten_eos", "passthrough"]

@@ -33,11 +33,11 @@ from streamfold.domain.naming import AggregateTopics, aggregate_topics, context_
 from streamfold.embedded.ports import free_ports
 from streamfold.observability.metrics import WorkerMetrics
 from streamfold.runtime.process import WorkerProcess
-from streamfold.runtime.restore import ChangelogRestorer
 from streamfold.runtime.settings import WorkerSettings
 from streamfold.runtime.topology import TopicSettings, TopologySpec
 from streamfold.runtime.worker import AggregateWorker
 from streamfold.state.entry import AggregateEntry, StoredResult
+from streamfold.state.restore import ChangelogRestorer
 from streamfold.state.rocksdb import PartitionStore, RocksDBOptions, StoreEnvironment
 from streamfold.transport.admin import KafkaAdmin, TopicSpec
 from streamfold.transport.commands import CommandProducer

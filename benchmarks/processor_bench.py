@@ -27,18 +27,23 @@ from topologies.retail.domain import retail, stock
 from topologies.retail.workload import stock_commands
 
 from streamfold.contracts.codec import AvroCodec
+from streamfold.contracts.headers import Headers
 from streamfold.contracts.registry import InMemorySchemaRegistry
 from streamfold.domain.naming import aggregate_topics
-from streamfold.runtime.headers import Headers
-from streamfold.runtime.processor import CommandProcessor
+from streamfold.runtime.command_processor import CommandProcessor
 from streamfold.state.rocksdb import PartitionStore, RocksDBOptions, StoreEnvironment
 
 
 class _Drop:
     """An outbox that counts what it is sent."""
 
+    max_record_bytes = 1_000_000
+
     def __init__(self) -> None:
         self.records = 0
+
+    def quarantined(self, input_id: str) -> None:
+        return None
 
     def send(
         self,
@@ -56,6 +61,9 @@ class _Counters:
         pass
 
     def dead_letter(self, aggregate: str, reason: str) -> None:
+        pass
+
+    def forwarded(self, aggregate: str) -> None:
         pass
 
 
@@ -128,6 +136,7 @@ def main() -> None:
             stock,
             retail.namespace,
             codec,
+            partitions=1,  # every message is on partition 0: the aggregate's, so none moves
             idempotency_window=32,
             handler_retries=3,
             counters=_Counters(),

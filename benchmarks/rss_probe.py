@@ -3,7 +3,7 @@
 Run by ``worker_bench.py`` as a child process (a fresh interpreter, so the figures are its
 own): ``python benchmarks/rss_probe.py BOOTSTRAP CHANGELOG PARTITIONS DIR [--queue-kb N]``.
 It restores every partition of ``CHANGELOG`` with
-:class:`~streamfold.runtime.restore.ChangelogRestorer` into fresh stores with the worker's
+:class:`~streamfold.state.restore.ChangelogRestorer` into fresh stores with the worker's
 default RocksDB options and prints, as one JSON object, the RSS in MB after the imports,
 at the peak of the restore, after it, after closing the restore consumer, and after
 ``malloc_trim(0)`` (what the C allocator keeps but no longer uses). ``--queue-kb`` replaces
@@ -25,7 +25,7 @@ import psutil
 from confluent_kafka import Consumer
 
 from streamfold.runtime import restore
-from streamfold.runtime.restore import ChangelogRestorer
+from streamfold.state.restore import ChangelogRestorer
 from streamfold.state.rocksdb import PartitionStore, RocksDBOptions, StoreEnvironment
 from streamfold.transport.settings import KafkaSettings
 

@@ -19,7 +19,7 @@ figure is a ratio against a baseline measured beside it on this noisy machine:
    the hand-written loop run as a process with the same client, in interleaved rounds after
    a discarded warm-up (``--latency-rounds``);
 3. restore: a changelog of realistic entries restored by
-   :class:`~streamfold.runtime.restore.ChangelogRestorer` into fresh stores (target at least
+   :class:`~streamfold.state.restore.ChangelogRestorer` into fresh stores (target at least
    200k records/s);
 4. the RSS of a worker process holding that state after its restore and after processing
    commands (target at most 250 MB).

@@ -20,8 +20,8 @@ from rich.table import Table
 from streamfold.cli.edge import kafka_settings, registry_settings, setup_logging
 from streamfold.contracts.codec import AvroCodec
 from streamfold.contracts.registry import ConfluentSchemaRegistry
+from streamfold.contracts.results import RESULT_NAMESPACE, CommandResult
 from streamfold.domain.naming import aggregate_topics
-from streamfold.runtime.results import RESULT_NAMESPACE, CommandResult
 from streamfold.transport.commands import CommandProducer
 from streamfold.transport.reading import read_to_end
 from topologies.retail.domain import (

@@ -41,13 +41,13 @@ import faust
 from faust.types import TopicT
 from pydantic import BaseModel
 
+from streamfold.contracts import headers as h
 from streamfold.contracts.codec import AvroCodec, CodecError, Contract, RecordReader, RecordWriter
+from streamfold.contracts.results import RESULT_NAMESPACE, CommandResult
 from streamfold.domain.context import BoundedContext
 from streamfold.domain.messages import Command
 from streamfold.domain.naming import AggregateTopics, aggregate_topics
 from streamfold.errors import ConfigurationError
-from streamfold.runtime import headers as h
-from streamfold.runtime.results import RESULT_NAMESPACE, CommandResult
 from streamfold.transport.partitioning import partition_for
 
 __all__ = ["StreamfoldCodec", "StreamfoldTopics"]

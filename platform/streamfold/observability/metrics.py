@@ -57,6 +57,9 @@ class WorkerMetrics:
         handled, answered from the dedup record).
     ``dead_letters_total{aggregate, reason}`` (counter)
         Records sent to the dead-letter topic, by reason.
+    ``forwarded_total{aggregate}`` (counter)
+        Commands that landed on a partition their aggregate does not live on (another
+        partitioner, no key, an explicit partition), forwarded to the aggregate's partition.
     ``consumer_lag{topic, partition}`` (gauge)
         Records between the consumer position and the end offset of an assigned partition.
     ``batch_size`` (histogram)
@@ -91,6 +94,12 @@ class WorkerMetrics:
             f"{_PREFIX}dead_letters_total",
             "Records sent to the dead-letter topic, by aggregate and reason.",
             ("aggregate", "reason"),
+            registry=r,
+        )
+        self._forwarded = Counter(
+            f"{_PREFIX}forwarded_total",
+            "Commands forwarded to their aggregate's partition, by aggregate.",
+            ("aggregate",),
             registry=r,
         )
         self._lag = Gauge(
@@ -143,6 +152,7 @@ class WorkerMetrics:
         )
         self._command_children: dict[tuple[str, str], Counter] = {}
         self._dead_letter_children: dict[tuple[str, str], Counter] = {}
+        self._forwarded_children: dict[str, Counter] = {}
         self._lag_children: dict[tuple[str, int], Gauge] = {}
         self._restored_children: dict[tuple[str, int], Counter] = {}
         self._remaining_children: dict[tuple[str, int], Gauge] = {}
@@ -170,6 +180,15 @@ class WorkerMetrics:
         child = self._dead_letter_children.get(key)
         if child is None:
             child = self._dead_letter_children.setdefault(key, self._dead_letters.labels(*key))
+        child.inc()
+
+    def forwarded(self, aggregate: str) -> None:
+        """Count one command of ``aggregate`` forwarded to its aggregate's partition."""
+        child = self._forwarded_children.get(aggregate)
+        if child is None:
+            child = self._forwarded_children.setdefault(
+                aggregate, self._forwarded.labels(aggregate)
+            )
         child.inc()
 
     def lag(self, topic: str, partition: int, value: int) -> None:

@@ -1,7 +1,7 @@
 """Dead letters: read them back from ``{context}.dlq`` and replay them to their source topic.
 
 An aggregate worker dead-letters a record it cannot process inside its Kafka transaction: the
-original key, value and headers, plus the ``dlq.*`` headers of :mod:`streamfold.runtime.headers`
+original key, value and headers, plus the ``dlq.*`` headers of :mod:`streamfold.contracts.headers`
 (reason, error, exception class, source topic/partition/offset, failure time, attempts).
 Readers here therefore use ``isolation.level=read_committed``, assign partitions by hand and
 commit nothing, so inspecting a dead-letter topic never disturbs a consumer group.
@@ -28,9 +28,7 @@ from confluent_kafka import (
 )
 
 from streamfold.contracts.codec import HEADER_SIZE, MAGIC_BYTE
-from streamfold.errors import PermanentError, RetryableError
-from streamfold.observability.logging import get_logger
-from streamfold.runtime.headers import (
+from streamfold.contracts.headers import (
     DLQ_ATTEMPTS,
     DLQ_ERROR,
     DLQ_EXCEPTION,
@@ -43,6 +41,8 @@ from streamfold.runtime.headers import (
     header_list,
     header_map,
 )
+from streamfold.errors import PermanentError, RetryableError
+from streamfold.observability.logging import get_logger
 from streamfold.transport.admin import translate_kafka_error
 from streamfold.transport.reading import partitions_of, reader, scan, watermarks
 from streamfold.transport.settings import KafkaSettings

@@ -1,85 +1,54 @@
-"""One command, start to finish: the steps a worker runs for each record it reads.
+"""The seam between a worker and what it runs: processors, and the outbox they write to.
 
-:meth:`CommandProcessor.process` mirrors the promises of the write side:
+A worker's loop reads records from the input topics of its processors and hands each record
+to the processor of its topic, with the record partition's store and the outbox. Everything
+the processor causes goes through the :class:`Outbox`, which is the open transaction of the
+worker's :class:`~streamfold.runtime.checkpoint.Checkpoint`: records it sends and store
+writes it stages become visible together, when that transaction commits, or not at all.
 
-1. read the headers; the command id is the ``command_id`` header, else one derived from the
-   record's topic, partition and offset (stable when the record is read again);
-2. decode the command (any codec failure: dead letter + ``invalid`` result);
-3. build its metadata from the headers (bad headers: dead letter + ``invalid``);
-4. find the aggregate id and check that the key is that id (else dead letter + ``invalid``);
-5. load the aggregate's entry from the partition's store;
-6. a command id the entry remembers gets its first result again, and nothing else;
-7. decide and fold with :meth:`~streamfold.domain.aggregate.Aggregate.handle` (the expected
-   version is checked there); a rejection is a result, not a failure; a handler that still
-   raises after ``handler_retries`` retries is dead-lettered;
-8. send the events, the state record and the result through the worker's :class:`Outbox`
-   (its open transaction), and stage the new entry in the store; at commit the worker sends
-   each staged entry to the changelog in the same transaction (the last entry of an
-   aggregate only: the changelog is compacted state, the events are the history), and the
-   store takes the entries once that transaction has committed.
-
-Everything a command causes carries its ``command_id``, ``request_id``, ``tenant``,
-``principal`` and ``traceparent`` headers; events and state add ``message_type`` and
-``aggregate_version``.
+Aggregates are one kind of processor (:class:`~streamfold.runtime.command_processor.
+CommandProcessor`); a new kind implements :class:`Processor` and needs no change to the
+checkpoint or the worker's loop.
 """
 
 from __future__ import annotations
 
-import time
-import traceback
-import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from confluent_kafka import Message
-from pydantic import ValidationError
 
-from streamfold.contracts.codec import (
-    AvroCodec,
-    CodecError,
-    ModelInvalidError,
-    RecordWriter,
-    TruncatedPayloadError,
-    UndecodablePayloadError,
-    UnknownMagicByteError,
-    UnknownRecordTypeError,
-    UnknownSchemaIdError,
-)
-from streamfold.contracts.registry import RegistryUnavailableError
-from streamfold.domain.aggregate import Aggregate
-from streamfold.domain.messages import Command, Metadata
-from streamfold.domain.naming import aggregate_topics, context_topics
-from streamfold.errors import Rejected
-from streamfold.observability.logging import (
-    MessageCorrelation,
-    end_message_correlation,
-    get_logger,
-    message_correlation,
-)
-from streamfold.runtime import headers as h
-from streamfold.runtime.headers import DeadLetterReason, Headers
-from streamfold.runtime.results import RESULT_NAMESPACE, CommandResult, Outcome
-from streamfold.state.entry import AggregateEntry, StoredResult
+from streamfold.contracts.headers import DeadLetterReason, Headers
+from streamfold.errors import PermanentError
 from streamfold.state.rocksdb import PartitionStore
 
-__all__ = ["CommandProcessor", "Outbox", "Processed"]
+__all__ = ["Outbox", "Processor", "Quarantined", "UnproducibleRecordError"]
 
-log = get_logger(__name__)
 
-_CODEC_REASONS: list[tuple[type[CodecError], DeadLetterReason]] = [
-    (UnknownMagicByteError, DeadLetterReason.MALFORMED_BYTES),
-    (TruncatedPayloadError, DeadLetterReason.MALFORMED_BYTES),
-    (UnknownSchemaIdError, DeadLetterReason.UNKNOWN_SCHEMA_ID),
-    (UndecodablePayloadError, DeadLetterReason.UNDECODABLE_PAYLOAD),
-    (UnknownRecordTypeError, DeadLetterReason.UNKNOWN_RECORD_TYPE),
-    (ModelInvalidError, DeadLetterReason.MODEL_INVALID),
-]
-_EMPTY = AggregateEntry()
+@dataclass(frozen=True, slots=True)
+class Quarantined:
+    """An input whose outputs could not be produced: dead-letter it when it is read again."""
+
+    reason: DeadLetterReason
+    error: str
+
+
+class UnproducibleRecordError(PermanentError):
+    """A record caused by one input cannot be produced (too large, unencodable).
+
+    The whole input is dead-lettered: the worker aborts the transaction (none of the input's
+    records is committed), quarantines its ``input_id`` and processes the batch again.
+    """
+
+    def __init__(self, input_id: str, reason: DeadLetterReason, error: str) -> None:
+        super().__init__(f"{reason.value}: {error}")
+        self.input_id = input_id
+        self.reason = reason
+        self.error = error
 
 
 class Outbox(Protocol):
-    """Where a processed command's records go: the worker's open transaction."""
+    """Where a processor's outputs go: the worker's open transaction."""
 
     def send(
         self,
@@ -88,349 +57,38 @@ class Outbox(Protocol):
         value: bytes | None,
         headers: Headers,
         partition: int | None = None,
-    ) -> None: ...
-
-
-class Processed(Protocol):
-    """Counts what happened, for metrics (see streamfold.observability.metrics)."""
-
-    def command(self, aggregate: str, outcome: str, n: int = 1) -> None: ...
-
-    def dead_letter(self, aggregate: str, reason: str) -> None: ...
-
-
-@dataclass(slots=True)
-class _Command:
-    """What step 1-4 learned about a record."""
-
-    command_id: str
-    propagated: Headers
-    request_id: str | None
-    partition: int  # the command's; its result goes to the same results partition
-
-
-class CommandProcessor:
-    """Processes the commands of one aggregate type (all partitions of its topic)."""
-
-    def __init__(
-        self,
-        aggregate: Aggregate[Any],
-        namespace: str,
-        codec: AvroCodec,
-        *,
-        topic_prefix: str = "",
-        idempotency_window: int,
-        handler_retries: int,
-        counters: Processed,
     ) -> None:
-        self.aggregate = aggregate
-        self.topics = aggregate_topics(aggregate.context, aggregate.name, topic_prefix)
-        self.dlq_topic = context_topics(aggregate.context, topic_prefix).dlq
-        self.window = idempotency_window
-        self.retries = handler_retries
-        self.counters = counters
-        self.name = aggregate.name
-        self._commands = codec.reader(*aggregate.commands, namespace=namespace)
-        self._states = codec.reader(aggregate.state_type, namespace=namespace)
-        self._state_writer = codec.writer(self.topics.state, aggregate.state_type, namespace)
-        self._event_writers: dict[type[Any], RecordWriter[Any]] = {
-            event: codec.writer(self.topics.events, event, namespace) for event in aggregate.events
-        }
-        self._result_writer = codec.writer(self.topics.results, CommandResult, RESULT_NAMESPACE)
-        self._type_names = {t: t.__name__ for t in (*aggregate.commands, *aggregate.events)}
+        """Produce a record in the transaction (murmur2 of the key unless ``partition``).
 
-    # ------------------------------------------------------------------ the steps
+        Raises :class:`UnproducibleRecordError` for a record the producer refuses."""
+        ...
+
+    def quarantined(self, input_id: str) -> Quarantined | None:
+        """Why the input ``input_id`` must be dead-lettered this time, if it must."""
+        ...
+
+    @property
+    def max_record_bytes(self) -> int:
+        """The largest record the producer accepts (key and value)."""
+        ...
+
+
+class Processor(Protocol):
+    """Processes the records of one input topic, one partition's store at a time."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def input_topic(self) -> str:
+        """The topic it consumes (and whose partitions its stores follow)."""
+        ...
+
+    @property
+    def changelog_topic(self) -> str:
+        """The compacted topic its stores are mirrored to, partition for partition."""
+        ...
 
     def process(self, message: Message, store: PartitionStore, outbox: Outbox) -> str:
-        """Process one command record; return its outcome (or ``duplicate``)."""
-        # 1. headers and the command id
-        topic, partition, offset = message.topic() or "", message.partition(), message.offset()
-        assert partition is not None and offset is not None
-        raw_headers = h.header_map(message.headers())
-        command_id = raw_headers.get(h.COMMAND_ID) or h.derived_command_id(topic, partition, offset)
-        propagated = [(h.COMMAND_ID, command_id.encode())]
-        propagated += [
-            (name, raw_headers[name].encode()) for name in h.PROPAGATED[1:] if name in raw_headers
-        ]
-        about = _Command(command_id, propagated, raw_headers.get(h.REQUEST_ID), partition)
-        token = message_correlation(
-            MessageCorrelation(command_id, about.request_id, raw_headers.get(h.TRACEPARENT))
-        )
-        try:
-            return self._process(message, raw_headers, about, store, outbox)
-        finally:
-            end_message_correlation(token)
-
-    def _process(
-        self,
-        message: Message,
-        raw_headers: dict[str, str],
-        about: _Command,
-        store: PartitionStore,
-        outbox: Outbox,
-    ) -> str:
-        # 2. decode
-        value = message.value()
-        try:
-            if value is None:
-                raise TruncatedPayloadError("the record has no value")
-            command = self._commands.decode(value)
-        except CodecError as exc:
-            return self._dead_letter(message, about, _codec_reason(exc), exc, outbox)
-        except RegistryUnavailableError:
-            raise  # retryable: the worker stops the batch and tries again later
-        assert isinstance(command, Command)
-        # 3. metadata
-        try:
-            metadata = _metadata(raw_headers, about.command_id, message)
-        except (ValueError, ValidationError) as exc:
-            return self._dead_letter(message, about, DeadLetterReason.INVALID_HEADERS, exc, outbox)
-        # 4. aggregate id and key
-        try:
-            aggregate_id = self.aggregate.aggregate_id(command)
-        except Exception as exc:  # noqa: BLE001 - a user id function may raise anything
-            return self._dead_letter(message, about, DeadLetterReason.MODEL_INVALID, exc, outbox)
-        key = message.key()
-        if key is not None and key != aggregate_id.encode():
-            mismatch = ValueError(
-                f"key {key!r} is not the aggregate id {aggregate_id!r} of this command"
-            )
-            return self._dead_letter(
-                message, about, DeadLetterReason.KEY_MISMATCH, mismatch, outbox
-            )
-        # 5. load
-        akey = aggregate_id.encode()
-        raw = store.get(akey)
-        entry = AggregateEntry.decode(raw) if raw is not None else _EMPTY
-        command_type = self._type_names.get(type(command), type(command).__name__)
-        # 6. a repeat gets its first result
-        first = entry.result_of(about.command_id)
-        if first is not None:
-            self._send_result(outbox, about, aggregate_id, command_type, first, duplicate=True)
-            self.counters.command(self.name, "duplicate")
-            return "duplicate"
-        state = (
-            self._states.decode_as(entry.state, self.aggregate.state_type)
-            if entry.state is not None
-            else None
-        )
-        # 7. decide and fold
-        attempts = 0
-        while True:
-            attempts += 1
-            try:
-                decision = self.aggregate.handle(
-                    state,
-                    entry.version,
-                    command,
-                    metadata,
-                    deleted=entry.deleted,
-                    aggregate_id=aggregate_id,
-                )
-                break
-            except Rejected as rejection:
-                result = StoredResult(
-                    Outcome.REJECTED.value, entry.version, (), rejection.code, rejection.message
-                )
-                self._remember(store, outbox, message, akey, entry, about.command_id, result)
-                self._send_result(outbox, about, aggregate_id, command_type, result)
-                self.counters.command(self.name, Outcome.REJECTED.value)
-                return Outcome.REJECTED.value
-            except Exception as exc:  # noqa: BLE001 - user code may raise anything
-                if attempts > self.retries:
-                    return self._dead_letter(
-                        message, about, DeadLetterReason.HANDLER_ERROR, exc, outbox, attempts
-                    )
-                log.warning("handler failed; retrying", attempt=attempts, error=repr(exc))
-        # 8. send and stage
-        base = about.propagated
-        event_types = []
-        for event, version in zip(decision.events, decision.event_versions, strict=True):
-            event_type = self._type_names.get(type(event), type(event).__name__)
-            event_types.append(event_type)
-            writer = self._event_writers[type(event)]
-            outbox.send(
-                self.topics.events,
-                akey,
-                writer.encode(event),
-                [
-                    *base,
-                    (h.MESSAGE_TYPE, event_type.encode()),
-                    (h.AGGREGATE_VERSION, str(version).encode()),
-                ],
-            )
-        state_bytes = (
-            self._state_writer.encode(decision.state) if decision.state is not None else None
-        )
-        if state_bytes is not None:
-            outbox.send(
-                self.topics.state,
-                akey,
-                state_bytes,
-                [
-                    *base,
-                    (h.MESSAGE_TYPE, self.aggregate.state_type.__name__.encode()),
-                    (h.AGGREGATE_VERSION, str(decision.version).encode()),
-                    ("deleted", b"true" if decision.deleted else b"false"),
-                ],
-            )
-        result = StoredResult(Outcome.ACCEPTED.value, decision.version, tuple(event_types))
-        after = entry.after(
-            version=decision.version,
-            deleted=decision.deleted,
-            state=state_bytes,
-            command_id=about.command_id,
-            result=result,
-            window=self.window,
-        )
-        self._stage(store, outbox, message, akey, after)
-        self._send_result(outbox, about, aggregate_id, command_type, result)
-        self.counters.command(self.name, Outcome.ACCEPTED.value)
-        return Outcome.ACCEPTED.value
-
-    # ------------------------------------------------------------------ helpers
-
-    def _remember(
-        self,
-        store: PartitionStore,
-        outbox: Outbox,
-        message: Message,
-        akey: bytes,
-        entry: AggregateEntry,
-        command_id: str,
-        result: StoredResult,
-    ) -> None:
-        """Record a rejection in the entry, so a repeat gets the same answer."""
-        after = entry.after(
-            version=entry.version,
-            deleted=entry.deleted,
-            state=entry.state,
-            command_id=command_id,
-            result=result,
-            window=self.window,
-        )
-        self._stage(store, outbox, message, akey, after)
-
-    def _stage(
-        self,
-        store: PartitionStore,
-        outbox: Outbox,
-        message: Message,
-        akey: bytes,
-        entry: AggregateEntry,
-    ) -> None:
-        """Stage the new entry; the worker sends it to the changelog when it commits."""
-        store.stage(akey, entry.encode())
-
-    def _send_result(
-        self,
-        outbox: Outbox,
-        about: _Command,
-        aggregate_id: str | None,
-        command_type: str | None,
-        result: StoredResult,
-        *,
-        duplicate: bool = False,
-    ) -> None:
-        record = {
-            "command_id": about.command_id,
-            "request_id": about.request_id,
-            "aggregate_type": self.name,
-            "aggregate_id": aggregate_id,
-            "command_type": command_type,
-            "outcome": result.outcome,
-            "version": result.version,
-            "event_types": list(result.event_types),
-            "code": result.code,
-            "message": result.message,
-            "duplicate": duplicate,
-            "processed_at": time.time_ns() // 1_000_000,  # timestamp-millis
-        }
-        outbox.send(
-            self.topics.results,
-            about.command_id.encode(),
-            self._result_writer.encode_dict(record),
-            about.propagated,
-            about.partition,
-        )
-
-    def _dead_letter(
-        self,
-        message: Message,
-        about: _Command,
-        reason: DeadLetterReason,
-        error: BaseException,
-        outbox: Outbox,
-        attempts: int = 1,
-    ) -> str:
-        """Send the record to the dead-letter topic and answer ``invalid``."""
-        topic, partition, offset = message.topic(), message.partition(), message.offset()
-        original = [(k, v) for k, v in h.header_list(message.headers()) if not k.startswith("dlq.")]
-        exception = f"{type(error).__module__}.{type(error).__qualname__}"
-        outbox.send(
-            self.dlq_topic,
-            message.key(),
-            message.value(),
-            [
-                *original,
-                (h.DLQ_REASON, reason.value.encode()),
-                (h.DLQ_ERROR, str(error)[:4000].encode()),
-                (h.DLQ_EXCEPTION, exception.encode()),
-                (h.DLQ_SOURCE_TOPIC, (topic or "").encode()),
-                (h.DLQ_SOURCE_PARTITION, str(partition).encode()),
-                (h.DLQ_SOURCE_OFFSET, str(offset).encode()),
-                (h.DLQ_FAILED_AT, datetime.now(UTC).isoformat().encode()),
-                (h.DLQ_ATTEMPTS, str(attempts).encode()),
-            ],
-        )
-        result = StoredResult(Outcome.INVALID.value, 0, (), reason.value, str(error)[:1000])
-        self._send_result(outbox, about, None, None, result)
-        self.counters.dead_letter(self.name, reason.value)
-        self.counters.command(self.name, Outcome.INVALID.value)
-        log.warning(
-            "command dead-lettered",
-            reason=reason.value,
-            error=str(error)[:500],
-            source=f"{topic}/{partition}/{offset}",
-            trace="".join(traceback.format_exception_only(error)).strip()[:500],
-        )
-        return Outcome.INVALID.value
-
-
-def _codec_reason(exc: CodecError) -> DeadLetterReason:
-    for kind, reason in _CODEC_REASONS:
-        if isinstance(exc, kind):
-            return reason
-    return DeadLetterReason.UNDECODABLE_PAYLOAD
-
-
-def _metadata(raw: dict[str, str], command_id: str, message: Message) -> Metadata:
-    """The command's metadata; ``issued_at`` defaults to the record's timestamp.
-
-    Every value is checked here (a ValueError names the bad header), so the model is built
-    without a second validation: this runs once per command.
-    """
-    expected = raw.get(h.EXPECTED_VERSION)
-    expected_version = int(expected) if expected is not None else None
-    if expected_version is not None and expected_version < 0:
-        raise ValueError(f"expected_version must be 0 or more, not {expected_version}")
-    stamp = raw.get(h.ISSUED_AT)
-    if stamp is not None:
-        issued_at = datetime.fromisoformat(stamp)
-        if issued_at.tzinfo is None:
-            raise ValueError(f"issued_at {stamp!r} has no time zone")
-    else:
-        _kind, millis = message.timestamp()
-        issued_at = datetime.fromtimestamp(millis / 1000, UTC) if millis and millis > 0 else _now()
-    return Metadata.model_construct(
-        command_id=uuid.UUID(command_id),
-        request_id=raw.get(h.REQUEST_ID),
-        tenant=raw.get(h.TENANT),
-        principal=raw.get(h.PRINCIPAL),
-        issued_at=issued_at,
-        expected_version=expected_version,
-    )
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
+        """Process one record; return what became of it (an outcome name, for metrics)."""
+        ...

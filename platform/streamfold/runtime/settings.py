@@ -16,7 +16,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streamfold.state.rocksdb import RocksDBOptions
 
-__all__ = ["WorkerSettings"]
+__all__ = ["TEST_HOOK_SETTINGS", "WorkerSettings"]
+
+#: Settings for tests only: the chart never offers them.
+TEST_HOOK_SETTINGS = frozenset({"pause_in_transaction_file"})
 
 
 class WorkerSettings(BaseSettings):
@@ -64,11 +67,15 @@ class WorkerSettings(BaseSettings):
     health_host: str = "0.0.0.0"  # probes come from outside the pod
     restore_batch: int = Field(default=10_000, ge=1)
     #: Changelog prefetch while restoring. The RSS peak during a restore follows it; the rate
-    #: hardly does (see streamfold.runtime.restore). Memory is returned to the OS once
+    #: hardly does (see streamfold.state.restore). Memory is returned to the OS once
     #: restores end.
     restore_prefetch_mb: int = Field(default=8, ge=1)
     #: Commands prefetched per process; it counts in the RSS.
     consumer_prefetch_mb: int = Field(default=16, ge=1)
+    #: A test hook: while this file exists, the worker holds each transaction it begins
+    #: open right after sending its first records (and writes ``<file>.held``), so a test
+    #: can pause or kill it inside an open transaction. Unset in production.
+    pause_in_transaction_file: Path | None = None
     rocksdb: RocksDBOptions = RocksDBOptions()
 
     @classmethod

@@ -57,10 +57,10 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 from streamfold.contracts.avro import full_name
 from streamfold.contracts.codec import AvroCodec
+from streamfold.contracts.results import RESULT_NAMESPACE
 from streamfold.domain.context import BoundedContext
 from streamfold.domain.naming import aggregate_topics, context_topics
 from streamfold.observability.logging import get_logger
-from streamfold.runtime.results import RESULT_NAMESPACE
 from streamfold.sink.batches import Ack, Batch, Intent, Pending, intent, parse_intent
 from streamfold.sink.ddl import TableSpec, aggregate_tables, commands_view_sql, context_tables
 from streamfold.sink.metrics import SinkMetrics

@@ -46,9 +46,9 @@ from typing import Any
 
 from confluent_kafka import Message
 
+from streamfold.contracts import headers as h
 from streamfold.contracts.codec import AvroCodec, CodecError
 from streamfold.contracts.compiled import encode_long
-from streamfold.runtime import headers as h
 from streamfold.sink.batches import Ack, Pending
 from streamfold.sink.ddl import Column, TableSpec, named_types
 

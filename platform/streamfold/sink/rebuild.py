@@ -22,13 +22,13 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
+from streamfold.contracts import headers as h
 from streamfold.contracts.avro import avro_schema
 from streamfold.contracts.codec import AvroCodec, CodecError, RecordReader
 from streamfold.domain.aggregate import Aggregate, Snapshot
 from streamfold.domain.context import BoundedContext
 from streamfold.domain.naming import aggregate_topics
 from streamfold.errors import ConfigurationError, PermanentError
-from streamfold.runtime import headers as h
 from streamfold.sink.batches import Batch, Pending, intended_last
 from streamfold.sink.ddl import TableSpec, aggregate_tables, row_converter
 from streamfold.sink.rows import builders_for, row_width

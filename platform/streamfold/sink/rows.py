@@ -24,11 +24,11 @@ from typing import Any
 from confluent_kafka import Message
 from pydantic import BaseModel
 
+from streamfold.contracts import headers as h
 from streamfold.contracts.avro import avro_schema, full_name
 from streamfold.contracts.codec import AvroCodec, CodecError, RecordReader
 from streamfold.domain.aggregate import Aggregate
 from streamfold.domain.context import BoundedContext
-from streamfold.runtime import headers as h
 from streamfold.sink.batches import Ack, Pending
 from streamfold.sink.ddl import TableSpec, column_plan, json_bytes, json_text
 
@@ -68,7 +68,7 @@ class _RowSource:
     The head columns are expressions over ``m`` (the message), ``hd`` (its headers as a
     dict of bytes) and ``r`` (the record); the model columns read ``r`` through the
     converters of :func:`~streamfold.sink.ddl.column_plan`; the offset ends the row.
-    Header values are decoded as :func:`streamfold.runtime.headers.header_map` decodes them.
+    Header values are decoded as :func:`streamfold.contracts.headers.header_map` decodes them.
     """
 
     def __init__(self) -> None:

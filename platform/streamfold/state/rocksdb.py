@@ -34,6 +34,9 @@ __all__ = ["PartitionStore", "RocksDBOptions", "StoreEnvironment", "StoreError"]
 
 #: The key of the changelog offset; aggregate ids never start with a NUL byte.
 OFFSET_KEY = b"\x00streamfold.changelog_offset"
+#: The key of the id of the changelog topic the store was filled from.
+CHANGELOG_ID_KEY = b"\x00streamfold.changelog_id"
+_INTERNAL = (OFFSET_KEY, CHANGELOG_ID_KEY)
 
 
 #: RocksDB's own L0 triggers (compaction, write slowdown, write stop), restored after a restore.
@@ -129,7 +132,7 @@ class PartitionStore:
     def items(self) -> Iterable[tuple[bytes, bytes]]:
         """Every committed (key, value), in key order, without the offset key."""
         for key, value in self._db.items():
-            if key != OFFSET_KEY:
+            if key not in _INTERNAL:
                 yield cast(bytes, key), cast(bytes, value)
 
     def digest(self) -> str:
@@ -139,6 +142,29 @@ class PartitionStore:
             hasher.update(len(key).to_bytes(4, "big") + key)
             hasher.update(len(value).to_bytes(4, "big") + value)
         return hasher.hexdigest()
+
+    def bind_changelog(self, topic_id: str | None) -> None:
+        """Remember which changelog topic (by its id) the store follows.
+
+        A store filled from an earlier topic of the same name (deleted and created again)
+        is wiped first: its offset means nothing in the new topic, and restoring on top of
+        it would keep entries the new changelog does not have. ``None`` (the id is not
+        known) leaves the store as it is.
+        """
+        if topic_id is None:
+            return
+        raw = self._db.get(CHANGELOG_ID_KEY)
+        known = raw.decode() if raw is not None else None
+        if known == topic_id:
+            return
+        if known is not None:
+            self.wipe()
+        self._db.put(CHANGELOG_ID_KEY, topic_id.encode(), self._write)
+
+    @property
+    def changelog_id(self) -> str | None:
+        raw = self._db.get(CHANGELOG_ID_KEY)
+        return raw.decode() if raw is not None else None
 
     # ---------------------------------------------------------------- transactional writes
 
@@ -231,7 +257,8 @@ class PartitionStore:
             raise StoreError(f"cannot open the store at {self.path}: {exc}") from exc
 
     def wipe(self) -> None:
-        """Delete every value and the offset (the store then restores from the start)."""
+        """Delete every value, the offset and the changelog id (the store then restores
+        from the start)."""
         self._db.close()
         shutil.rmtree(self.path, ignore_errors=True)
         self._db = self._open()

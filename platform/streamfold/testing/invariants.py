@@ -3,10 +3,13 @@
 :func:`check_aggregate` reads, with ``read_committed``, the results, events and changelog of
 one aggregate type and checks:
 
-1. every command sent has exactly one result that is not a duplicate;
+1. every command sent has exactly one result that is not a duplicate, and a duplicate
+   answer only for a command id that was sent more than once (``resent``): a duplicate
+   answer to a command sent once means its first result was committed without its offset;
 2. per aggregate, the events' versions run 1, 2, 3, ... in offset order, no gap, no duplicate;
 3. every aggregate's stored state (the changelog's last entry) is the fold of its events,
-   at the version of its last event.
+   at the version of its last event;
+4. so is the state topic's last record of every aggregate.
 
 It returns a :class:`Report` with the counts; each broken promise is listed in
 ``problems``. Tests assert ``report.problems == []``; benchmarks use the counts.
@@ -18,12 +21,12 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from streamfold.contracts import headers as h
 from streamfold.contracts.codec import AvroCodec
+from streamfold.contracts.results import RESULT_NAMESPACE, CommandResult
 from streamfold.domain.aggregate import Aggregate
 from streamfold.domain.messages import Event
 from streamfold.domain.naming import AggregateTopics
-from streamfold.runtime import headers as h
-from streamfold.runtime.results import RESULT_NAMESPACE, CommandResult
 from streamfold.state.entry import AggregateEntry
 from streamfold.transport.reading import read_to_end
 from streamfold.transport.settings import KafkaSettings
@@ -54,19 +57,23 @@ def check_aggregate(
     namespace: str,
     codec: AvroCodec,
     sent: set[str] | None = None,
+    resent: set[str] | None = None,
     *,
     timeout: float = 300.0,
 ) -> Report:
-    """Check promises 1-3 for ``aggregate`` (``sent``: the command ids produced, if known)."""
+    """Check promises 1-4 for ``aggregate`` (``sent``: the command ids produced, if known;
+    ``resent``: those of them sent more than once on purpose)."""
     report = Report()
     # 1. one result per command
     results = codec.reader(CommandResult, namespace=RESULT_NAMESPACE)
     seen: Counter[str] = Counter()
+    answered_twice: set[str] = set()
     for message in read_to_end(settings, topics.results, timeout=timeout):
         _, record = results.decode_dict(message.value() or b"")
         report.results += 1
         if record["duplicate"]:
             report.duplicates += 1
+            answered_twice.add(record["command_id"])
             continue
         seen[record["command_id"]] += 1
         report.outcomes[record["outcome"]] += 1
@@ -80,6 +87,12 @@ def check_aggregate(
         extra = set(seen) - sent
         if extra:
             report.problem(f"{len(extra)} results for commands never sent: {sorted(extra)[:3]}")
+        unexpected = answered_twice - (resent or set())
+        if unexpected:
+            report.problem(
+                f"{len(unexpected)} commands sent once got a duplicate answer (reprocessed "
+                f"after their result was committed), e.g. {sorted(unexpected)[:3]}"
+            )
     # 2. versions 1..n per aggregate
     events_reader = codec.reader(*aggregate.events, namespace=namespace)
     history: dict[bytes, list[Event]] = defaultdict(list)
@@ -113,4 +126,24 @@ def check_aggregate(
             report.problem(f"{key!r}: stored state {stored!r} is not the fold {folded.state!r}")
     for key in history.keys() - latest.keys():
         report.problem(f"{key!r}: {len(history[key])} events but no stored state")
+    # 4. the state topic's last record == fold of events
+    published: dict[bytes, tuple[int, bytes]] = {}
+    for message in read_to_end(settings, topics.state, timeout=timeout):
+        version = int(h.header_map(message.headers()).get(h.AGGREGATE_VERSION, "0"))
+        published[message.key() or b""] = (version, message.value() or b"")
+    for key, events in history.items():
+        folded = aggregate.fold(events)
+        if folded.state is None:
+            continue
+        last = published.get(key)
+        if last is None:
+            report.problem(f"{key!r}: {len(events)} events but no state record")
+            continue
+        version, raw = last
+        state = states.decode_as(raw, aggregate.state_type)
+        if version != len(events) or state != folded.state:
+            report.problem(
+                f"{key!r}: state record v{version} {state!r} is not the fold "
+                f"v{len(events)} {folded.state!r}"
+            )
     return report

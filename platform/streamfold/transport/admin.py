@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, TopicCollection
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
 from streamfold.errors import PermanentError, RetryableError
@@ -155,6 +155,15 @@ class KafkaAdmin:
                 future.result()
             except KafkaException as exc:
                 raise translate_kafka_error(exc, f"deleting topic {name}") from exc
+
+    def topic_ids(self, names: Iterable[str]) -> dict[str, str]:
+        """Each topic's id (a topic deleted and created again gets a new one)."""
+        wanted = list(names)
+        try:
+            futures = self._client.describe_topics(TopicCollection(wanted))
+            return {name: str(future.result().topic_id) for name, future in futures.items()}
+        except KafkaException as exc:
+            raise translate_kafka_error(exc, f"describing topics {wanted}") from exc
 
     def describe(self, name: str) -> TopicInfo:
         """Partitions, leaders, replicas and non-default configuration of one topic."""

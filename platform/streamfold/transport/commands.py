@@ -13,12 +13,12 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from streamfold.contracts import headers as h
 from streamfold.contracts.codec import AvroCodec, RecordWriter
 from streamfold.domain.context import BoundedContext
 from streamfold.domain.messages import Command
 from streamfold.domain.naming import aggregate_topics
 from streamfold.errors import RetryableError
-from streamfold.runtime import headers as h
 from streamfold.transport.admin import translate_kafka_error
 from streamfold.transport.settings import KafkaSettings
 

@@ -17,10 +17,10 @@ from topologies.retail.domain import ReceiveSupply, RecordSale, retail
 
 from streamfold.contracts.codec import AvroCodec
 from streamfold.contracts.registry import ConfluentSchemaRegistry
+from streamfold.contracts.results import RESULT_NAMESPACE, CommandResult
 from streamfold.domain.naming import aggregate_topics
 from streamfold.embedded.ports import free_ports
 from streamfold.runtime.process import WorkerProcess
-from streamfold.runtime.results import RESULT_NAMESPACE, CommandResult
 from streamfold.transport.commands import CommandProducer
 from streamfold.transport.partitioning import partition_for
 from streamfold.transport.reading import read_to_end

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -10,16 +11,22 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import IsolationLevel, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
 from topologies.retail.domain import retail, stock
 
 from streamfold.contracts.codec import AvroCodec
 from streamfold.contracts.registry import ConfluentSchemaRegistry
-from streamfold.domain.naming import AggregateTopics, aggregate_topics
+from streamfold.contracts.results import RESULT_NAMESPACE, CommandResult
+from streamfold.domain.naming import AggregateTopics, aggregate_topics, context_topics
 from streamfold.embedded.ports import free_ports
 from streamfold.runtime.process import WorkerProcess
 from streamfold.testing.invariants import Report, check_aggregate
 from streamfold.transport.commands import CommandProducer
+from streamfold.transport.reading import read_to_end
 from streamfold.transport.settings import KafkaSettings
+
+from .faulty import faulty
 
 TOPOLOGY = Path(__file__).resolve().parents[3] / "topologies" / "retail" / "topology.yaml"
 
@@ -58,12 +65,17 @@ class RetailRun:
         return process
 
     def wait_until_processed(
-        self, sent: set[str], timeout: float = 120.0, *, workers_must_live: bool = True
+        self,
+        sent: set[str],
+        timeout: float = 120.0,
+        *,
+        workers_must_live: bool = True,
+        resent: set[str] | None = None,
     ) -> None:
         """Wait until the invariants hold for everything sent; fail early if a worker died."""
         deadline = time.monotonic() + timeout
         while True:
-            report = self.check_stock(sent)
+            report = self.check_stock(sent, resent)
             if not report.problems:
                 return
             dead = [w.name for w in self.workers if workers_must_live and not w.running()]
@@ -71,10 +83,45 @@ class RetailRun:
                 raise AssertionError(f"dead workers: {dead}; {report.problems[:10]}")
             time.sleep(1.0)
 
-    def check_stock(self, sent: set[str] | None) -> Report:
+    def check_stock(self, sent: set[str] | None, resent: set[str] | None = None) -> Report:
         return check_aggregate(
-            self.settings, stock, self.stock_topics, retail.namespace, self.codec, sent
+            self.settings, stock, self.stock_topics, retail.namespace, self.codec, sent, resent
         )
+
+    def open_transactions(self, partitions: int = 6) -> int:
+        """Partitions of the retail output topics with records of a transaction still open.
+
+        Right after a worker is SIGKILLed, its open transaction stays open at the broker
+        until the restarted instance fences it: its partitions' last stable offset is then
+        below their high watermark.
+        """
+        names = [
+            name
+            for aggregate in ("supplier", "item", "store_stock")
+            for name in aggregate_topics("retail", aggregate, self.prefix).all()
+        ]
+        wanted = [TopicPartition(n, p) for n in names for p in range(partitions)]
+        admin = AdminClient(self.settings.admin_config())
+
+        def ends(isolation: IsolationLevel) -> dict[tuple[str, int], int]:
+            futures = admin.list_offsets(
+                {tp: OffsetSpec.latest() for tp in wanted}, isolation_level=isolation
+            )
+            return {(tp.topic, tp.partition): f.result().offset for tp, f in futures.items()}
+
+        stable = ends(IsolationLevel.READ_COMMITTED)
+        high = ends(IsolationLevel.READ_UNCOMMITTED)
+        return sum(1 for key, offset in high.items() if stable[key] < offset)
+
+    def kill_inside_a_transaction(self, victim: WorkerProcess) -> bool:
+        """SIGKILL ``victim``; True when it died holding an open transaction with records.
+
+        A live worker's transactions last a few hundred milliseconds at most, so a partition
+        whose last stable offset still lags after 2 s belongs to the dead one.
+        """
+        victim.kill()
+        time.sleep(2.0)
+        return self.open_transactions() > 0
 
 
 @pytest.fixture
@@ -89,6 +136,82 @@ def retail_run(
     for worker in run.workers:
         worker.stop()
     producer.close()
+
+
+def worker_metrics(worker: WorkerProcess) -> dict[str, float]:
+    """A worker's Prometheus metrics, each series summed over its labels."""
+    with urllib.request.urlopen(f"{worker.health_url}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    found: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            series = name.split("{", 1)[0]
+            found[series] = found.get(series, 0.0) + float(value)
+    return found
+
+
+def results_by_command(run_settings: Any, codec: AvroCodec, topic: str) -> dict[str, list[Any]]:
+    reader = codec.reader(CommandResult, namespace=RESULT_NAMESPACE)
+    found: dict[str, list[Any]] = {}
+    for message in read_to_end(run_settings, topic):
+        _, record = reader.decode_dict(message.value() or b"")
+        found.setdefault(record["command_id"], []).append(record)
+    return found
+
+
+@dataclass
+class FaultyRun:
+    """A worker of the faulty domain (2 partitions) with its producer and codec."""
+
+    settings: KafkaSettings
+    prefix: str
+    codec: AvroCodec
+    producer: CommandProducer
+    worker: WorkerProcess
+
+    @property
+    def topics(self) -> AggregateTopics:
+        return aggregate_topics("faulty", "widget", self.prefix)
+
+    @property
+    def dlq(self) -> str:
+        return context_topics("faulty", self.prefix).dlq
+
+    def results(self) -> dict[str, list[Any]]:
+        return results_by_command(self.settings, self.codec, self.topics.results)
+
+
+@pytest.fixture
+def faulty_run(
+    kafka_settings: KafkaSettings, schema_registry: Any, tmp_path: Path
+) -> Iterator[FaultyRun]:
+    prefix = f"t{uuid.uuid4().hex[:8]}."
+    topology = tmp_path / "topology.yaml"
+    topology.write_text(
+        "name: faulty\ncontext: tests.integration.runtime.faulty:faulty\n"
+        "topics:\n  partitions: 2\n",
+        encoding="utf-8",
+    )
+    (port,) = free_ports(1)
+    worker = WorkerProcess(
+        topology,
+        bootstrap_servers=kafka_settings.bootstrap_servers,
+        registry_url=schema_registry.url,
+        instance_id="f1",
+        state_dir=tmp_path / "state",
+        health_port=port,
+        log_file=tmp_path / "worker.log",
+        extra_env={"STREAMFOLD_WORKER_TOPIC_PREFIX": prefix},
+    )
+    worker.start(timeout=120)
+    codec = AvroCodec(ConfluentSchemaRegistry.from_url(schema_registry.url))
+    producer = CommandProducer(kafka_settings, codec, faulty, topic_prefix=prefix)
+    try:
+        yield FaultyRun(kafka_settings, prefix, codec, producer, worker)
+    finally:
+        producer.close()
+        worker.stop()
 
 
 WaitFor = Callable[[Callable[[], bool], float], None]

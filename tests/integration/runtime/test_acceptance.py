@@ -16,7 +16,7 @@ from topologies.retail.workload import stock_commands
 from streamfold.state.rocksdb import PartitionStore, RocksDBOptions, StoreEnvironment
 from streamfold.testing.pytest_plugin import scaled
 
-from .conftest import RetailRun
+from .conftest import RetailRun, worker_metrics
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -58,47 +58,69 @@ def test_sigkill_five_times_while_producing(retail_run: RetailRun, test_scale: f
     victim = retail_run.worker("w2")
     total = scaled(50_000, test_scale, 5_000)
     sent: set[str] = set()
+    enough = threading.Event()  # the kills are done: stop once ``total`` were sent
     done = threading.Event()
 
     def producer() -> None:
-        for n, command in enumerate(stock_commands(scaled(5_000, test_scale, 500), total, 11)):
+        commands = stock_commands(scaled(5_000, test_scale, 500), 20 * total, 11)
+        for n, command in enumerate(commands):
+            if n >= total and enough.is_set():
+                break
             sent.add(retail_run.producer.send(command))
-            if n % 500 == 0:
+            if n % 200 == 0:  # about 1,000 commands/s: steady load while the kills land
                 retail_run.producer.flush()
-                time.sleep(0.05)
+                time.sleep(0.15)
         retail_run.producer.flush()
         done.set()
 
     thread = threading.Thread(target=producer)
     thread.start()
     rng = random.Random(3)
+    in_transaction = 0
     for _ in range(5):
         time.sleep(rng.uniform(1.0, 4.0))
-        victim.kill()
+        assert not done.is_set(), "the workload ended before the kills"
+        in_transaction += retail_run.kill_inside_a_transaction(victim)
         victim.start(timeout=120)
+    enough.set()
     thread.join()
     assert done.is_set()
+    assert in_transaction >= 3, f"only {in_transaction} of 5 kills landed in a transaction"
     retail_run.wait_until_processed(sent, PATIENCE)
 
 
 def test_a_paused_zombie_cannot_commit(retail_run: RetailRun, test_scale: float) -> None:
-    zombie = retail_run.worker("w1", STREAMFOLD_WORKER_SESSION_TIMEOUT_MS="6000")
+    hold = retail_run.directory / "hold-w1"
+    zombie = retail_run.worker(
+        "w1",
+        STREAMFOLD_WORKER_SESSION_TIMEOUT_MS="6000",
+        STREAMFOLD_WORKER_TRANSACTION_TIMEOUT_MS="10000",
+        STREAMFOLD_WORKER_PAUSE_IN_TRANSACTION_FILE=str(hold),
+    )
     sent = produce(retail_run, 200, scaled(5_000, test_scale, 1_000), seed=5)
-    zombie.pause()  # it holds an open transaction and its partitions, and stops answering
+    retail_run.wait_until_processed(sent, PATIENCE)
+    hold.touch()  # the zombie's next transaction stays open once it has sent records
+    more = produce(retail_run, 200, scaled(5_000, test_scale, 1_000), seed=6)
+    deadline = time.monotonic() + 60
+    while not hold.with_name("hold-w1.held").exists():
+        assert time.monotonic() < deadline, "the zombie never held a transaction open"
+        time.sleep(0.05)
+    zombie.pause()  # inside its open transaction; it stops heartbeating too
+    hold.unlink()  # once woken up, it carries on from inside that transaction
     try:
-        retail_run.worker("w2")  # takes every partition once the zombie's session expires
-        more = produce(retail_run, 200, scaled(5_000, test_scale, 1_000), seed=6)
+        # w2 takes every partition once the zombie's session expires, after the broker
+        # has aborted the zombie's transaction (it waits for that before restoring).
+        retail_run.worker("w2")
         retail_run.wait_until_processed(sent | more, PATIENCE)
     finally:
         zombie.resume()
-    # Woken up, the zombie finds itself fenced (it stops with an error) or, if it held no
-    # open transaction, out of the group (it rejoins as a new member); nothing it does counts.
-    time.sleep(5)
+    # Woken up, the zombie finds its producer fenced (the broker bumped its epoch when it
+    # aborted the transaction) and stops with an error; nothing it does counts.
+    assert zombie.process is not None
+    assert zombie.process.wait(timeout=120) != 0
+    log = zombie.log_file.read_text(encoding="utf-8") if zombie.log_file else ""
+    assert "fenced" in log
     retail_run.wait_until_processed(sent | more, PATIENCE, workers_must_live=False)
-    if not zombie.running():
-        assert zombie.process is not None and zombie.process.returncode != 0
-        log = zombie.log_file.read_text(encoding="utf-8") if zombie.log_file else ""
-        assert "fenced" in log
 
 
 def test_a_deleted_state_directory_is_restored_identically(
@@ -124,10 +146,15 @@ def test_a_third_worker_joins_mid_stream(retail_run: RetailRun, test_scale: floa
     total = scaled(60_000, test_scale, 6_000)
     commands = list(stock_commands(scaled(6_000, test_scale, 600), total, 13))
     sent = set()
+    third = None
     for n, command in enumerate(commands):
         sent.add(retail_run.producer.send(command))
         if n == total // 3:
             retail_run.producer.flush()
-            retail_run.worker("w3")
+            third = retail_run.worker("w3")
     retail_run.producer.flush()
     retail_run.wait_until_processed(sent, PATIENCE)
+    assert third is not None
+    metrics = worker_metrics(third)
+    assert metrics["streamfold_worker_assigned_partitions"] > 0
+    assert metrics["streamfold_worker_commands_total"] > 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 import uuid
@@ -18,40 +19,35 @@ from confluent_kafka.schema_registry import (
 )
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
-from topologies.retail.domain import ReceiveSupply, SupplyReceived, retail
+from topologies.retail.domain import (
+    AdjustStock,
+    ReceiveSupply,
+    RecordSale,
+    SupplyReceived,
+    retail,
+    stock,
+)
 from topologies.retail.workload import stock_commands
 from typer.testing import CliRunner
 
 from streamfold.cli.app import _mount, app
+from streamfold.contracts import headers as h
 from streamfold.contracts.avro import avro_schema
-from streamfold.contracts.codec import AvroCodec
-from streamfold.contracts.registry import ConfluentSchemaRegistry
-from streamfold.domain.naming import aggregate_topics, context_topics
-from streamfold.embedded.ports import free_ports
-from streamfold.runtime import headers as h
+from streamfold.contracts.results import RESULT_NAMESPACE, CommandResult
+from streamfold.domain.naming import context_topics
 from streamfold.runtime.dead_letters import read_dead_letters
-from streamfold.runtime.process import WorkerProcess
-from streamfold.runtime.results import RESULT_NAMESPACE, CommandResult
+from streamfold.testing.invariants import check_aggregate
 from streamfold.testing.pytest_plugin import scaled
-from streamfold.transport.commands import CommandProducer
+from streamfold.transport.partitioning import partition_for
 from streamfold.transport.reading import read_to_end
 
-from .conftest import RetailRun
-from .faulty import Poke, faulty
+from .conftest import FaultyRun, RetailRun, results_by_command
+from .faulty import Poke, faulty, widgets
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 if not app.registered_groups:
     _mount()
-
-
-def results_by_command(run_settings: Any, codec: AvroCodec, topic: str) -> dict[str, list[Any]]:
-    reader = codec.reader(CommandResult, namespace=RESULT_NAMESPACE)
-    found: dict[str, list[Any]] = {}
-    for message in read_to_end(run_settings, topic):
-        _, record = reader.decode_dict(message.value() or b"")
-        found.setdefault(record["command_id"], []).append(record)
-    return found
 
 
 def wait_for(condition: Any, timeout: float = 300.0, what: str = "") -> None:
@@ -206,50 +202,148 @@ def test_garbage_of_every_kind_is_dead_lettered_and_good_commands_flow(
 
 
 def test_a_handler_that_keeps_failing_is_dead_lettered(
-    kafka_settings: Any, schema_registry: Any, tmp_path: Path, test_scale: float
+    faulty_run: FaultyRun, test_scale: float
 ) -> None:
-    prefix = f"t{uuid.uuid4().hex[:8]}."
-    topology = tmp_path / "topology.yaml"
-    topology.write_text(
-        "name: faulty\ncontext: tests.integration.runtime.faulty:faulty\n"
-        "topics:\n  partitions: 2\n",
-        encoding="utf-8",
-    )
-    (port,) = free_ports(1)
-    worker = WorkerProcess(
-        topology,
-        bootstrap_servers=kafka_settings.bootstrap_servers,
-        registry_url=schema_registry.url,
-        instance_id="f1",
-        state_dir=tmp_path / "state",
-        health_port=port,
-        log_file=tmp_path / "worker.log",
-        extra_env={"STREAMFOLD_WORKER_TOPIC_PREFIX": prefix},
-    )
-    worker.start(timeout=120)
-    try:
-        codec = AvroCodec(ConfluentSchemaRegistry.from_url(schema_registry.url))
-        producer = CommandProducer(kafka_settings, codec, faulty, topic_prefix=prefix)
-        count = scaled(1000, test_scale, 50)
-        good = {producer.send(Poke(widget_id=f"w{n % 10}")) for n in range(count)}
-        bad = {producer.send(Poke(widget_id=f"w{n % 10}", explode=True)) for n in range(count)}
-        producer.flush()
-        dlq = context_topics("faulty", prefix).dlq
-        wait_for(lambda: len(read_dead_letters(kafka_settings, dlq)) >= count, what="dlq")
-        letters = read_dead_letters(kafka_settings, dlq)
-        assert {letter.reason for letter in letters} == {"handler_error"}
-        assert {letter.attempts for letter in letters} == {3}  # the first try and 2 retries
-        assert all("exploded" in (letter.error or "") for letter in letters)
-        assert {h.header_map(letter.headers)[h.COMMAND_ID] for letter in letters} == bad
-        topics = aggregate_topics("faulty", "widget", prefix)
+    producer, kafka_settings = faulty_run.producer, faulty_run.settings
+    count = scaled(1000, test_scale, 50)
+    good = {producer.send(Poke(widget_id=f"w{n % 10}")) for n in range(count)}
+    bad = {producer.send(Poke(widget_id=f"w{n % 10}", explode=True)) for n in range(count)}
+    producer.flush()
+    dlq = faulty_run.dlq
+    wait_for(lambda: len(read_dead_letters(kafka_settings, dlq)) >= count, what="dlq")
+    letters = read_dead_letters(kafka_settings, dlq)
+    assert {letter.reason for letter in letters} == {"handler_error"}
+    assert {letter.attempts for letter in letters} == {3}  # the first try and 2 retries
+    assert all("exploded" in (letter.error or "") for letter in letters)
+    assert {h.header_map(letter.headers)[h.COMMAND_ID] for letter in letters} == bad
+    wait_for(lambda: len(faulty_run.results()) >= 2 * count, what="results")
+    results = faulty_run.results()
+    assert {r[0]["outcome"] for k, r in results.items() if k in good} == {"accepted"}
+    assert Decimal(len(good)) == len([k for k in results if k in good])
 
-        def all_answered() -> bool:
-            return len(results_by_command(kafka_settings, codec, topics.results)) >= 2 * count
 
-        wait_for(all_answered, what="results")
-        results = results_by_command(kafka_settings, codec, topics.results)
-        assert {r[0]["outcome"] for k, r in results.items() if k in good} == {"accepted"}
-        assert Decimal(len(good)) == len([k for k in results if k in good])
-        producer.close()
-    finally:
-        worker.stop()
+def test_keyless_and_misplaced_commands_are_processed_once_on_their_partition(
+    retail_run: RetailRun, test_scale: float
+) -> None:
+    """Keyless, default-partitioner and explicit wrong-partition commands (with and
+    without a command id) are decided on their aggregate's partition, and answered there."""
+    retail_run.worker("w1")
+    topics = retail_run.stock_topics
+    producer = Producer({"bootstrap.servers": retail_run.settings.bootstrap_servers})
+    landed: dict[str, tuple[int, int]] = {}  # a command's tag -> where it landed
+
+    def delivered(tag: str, err: Any, message: Any) -> None:
+        assert err is None, err
+        landed[tag] = (message.partition(), message.offset())
+
+    writers = {
+        kind: retail_run.codec.writer(topics.commands, kind, retail.namespace)
+        for kind in (ReceiveSupply, RecordSale, AdjustStock)
+    }
+    sent: set[str] = set()
+    anonymous: list[str] = []  # tags of keyless commands without a command id
+    homes: dict[str, int] = {}  # tag -> the partition of the command's aggregate
+    count = scaled(600, test_scale, 120)
+    for n, command in enumerate(stock_commands(12, count, 31)):
+        key = stock.aggregate_id(command)
+        value = writers[type(command)].encode(command)  # type: ignore[index]
+        tag = str(uuid.uuid4())
+        headers = [("test.tag", tag.encode())]
+        if n % 4 == 3:
+            anonymous.append(tag)
+        else:
+            headers.append((h.COMMAND_ID, tag.encode()))
+            sent.add(tag)
+        home = homes[tag] = partition_for(key, 6)
+        report = functools.partial(delivered, tag)  # a delivery report carries no headers
+        if n % 4 == 0:
+            producer.produce(topics.commands, value, None, headers=headers, on_delivery=report)
+        elif n % 4 == 1:
+            wrong = (home + 1 + n % 5) % 6
+            producer.produce(
+                topics.commands, value, key, partition=wrong, headers=headers, on_delivery=report
+            )
+        elif n % 4 == 2:  # librdkafka's default partitioner: CRC32 of the key
+            producer.produce(topics.commands, value, key, headers=headers, on_delivery=report)
+        else:
+            producer.produce(topics.commands, value, None, headers=headers, on_delivery=report)
+    assert producer.flush(30) == 0
+    for tag in anonymous:  # a command without an id gets the one derived from where it landed
+        sent.add(h.derived_command_id(topics.commands, *landed[tag]))
+    retail_run.wait_until_processed(sent)
+    report = retail_run.check_stock(sent)
+    assert report.results == len(sent)  # no result where a command landed, one where processed
+    reader = retail_run.codec.reader(CommandResult, namespace=RESULT_NAMESPACE)
+    for message in read_to_end(retail_run.settings, topics.results):
+        _, result = reader.decode_dict(message.value() or b"")
+        assert message.partition() == partition_for(result["aggregate_id"], 6), result
+    forwarded = [
+        m
+        for m in read_to_end(retail_run.settings, topics.commands)
+        if h.FORWARDED_FROM in h.header_map(m.headers())
+    ]
+    misplaced = sum(1 for tag, (partition, _offset) in landed.items() if partition != homes[tag])
+    assert len(forwarded) == misplaced > count // 4
+    for message in forwarded:
+        assert message.key() is not None
+        assert message.partition() == partition_for(message.key() or b"", 6)
+        source, partition, _offset = h.header_map(message.headers())[h.FORWARDED_FROM].split("/")
+        assert (source, int(partition) != message.partition()) == (topics.commands, True)
+
+
+def test_a_state_too_large_to_produce_is_dead_lettered_whole(faulty_run: FaultyRun) -> None:
+    """A command whose state record exceeds the record size limit is dead-lettered with
+    that reason; none of its records is committed, and its aggregate goes on after it."""
+    producer = faulty_run.producer
+    first = producer.send(Poke(widget_id="big", grow=600_000))
+    others = {producer.send(Poke(widget_id=f"small-{n}")) for n in range(20)}
+    too_large = producer.send(Poke(widget_id="big", grow=600_000))  # state: 1.2 MB
+    others |= {producer.send(Poke(widget_id=f"small-{n}")) for n in range(20)}
+    after = producer.send(Poke(widget_id="big"))
+    producer.flush()
+    sent = {first, too_large, after} | others
+    wait_for(lambda: sent <= faulty_run.results().keys(), 120, "every result")
+    assert faulty_run.worker.running()
+    results = faulty_run.results()
+    assert all(len(answers) == 1 for answers in results.values())
+    assert results[too_large][0]["outcome"] == "invalid"
+    assert results[too_large][0]["code"] == "record_too_large"
+    assert (results[after][0]["outcome"], results[after][0]["version"]) == ("accepted", 2)
+    (letter,) = read_dead_letters(faulty_run.settings, faulty_run.dlq)
+    assert letter.reason == "record_too_large"
+    assert h.header_map(letter.headers)[h.COMMAND_ID] == too_large
+    report = check_aggregate(
+        faulty_run.settings, widgets, faulty_run.topics, faulty.namespace, faulty_run.codec, sent
+    )
+    assert report.problems == []
+    assert report.events == 2 + 40  # big: versions 1 and 2; nothing of the one too large
+
+
+def test_a_corrupt_stored_entry_is_dead_lettered_and_the_partition_goes_on(
+    faulty_run: FaultyRun,
+) -> None:
+    producer = faulty_run.producer
+    sent = {producer.send(Poke(widget_id=name)) for name in ("broken", "fine")}
+    producer.flush()
+    wait_for(lambda: sent <= faulty_run.results().keys(), 120, "the first results")
+    assert faulty_run.worker.stop() == 0
+    home = partition_for("broken", 2)
+    raw = Producer({"bootstrap.servers": faulty_run.settings.bootstrap_servers})
+    raw.produce(faulty_run.topics.changelog, b"\xc1 not an entry", b"broken", partition=home)
+    assert raw.flush(30) == 0
+    faulty_run.worker.start(timeout=120)  # restores the corrupt entry into its store
+    neighbours = [f"n-{n}" for n in range(40) if partition_for(f"n-{n}", 2) == home]
+    broken = producer.send(Poke(widget_id="broken"))
+    later = {producer.send(Poke(widget_id=name)) for name in ["fine", *neighbours]}
+    producer.flush()
+    wait_for(lambda: {broken} | later <= faulty_run.results().keys(), 120, "every result")
+    assert faulty_run.worker.running()
+    results = faulty_run.results()
+    assert (results[broken][0]["outcome"], results[broken][0]["code"]) == (
+        "invalid",
+        "corrupt_state",
+    )
+    assert {results[c][0]["outcome"] for c in later} == {"accepted"}
+    (letter,) = read_dead_letters(faulty_run.settings, faulty_run.dlq)
+    assert letter.reason == "corrupt_state"
+    assert letter.source_partition == home

@@ -23,15 +23,7 @@ from typer.testing import CliRunner, Result
 
 from streamfold.cli.app import _mount, app
 from streamfold.contracts.codec import AvroCodec
-from streamfold.contracts.registry import ConfluentSchemaRegistry
-from streamfold.errors import StreamfoldError
-from streamfold.runtime.dead_letters import (
-    DLQ_REPLAYED_FROM,
-    DeadLetterNotFoundError,
-    find_dead_letter,
-    read_dead_letters,
-)
-from streamfold.runtime.headers import (
+from streamfold.contracts.headers import (
     COMMAND_ID,
     DLQ_ATTEMPTS,
     DLQ_ERROR,
@@ -43,6 +35,14 @@ from streamfold.runtime.headers import (
     DLQ_SOURCE_TOPIC,
     TENANT,
     DeadLetterReason,
+)
+from streamfold.contracts.registry import ConfluentSchemaRegistry
+from streamfold.errors import StreamfoldError
+from streamfold.runtime.dead_letters import (
+    DLQ_REPLAYED_FROM,
+    DeadLetterNotFoundError,
+    find_dead_letter,
+    read_dead_letters,
 )
 from streamfold.transport.partitioning import partition_for
 from streamfold.transport.settings import KafkaSettings

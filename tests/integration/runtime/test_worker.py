@@ -55,8 +55,8 @@ def test_a_repeated_command_id_gets_the_first_result(retail_run: RetailRun) -> N
     rejected = retail_run.producer.send(sale)
     retail_run.producer.send(sale, command_id=rejected)
     retail_run.producer.flush()
-    retail_run.wait_until_processed({first, rejected})
-    report = retail_run.check_stock({first, rejected})
+    retail_run.wait_until_processed({first, rejected}, resent={first, rejected})
+    report = retail_run.check_stock({first, rejected}, resent={first, rejected})
     assert report.duplicates == 2
     assert report.events == 1  # the retried supply had no second effect
     assert report.outcomes == {"accepted": 1, "rejected": 1}

@@ -18,7 +18,7 @@ from topologies.retail.domain import retail
 from streamfold.contracts import AvroCodec, Contract, EncodeError, InMemorySchemaRegistry
 from streamfold.contracts.avro import avro_schema
 from streamfold.contracts.compiled import compile_reader, compile_writer
-from streamfold.runtime.results import RESULT_NAMESPACE, CommandResult
+from streamfold.contracts.results import RESULT_NAMESPACE, CommandResult
 from tests.unit.contracts.models import NS, Colour, Everything, Inner
 from tests.unit.contracts.test_codec import (
     EVERYTHING,

@@ -13,7 +13,7 @@ import yaml
 
 from streamfold.deploy.values import CHART_OWNED_SETTINGS
 from streamfold.registry.server import RegistryServerSettings
-from streamfold.runtime.settings import WorkerSettings
+from streamfold.runtime.settings import TEST_HOOK_SETTINGS, WorkerSettings
 from streamfold.state.rocksdb import RocksDBOptions
 
 pytestmark = pytest.mark.unit
@@ -30,7 +30,8 @@ def _config_schema(section: str) -> dict[str, Any]:
 
 def test_workers_config_offers_every_worker_setting_the_chart_does_not_set() -> None:
     config = _config_schema("workers")
-    assert set(config) == set(WorkerSettings.model_fields) - CHART_OWNED_SETTINGS
+    offered = set(WorkerSettings.model_fields) - CHART_OWNED_SETTINGS - TEST_HOOK_SETTINGS
+    assert set(config) == offered
     assert set(config["rocksdb"]["properties"]) == set(RocksDBOptions.model_fields)
 
 

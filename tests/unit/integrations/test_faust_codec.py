@@ -15,9 +15,9 @@ from topologies.retail.domain import ReceiveSupply, SaleRecorded, StoreStock, re
 
 from streamfold.contracts import AvroCodec, InMemorySchemaRegistry
 from streamfold.contracts.codec import CodecError, UnknownRecordTypeError
+from streamfold.contracts.results import RESULT_NAMESPACE, CommandResult, Outcome
 from streamfold.errors import ConfigurationError
 from streamfold.integrations.faust import StreamfoldCodec, StreamfoldTopics
-from streamfold.runtime.results import RESULT_NAMESPACE, CommandResult, Outcome
 from streamfold.transport.partitioning import partition_for
 
 pytestmark = pytest.mark.unit

@@ -75,3 +75,64 @@ def test_the_wait_ends_once_the_broker_must_have_aborted_the_transaction() -> No
         _wait(consumer, transaction_timeout_ms=30_000)  # bound: 30 s + the abort check
     assert 1 < len(consumer.calls) < 1000
     assert 45 <= _CLOCK.now - started <= 47
+
+
+class _Recorder:
+    """Fakes of the consumer, checkpoint and stores that log the order of calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.open = True
+        self.fenced = None
+
+    # consumer
+    def incremental_assign(self, partitions: list[TopicPartition]) -> None:
+        self.calls.append("assign")
+
+    def pause(self, partitions: list[TopicPartition]) -> None:
+        self.calls.append("pause")
+
+    def resume(self, partitions: list[TopicPartition]) -> None:
+        self.calls.append("resume")
+
+    def committed(self, partitions: list[TopicPartition], timeout: float) -> Any:
+        self.calls.append("wait for the previous owner")
+        return partitions
+
+    # checkpoint
+    def commit(self) -> bool:
+        self.calls.append("commit the open batch")
+        self.open = False
+        return True
+
+    # stores
+    def open_store(self, topic: str, partition: int) -> bool:
+        self.calls.append("open store")
+        return True
+
+
+def test_an_assignment_commits_the_open_batch_before_waiting_for_the_previous_owner() -> None:
+    """Cooperative-sticky assigns without revoking; the wait may outlast our transaction."""
+    fake = _Recorder()
+    stores = SimpleNamespace(open=fake.open_store)
+    worker = SimpleNamespace(
+        settings=WorkerSettings(),
+        _checkpoint=fake,
+        _stores=stores,
+        _joined=False,
+        _await_previous_owner=lambda c, p: AggregateWorker._await_previous_owner(
+            worker,  # type: ignore[arg-type]
+            c,
+            p,
+        ),
+        _report_partitions=lambda: None,
+    )
+    AggregateWorker._on_assign(worker, fake, PARTITIONS)  # type: ignore[arg-type]
+    assert fake.calls == [
+        "assign",
+        "pause",
+        "commit the open batch",
+        "wait for the previous owner",
+        "open store",
+        "resume",
+    ]

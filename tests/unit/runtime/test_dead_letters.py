@@ -8,9 +8,7 @@ import pytest
 from confluent_kafka import TIMESTAMP_CREATE_TIME, TIMESTAMP_NOT_AVAILABLE, Message
 
 from streamfold.cli.dlq import parse_position
-from streamfold.errors import ConfigurationError
-from streamfold.runtime.dead_letters import UNKNOWN_REASON, DeadLetter, confluent_schema_id
-from streamfold.runtime.headers import (
+from streamfold.contracts.headers import (
     COMMAND_ID,
     DLQ_ATTEMPTS,
     DLQ_ERROR,
@@ -23,6 +21,8 @@ from streamfold.runtime.headers import (
     TENANT,
     DeadLetterReason,
 )
+from streamfold.errors import ConfigurationError
+from streamfold.runtime.dead_letters import UNKNOWN_REASON, DeadLetter, confluent_schema_id
 
 pytestmark = pytest.mark.unit
 

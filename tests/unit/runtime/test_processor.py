@@ -12,20 +12,29 @@ import pytest
 from confluent_kafka import Message
 from topologies.retail.domain import ReceiveSupply, RecordSale, retail, stock
 
+from streamfold.contracts import headers as h
 from streamfold.contracts.codec import AvroCodec
+from streamfold.contracts.headers import DeadLetterReason
 from streamfold.contracts.registry import InMemorySchemaRegistry
-from streamfold.runtime import headers as h
-from streamfold.runtime.processor import CommandProcessor
-from streamfold.runtime.results import RESULT_NAMESPACE, CommandResult
+from streamfold.contracts.results import RESULT_NAMESPACE, CommandResult
+from streamfold.errors import Rejected
+from streamfold.runtime.command_processor import MESSAGE_LIMIT, CommandProcessor
+from streamfold.runtime.processor import Quarantined, UnproducibleRecordError
 from streamfold.state.entry import AggregateEntry
 from streamfold.state.rocksdb import PartitionStore, RocksDBOptions, StoreEnvironment
+from streamfold.transport.partitioning import partition_for
 
 pytestmark = pytest.mark.unit
 
 
 class Outbox:
-    def __init__(self) -> None:
+    def __init__(self, max_record_bytes: int = 1_000_000) -> None:
         self.sent: list[tuple[str, bytes | None, bytes | None, dict[str, str], int | None]] = []
+        self.max_record_bytes = max_record_bytes
+        self.quarantine: dict[str, Quarantined] = {}
+
+    def quarantined(self, input_id: str) -> Quarantined | None:
+        return self.quarantine.pop(input_id, None)
 
     def send(
         self,
@@ -52,6 +61,9 @@ class Counters:
     def dead_letter(self, aggregate: str, reason: str) -> None:
         self.dead[reason] += 1
 
+    def forwarded(self, aggregate: str) -> None:
+        self.outcomes["forwarded"] += 1
+
 
 @pytest.fixture
 def setup(tmp_path: Path) -> tuple[CommandProcessor, PartitionStore, AvroCodec, Counters]:
@@ -61,6 +73,7 @@ def setup(tmp_path: Path) -> tuple[CommandProcessor, PartitionStore, AvroCodec, 
         stock,
         retail.namespace,
         codec,
+        partitions=PARTITIONS,
         idempotency_window=4,
         handler_retries=1,
         counters=counters,
@@ -69,14 +82,20 @@ def setup(tmp_path: Path) -> tuple[CommandProcessor, PartitionStore, AvroCodec, 
     return processor, store, codec, counters
 
 
-def record(codec: AvroCodec, command: Any, offset: int, **headers: str) -> Message:
-    topic = "retail.store_stock.commands"
-    value = codec.writer(topic, type(command), retail.namespace).encode(command)
+PARTITIONS = 6
+TOPIC = "retail.store_stock.commands"
+
+
+def record(
+    codec: AvroCodec, command: Any, offset: int, partition: int | None = None, **headers: str
+) -> Message:
+    """A command record, on its aggregate's partition unless ``partition`` is given."""
+    value = codec.writer(TOPIC, type(command), retail.namespace).encode(command)
     key = stock.aggregate_id(command).encode()
     pairs = [(k, v.encode()) for k, v in headers.items()]
     return Message(
-        topic=topic,
-        partition=2,
+        topic=TOPIC,
+        partition=partition_for(key, PARTITIONS) if partition is None else partition,
         offset=offset,
         key=key,
         value=value,
@@ -116,7 +135,8 @@ def test_an_accepted_command_emits_events_state_result_and_stages_the_entry(setu
         1,
         ["SupplyReceived"],
     )
-    assert outbox.sent[-1][4] == 2  # the result goes to the command's partition number
+    # the result goes to the command's partition number
+    assert outbox.sent[-1][4] == partition_for(b"s/i", PARTITIONS)
     entry = AggregateEntry.decode(store.get(b"s/i") or b"")
     assert entry.version == 1
     assert list(store.items()) == []  # staged only: the worker commits it after the transaction
@@ -176,10 +196,97 @@ def test_bad_records_are_dead_lettered_with_their_reason(
 def test_garbage_bytes_are_malformed(setup: Any) -> None:
     processor, store, _codec, counters = setup
     outbox = Outbox()
-    garbage = Message(
-        topic="retail.store_stock.commands", partition=0, offset=1, key=b"k", value=b"nope"
-    )
+    garbage = Message(topic=TOPIC, partition=0, offset=1, key=b"k", value=b"nope")
     assert processor.process(garbage, store, outbox) == "invalid"
     assert counters.dead == {"malformed_bytes": 1}
     # No command id header: the result carries one derived from topic/partition/offset.
     assert outbox.sent[-1][1] == h.derived_command_id("retail.store_stock.commands", 0, 1).encode()
+
+
+SUPPLY = ReceiveSupply(store_id="s", item_id="i", supplier_id="x", quantity=3)
+HOME = partition_for(b"s/i", PARTITIONS)
+
+
+@pytest.mark.parametrize("keyless", [False, True])
+def test_a_command_off_its_partition_is_forwarded_there_and_not_decided(
+    setup: Any, keyless: bool
+) -> None:
+    processor, store, codec, counters = setup
+    landed = (HOME + 1) % PARTITIONS
+    message = record(codec, SUPPLY, 5, landed, request_id="r-1")
+    if keyless:
+        message.set_key(None)  # type: ignore[arg-type]
+    outbox = Outbox()
+    assert processor.process(message, store, outbox) == "forwarded"
+    ((topic, key, value, headers, partition),) = outbox.sent  # no result, no event
+    assert (topic, key, value, partition) == (TOPIC, b"s/i", message.value(), HOME)
+    assert headers[h.FORWARDED_FROM] == f"{TOPIC}/{landed}/5"
+    assert headers[h.COMMAND_ID] == h.derived_command_id(TOPIC, landed, 5)  # fixed here
+    assert headers[h.REQUEST_ID] == "r-1"
+    assert store.staged == 0
+    assert counters.outcomes == {"forwarded": 1}
+
+
+def test_a_keyless_command_on_its_partition_is_decided_there(setup: Any) -> None:
+    processor, store, codec, _counters = setup
+    message = record(codec, SUPPLY, 5)
+    message.set_key(None)  # type: ignore[arg-type]
+    assert processor.process(message, store, Outbox()) == "accepted"
+
+
+@pytest.mark.parametrize("entry", [b"\xc1 not msgpack", AggregateEntry(1, False, b"junk").encode()])
+def test_an_entry_or_state_that_cannot_be_read_is_dead_lettered(setup: Any, entry: bytes) -> None:
+    processor, store, codec, counters = setup
+    store.stage(b"s/i", entry)
+    outbox = Outbox()
+    assert processor.process(record(codec, SUPPLY, 3), store, outbox) == "invalid"
+    assert counters.dead == {"corrupt_state": 1}
+    assert [s[0] for s in outbox.sent] == ["retail.dlq", "retail.store_stock.results"]
+
+
+def test_a_quarantined_command_is_dead_lettered_with_its_reason(setup: Any) -> None:
+    processor, store, codec, counters = setup
+    command_id = str(uuid.uuid4())
+    outbox = Outbox()
+    outbox.quarantine[command_id] = Quarantined(DeadLetterReason.RECORD_TOO_LARGE, "too big")
+    message = record(codec, SUPPLY, 3, command_id=command_id)
+    assert processor.process(message, store, outbox) == "invalid"
+    assert counters.dead == {"record_too_large": 1}
+    assert outbox.sent[0][3][h.DLQ_ERROR] == "record_too_large: too big"
+    assert store.staged == 0
+    assert processor.process(record(codec, SUPPLY, 4, command_id=command_id), store, outbox) == (
+        "accepted"  # quarantined once: the entry was used up
+    )
+
+
+def test_an_entry_over_the_record_limit_is_unproducible_before_it_is_staged(
+    setup: Any,
+) -> None:
+    processor, store, codec, _counters = setup
+    command_id = str(uuid.uuid4())
+    with pytest.raises(UnproducibleRecordError) as raised:
+        processor.process(record(codec, SUPPLY, 3, command_id=command_id), store, Outbox(20))
+    assert (raised.value.input_id, raised.value.reason) == (
+        command_id,
+        DeadLetterReason.RECORD_TOO_LARGE,
+    )
+    assert store.staged == 0
+
+
+def test_a_rejection_message_is_kept_short_in_the_result_and_the_entry(
+    setup: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    processor, store, codec, _counters = setup
+    sale = RecordSale(store_id="s", item_id="i", sale_id="1", quantity=1, unit_price=Decimal("1"))
+
+    def reject(*_args: Any, **_kwargs: Any) -> Any:
+        raise Rejected("too_long", "x" * 50_000)
+
+    monkeypatch.setattr(processor.aggregate, "handle", reject)
+    outbox = Outbox()
+    assert processor.process(record(codec, sale, 3), store, outbox) == "rejected"
+    (result,) = results(codec, outbox)
+    assert len(result["message"]) == MESSAGE_LIMIT
+    entry = AggregateEntry.decode(store.get(b"s/i") or b"")
+    ((_id, packed),) = entry.recent
+    assert len(packed[4]) == MESSAGE_LIMIT

@@ -12,8 +12,8 @@ import pytest
 from topologies.retail.domain import StoreStock, retail
 
 from streamfold.contracts.avro import avro_schema
+from streamfold.contracts.results import CommandResult
 from streamfold.domain import BoundedContext, Event, State
-from streamfold.runtime.results import CommandResult
 from streamfold.sink.ddl import (
     Column,
     ProjectionSchemaError,
