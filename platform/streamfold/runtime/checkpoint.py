@@ -246,10 +246,13 @@ class Checkpoint:
                 time.sleep(wait)
             self.producer.begin_transaction()
             batch.in_transaction = True
-        held = batch.held
-        while held:
-            self._emit(*held[0])
-            del held[0]
+        held, sent = batch.held, 0
+        try:
+            for record in held:
+                self._emit(*record)
+                sent += 1
+        finally:
+            del held[:sent]  # what the producer took; the rest stays held
         batch.sending = True
         self._pause_if_asked()
 
@@ -257,13 +260,19 @@ class Checkpoint:
         self, topic: str, key: bytes | None, value: bytes | None, headers: Headers, partition: int
     ) -> None:
         """Produce one record of the batch: to ``partition``, or by its key when it is -1."""
-        kwargs: dict[str, Any] = {"headers": headers}
-        if partition >= 0:
-            kwargs["partition"] = partition
-        if self._reporting:  # a delivery report carries no headers: name the input now
-            kwargs["on_delivery"] = functools.partial(self._record_delivered, _input_id(headers))
         try:
-            self._produce(topic, key, value, **kwargs)
+            if self._reporting:  # a delivery report carries no headers: name the input now
+                report = functools.partial(self._record_delivered, _input_id(headers))
+                if partition < 0:
+                    self._produce(topic, key, value, headers=headers, on_delivery=report)
+                else:
+                    self._produce(
+                        topic, key, value, headers=headers, partition=partition, on_delivery=report
+                    )
+            elif partition < 0:
+                self._produce(topic, key, value, headers=headers)
+            else:
+                self._produce(topic, key, value, headers=headers, partition=partition)
         except KafkaException as exc:
             error = exc.args[0] if exc.args else None
             if isinstance(error, KafkaError) and error.code() in _RECORD_CODES:

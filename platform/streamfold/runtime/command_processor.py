@@ -219,15 +219,15 @@ class CommandProcessor:
             aggregate_id = self.aggregate.aggregate_id(command)
         except Exception as exc:  # noqa: BLE001 - a user id function may raise anything
             return self._dead_letter(message, about, DeadLetterReason.MODEL_INVALID, exc, outbox)
+        akey = aggregate_id.encode()
         key = message.key()
-        if key is not None and key != aggregate_id.encode():
+        if key is not None and key != akey:
             mismatch = ValueError(
                 f"key {key!r} is not the aggregate id {aggregate_id!r} of this command"
             )
             return self._dead_letter(
                 message, about, DeadLetterReason.KEY_MISMATCH, mismatch, outbox
             )
-        akey = aggregate_id.encode()
         if about.partition != self._home(akey):
             return self._forward(message, about, akey, outbox)
         # 5. load

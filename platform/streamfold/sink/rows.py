@@ -241,6 +241,10 @@ class _Builders:
 
         def build(message: Message, offset: int, pending: Pending) -> bool:
             headers = h.header_map(message.headers())
+            if h.FORWARDED_FROM in headers:
+                # A worker's copy of a command that landed off its aggregate's partition:
+                # the log keeps the command where its producer put it, once.
+                return False
             try:
                 record_name, record = decode(message.value() or b"")
             except CodecError:

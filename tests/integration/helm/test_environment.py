@@ -29,7 +29,7 @@ from tests.integration.helm.conftest import (
 import streamfold.cli.edge
 from streamfold.contracts.evolution import RegistryClientSettings
 from streamfold.registry.server import RegistryServerSettings
-from streamfold.runtime.settings import WorkerSettings
+from streamfold.runtime.settings import TEST_HOOK_SETTINGS, WorkerSettings
 from streamfold.transport.settings import KafkaSettings
 
 pytestmark = pytest.mark.integration
@@ -168,6 +168,7 @@ def test_every_setting_the_processes_read_is_a_chart_value(
         for e in container["env"]
     }
     local_only = {"STREAMFOLD_HOME", "STREAMFOLD_CACHE_DIR"}  # the dev stack and fetched tools
+    local_only |= {f"STREAMFOLD_WORKER_{name}".upper() for name in TEST_HOOK_SETTINGS}
     everything = READ_BY["worker"] | READ_BY["sink"] | READ_BY["registry"]
     assert not sorted(everything - set_somewhere - config_keys - local_only)
 
