@@ -42,7 +42,7 @@ def child(args: argparse.Namespace) -> None:
     from streamfold.runtime.worker import AggregateWorker  # noqa: PLC0415
     from streamfold.transport.settings import KafkaSettings  # noqa: PLC0415
 
-    configure_logging(level="WARNING")
+    configure_logging("console", "WARNING")
 
     class Timed(WorkerMetrics):
         first = last = 0.0
@@ -113,7 +113,11 @@ def _write(rates: dict[str, list[float]], names: dict[str, str], args: argparse.
     base, candidate = rates["base"], rates["candidate"]
     if base and candidate:
         ratio = max(candidate) / max(base)
-        lines += ["", f"Candidate / base, best of each: **{ratio:.3f}**."]
+        pairs = ", ".join(f"{c / b:.2f}" for b, c in zip(base, candidate, strict=False))
+        lines += [
+            "",
+            f"Candidate / base, best of each: **{ratio:.3f}**; round by round: {pairs}.",
+        ]
     REPORT.parent.mkdir(parents=True, exist_ok=True)
     REPORT.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
@@ -125,10 +129,13 @@ def parent(args: argparse.Namespace) -> None:
     from streamfold.cli.edge import default_cache_dir  # noqa: PLC0415
     from streamfold.embedded.kafka import LocalKafkaCluster  # noqa: PLC0415
     from streamfold.embedded.ports import free_ports  # noqa: PLC0415
+    from streamfold.observability.logging import configure_logging  # noqa: PLC0415
     from streamfold.registry.server import RegistryProcess  # noqa: PLC0415
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from measurements import BenchStack  # noqa: PLC0415
+
+    configure_logging("console", "WARNING")
 
     scratch = Path(tempfile.mkdtemp(prefix="worker-ab-"))
     trees = {"base": _worktree(args.base, scratch), "candidate": _worktree(args.candidate, scratch)}
