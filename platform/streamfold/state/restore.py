@@ -9,8 +9,10 @@ their commands partitions stay paused until :meth:`step` reports them done.
 The end is taken after the worker has read the partition's committed offset (which, under
 ``read_committed``, waits for any transaction of the partition's previous owner to finish),
 so no record of an earlier owner lands in the changelog after the restore has ended.
-A store that claims more than the changelog holds (the topic was recreated) is wiped and
-restored from the beginning.
+A store that claims more than the changelog holds is wiped and restored from the beginning;
+so is, before its restore starts, a store filled from an earlier topic of the same name (it
+remembers the changelog's topic id: :meth:`~streamfold.state.rocksdb.PartitionStore.
+bind_changelog`), which may hold fewer records than the new one.
 """
 
 from __future__ import annotations

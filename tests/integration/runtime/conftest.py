@@ -113,6 +113,19 @@ class RetailRun:
         high = ends(IsolationLevel.READ_UNCOMMITTED)
         return sum(1 for key, offset in high.items() if stable[key] < offset)
 
+    def wait_until_working(self, worker: WorkerProcess, timeout: float = 60.0) -> None:
+        """Wait until ``worker`` holds partitions and is processing commands on them (a
+        restarted instance gets its partitions back only once its old member has gone)."""
+        deadline = time.monotonic() + timeout
+        before = worker_metrics(worker).get("streamfold_worker_commands_total", 0.0)
+        while True:
+            time.sleep(0.2)
+            metrics = worker_metrics(worker)
+            busy = metrics.get("streamfold_worker_commands_total", 0.0) > before
+            if busy and metrics.get("streamfold_worker_assigned_partitions", 0.0) > 0:
+                return
+            assert time.monotonic() < deadline, f"{worker.name} processes nothing"
+
     def kill_inside_a_transaction(self, victim: WorkerProcess) -> bool:
         """SIGKILL ``victim``; True when it died holding an open transaction with records.
 
