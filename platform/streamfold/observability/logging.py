@@ -24,6 +24,7 @@ from typing import Any, Literal
 import structlog
 
 __all__ = [
+    "THIRD_PARTY",
     "LogFormat",
     "MessageCorrelation",
     "bind_correlation",
@@ -34,6 +35,24 @@ __all__ = [
 ]
 
 LogFormat = Literal["json", "console"]
+
+#: Libraries whose INFO lines (one per HTTP request, per connection, ...) would drown
+#: streamfold's own: they log at WARNING and above whatever the process's level.
+THIRD_PARTY = (
+    "aiokafka",
+    "asyncio",
+    "chdb",
+    "clickhouse_connect",
+    "confluent_kafka",
+    "faust",
+    "filelock",
+    "httpcore",
+    "httpx",
+    "httpx2",
+    "mode",
+    "urllib3",
+    "uvicorn.access",
+)
 
 
 def configure_logging(fmt: LogFormat = "console", level: str = "INFO") -> None:
@@ -73,6 +92,8 @@ def configure_logging(fmt: LogFormat = "console", level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric_level)
+    for name in THIRD_PARTY:
+        logging.getLogger(name).setLevel(max(numeric_level, logging.WARNING))
 
 
 def get_logger(name: str, **initial: Any) -> structlog.stdlib.BoundLogger:

@@ -26,7 +26,7 @@ RELEASE = "shop"
 
 @pytest.fixture(scope="session")
 def helm() -> Path:
-    """The helm binary scripts/setup builds; built here if missing; a clear failure without Go."""
+    """The helm binary scripts/test builds; built here if missing; a clear failure without Go."""
     try:
         return ensure_helm(default_cache_dir())
     except HostEnvironmentError as exc:

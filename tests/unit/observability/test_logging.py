@@ -59,3 +59,12 @@ def test_the_message_in_hand_correlates_every_line_until_it_ends(
     assert handled["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
     assert foreign["command_id"] == "c-1"
     assert "command_id" not in after
+
+
+def test_third_party_libraries_log_at_warning(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("json", "INFO")
+    logging.getLogger("httpx2").info('HTTP Request: POST http://registry/subjects "200 OK"')
+    logging.getLogger("httpx2").warning("a retry")
+    get_logger("streamfold.registry").info("schema registered")
+    events = [json.loads(line)["event"] for line in capsys.readouterr().err.splitlines()]
+    assert events == ["a retry", "schema registered"]
