@@ -34,8 +34,9 @@ Failures are classified once, here:
 - a record the producer refuses (over ``message.max.bytes``, or one the broker rejects as
   too large) is its input's fault: the input is quarantined (:meth:`quarantine`) and the
   batch aborted, so the input is dead-lettered whole when it is read again. A refusal the
-  broker reports only at commit names no record; the next batch then asks for a delivery
-  report of every record until it commits, to find the input;
+  broker reports only at commit names no record; the next batch (or any batch after a
+  second failed commit in a row) then asks for a delivery report of every record until it
+  commits, to find the input;
 - any other Kafka error aborts and rewinds the batch, which is then processed again.
 
 At-least-once (``exactly_once`` off) has no transaction: records go out at once, and a
@@ -150,6 +151,7 @@ class Checkpoint:
         self._quarantine: dict[str, Quarantined] = {}
         #: Ask for a delivery report of every record (to find a refused record's input).
         self._reporting = False
+        self._failed_commits = 0  # in a row
         #: The partitions the last abort rewound (the worker resets it each turn).
         self.rewound: set[tuple[str, int]] | None = None
         self.fenced: BaseException | None = None
@@ -382,6 +384,7 @@ class Checkpoint:
             store.commit(batch.changelog_offsets.get((self.changelogs[topic], partition)))
         self._batch = _Batch()
         self._reporting = False
+        self._failed_commits = 0
         self.metrics.batch(batch.count, time.monotonic() - started)
         return True
 
@@ -398,16 +401,19 @@ class Checkpoint:
                 retriable = isinstance(error, KafkaError) and error.retriable()
                 if not retriable or time.monotonic() >= deadline:
                     raise
-                log.warning(f"{doing} failed retriably; asking again", error=str(exc))
+                log.warning("failed retriably; asking again", doing=doing, error=str(exc))
 
     def _refused(self, exc: KafkaException) -> None:
         """After a commit failed: quarantine the inputs whose records the broker refused, or
-        ask for every delivery report next time if the refused record is not known."""
+        ask for every delivery report next time if the refused record is not known (the
+        error names a refused record, or the last commit failed too)."""
         batch = self._batch
+        self._failed_commits += 1
         for input_id, why in batch.refused.items():
             self.quarantine(input_id, why.reason, why.error)
         error = exc.args[0] if exc.args else None
-        if not batch.refused and isinstance(error, KafkaError) and error.code() in _RECORD_CODES:
+        refusal = isinstance(error, KafkaError) and error.code() in _RECORD_CODES
+        if not batch.refused and (refusal or self._failed_commits > 1):
             self._reporting = True
 
     def abort(self) -> None:

@@ -77,14 +77,16 @@ def test_sigkill_five_times_while_producing(retail_run: RetailRun, test_scale: f
     thread.start()
     rng = random.Random(3)
     in_transaction = 0
-    for _ in range(5):
-        retail_run.wait_until_working(victim)
-        time.sleep(rng.uniform(0.2, 2.0))
-        assert not done.is_set(), "the workload ended before the kills"
-        in_transaction += retail_run.kill_inside_a_transaction(victim)
-        victim.start(timeout=120)
-    enough.set()
-    thread.join()
+    try:
+        for _ in range(5):
+            retail_run.wait_until_working(victim)
+            time.sleep(rng.uniform(0.2, 2.0))
+            assert not done.is_set(), "the workload ended before the kills"
+            in_transaction += retail_run.kill_inside_a_transaction(victim)
+            victim.start(timeout=120)
+    finally:
+        enough.set()
+        thread.join()
     assert done.is_set()
     assert in_transaction >= 3, f"only {in_transaction} of 5 kills landed in a transaction"
     retail_run.wait_until_processed(sent, PATIENCE)

@@ -56,15 +56,17 @@ def test_commands_from_any_producer_land_on_their_aggregate_through_sigkills(
     thread.start()
     rng = random.Random(5)
     kills = kills_in_transaction = 0
-    while kills_in_transaction < 3 and kills < 8:
-        retail_run.wait_until_working(victim)
-        time.sleep(rng.uniform(0.2, 2.0))
-        assert not done.is_set(), "the workload ended before the kills"
-        kills += 1
-        kills_in_transaction += retail_run.kill_inside_a_transaction(victim)
-        victim.start(timeout=120)
-    enough.set()
-    thread.join()
+    try:
+        while kills_in_transaction < 3 and kills < 8:
+            retail_run.wait_until_working(victim)
+            time.sleep(rng.uniform(0.2, 2.0))
+            assert not done.is_set(), "the workload ended before the kills"
+            kills += 1
+            kills_in_transaction += retail_run.kill_inside_a_transaction(victim)
+            victim.start(timeout=120)
+    finally:
+        enough.set()
+        thread.join()
     assert not failure, failure
     assert done.is_set()
     sender.close()

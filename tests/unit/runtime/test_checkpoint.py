@@ -403,3 +403,16 @@ def test_fencing_reported_inside_a_delivery_callback_is_fencing(
     with pytest.raises(FencedError):
         checkpoint.commit()
     assert list(store.items()) == []
+
+
+def test_a_second_failed_commit_in_a_row_asks_for_every_delivery_report(
+    parts: Parts, store: PartitionStore
+) -> None:
+    """Whatever the commit's error says, a batch that keeps failing looks for its record."""
+    checkpoint, producer, _consumer, _metrics = parts
+    for _ in range(2):
+        process(checkpoint, store, 10, "a")
+        producer.fail["commit"] = [_error(KafkaError._STATE)]
+        assert not checkpoint.commit()
+    process(checkpoint, store, 10, "a")
+    assert "on_delivery" in producer.pending[0][2]
