@@ -208,6 +208,12 @@ class Checkpoint:
         self._quarantine[input_id] = Quarantined(reason, error)
         log.warning("input quarantined", input_id=input_id, reason=reason.value, error=error)
 
+    def reject(self, refused: UnproducibleRecordError) -> None:
+        """None of an input's records may commit: abort the batch, and dead-letter the input
+        when the rewound batch reaches it again."""
+        self.quarantine(refused.input_id, refused.reason, refused.error)
+        self.abort()
+
     def send(
         self,
         topic: str,
@@ -276,8 +282,8 @@ class Checkpoint:
             else:
                 self._produce(topic, key, value, headers=headers, partition=partition)
         except KafkaException as exc:
-            error = exc.args[0] if exc.args else None
-            if isinstance(error, KafkaError) and error.code() in _RECORD_CODES:
+            error = _kafka_error(exc)
+            if error is not None and error.code() in _RECORD_CODES:
                 raise UnproducibleRecordError(
                     _input_id(headers) or "",
                     DeadLetterReason.RECORD_TOO_LARGE,
@@ -367,8 +373,7 @@ class Checkpoint:
                 # 3. commit
                 self._retrying("committing", lambda: self.producer.commit_transaction(_TIMEOUT))
         except UnproducibleRecordError as exc:  # a held record, refused as it was sent
-            self.quarantine(exc.input_id, exc.reason, exc.error)
-            self.abort()
+            self.reject(exc)
             return False
         except (KafkaException, SystemError) as raised:
             failure = _kafka_exception(raised)
@@ -397,8 +402,8 @@ class Checkpoint:
                 call()
                 return
             except KafkaException as exc:
-                error = exc.args[0] if exc.args else None
-                retriable = isinstance(error, KafkaError) and error.retriable()
+                error = _kafka_error(exc)
+                retriable = error is not None and error.retriable()
                 if not retriable or time.monotonic() >= deadline:
                     raise
                 log.warning("failed retriably; asking again", doing=doing, error=str(exc))
@@ -411,8 +416,8 @@ class Checkpoint:
         self._failed_commits += 1
         for input_id, why in batch.refused.items():
             self.quarantine(input_id, why.reason, why.error)
-        error = exc.args[0] if exc.args else None
-        refusal = isinstance(error, KafkaError) and error.code() in _RECORD_CODES
+        error = _kafka_error(exc)
+        refusal = error is not None and error.code() in _RECORD_CODES
         if not batch.refused and (refusal or self._failed_commits > 1):
             self._reporting = True
 
@@ -439,17 +444,17 @@ class Checkpoint:
         self.seek(batch.first_offsets)
         self.rewound = set(batch.first_offsets)
 
-    def abort_on_failure(self, error: BaseException) -> None:
-        """Abort what is open because ``error`` ends the worker; never commit it."""
+    def abort_on_failure(self, why: str) -> None:
+        """Abort what is open because the worker ends on a failure; never commit it."""
         if not self._batch.open or self.fenced is not None:
             self._batch = _Batch()
             return
-        log.warning("aborting the open transaction", error=repr(error))
+        log.warning("aborting the open transaction", why=why)
         try:
             self.abort()
         except (RetryableError, PermanentError) as exc:
-            # The broker aborts it at transaction.timeout.ms in any case; ``error`` is
-            # what the caller raises.
+            # The broker aborts it at transaction.timeout.ms in any case; the failure that
+            # ends the worker is what its caller raises.
             log.warning("abort failed", error=str(exc))
 
     def seek(self, offsets: dict[tuple[str, int], int]) -> None:
@@ -463,8 +468,8 @@ class Checkpoint:
 
     def _classify(self, exc: KafkaException, doing: str) -> None:
         """Stop for good on a fatal error (fencing); let the caller abort otherwise."""
-        error = exc.args[0] if exc.args else None
-        if isinstance(error, KafkaError) and (error.fatal() or error.code() in _FENCED_CODES):
+        error = _kafka_error(exc)
+        if error is not None and (error.fatal() or error.code() in _FENCED_CODES):
             self.fenced = exc
             self._batch = _Batch()
             raise FencedError(f"fenced while {doing}: {error}") from exc
@@ -501,6 +506,11 @@ def _kafka_exception(raised: BaseException) -> KafkaException:
     if isinstance(inner, KafkaException):
         return inner
     raise raised
+
+
+def _kafka_error(exc: KafkaException) -> KafkaError | None:
+    error = exc.args[0] if exc.args else None
+    return error if isinstance(error, KafkaError) else None
 
 
 def _input_id(headers: Headers) -> str | None:

@@ -228,8 +228,9 @@ class CommandProcessor:
             return self._dead_letter(
                 message, about, DeadLetterReason.KEY_MISMATCH, mismatch, outbox
             )
-        if about.partition != self._home(akey):
-            return self._forward(message, about, akey, outbox)
+        home = self._home(akey)
+        if about.partition != home:
+            return self._forward(message, about, akey, home, outbox)
         # 5. load
         raw = store.get(akey)
         try:
@@ -352,7 +353,9 @@ class CommandProcessor:
             )
         return state_bytes, event_types
 
-    def _forward(self, message: Message, about: _Command, akey: bytes, outbox: Outbox) -> str:
+    def _forward(
+        self, message: Message, about: _Command, akey: bytes, home: int, outbox: Outbox
+    ) -> str:
         """Send the command on to its aggregate's partition, its command id fixed."""
         topic, partition, offset = message.topic(), message.partition(), message.offset()
         headers = [
@@ -362,7 +365,7 @@ class CommandProcessor:
         ]
         headers.append((h.COMMAND_ID, about.command_id.encode()))
         headers.append((h.FORWARDED_FROM, f"{topic}/{partition}/{offset}".encode()))
-        outbox.send(self.topics.commands, akey, message.value(), headers, self._home(akey))
+        outbox.send(self.topics.commands, akey, message.value(), headers, home)
         self.counters.forwarded(self.name)
         return "forwarded"
 

@@ -237,10 +237,6 @@ class AggregateWorker:
             while self._running and not (until is not None and until()):
                 self.step()
             clean = True
-        except BaseException as exc:
-            if self._checkpoint is not None:
-                self._checkpoint.abort_on_failure(exc)
-            raise
         finally:
             self.close(commit=clean)
 
@@ -275,7 +271,7 @@ class AggregateWorker:
                 if commit:
                     checkpoint.commit()
                 else:
-                    checkpoint.abort_on_failure(RuntimeError("closing after a failure"))
+                    checkpoint.abort_on_failure("the worker stops on an error")
         finally:
             consumer.close()  # leaves the group; revocation closes the stores
             for topic, partition in stores.partitions():
@@ -356,10 +352,7 @@ class AggregateWorker:
         try:
             self.processors[topic].process(message, store, checkpoint)
         except UnproducibleRecordError as exc:
-            # None of the input's records may commit: abort, and dead-letter it when the
-            # rewound batch reaches it again.
-            checkpoint.quarantine(exc.input_id, exc.reason, exc.error)
-            checkpoint.abort()
+            checkpoint.reject(exc)
             return
         except BatchAbortedError:
             return  # rewound already

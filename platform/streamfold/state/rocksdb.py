@@ -153,8 +153,7 @@ class PartitionStore:
         """
         if topic_id is None:
             return
-        raw = self._db.get(CHANGELOG_ID_KEY)
-        known = raw.decode() if raw is not None else None
+        known = self.changelog_id
         if known == topic_id:
             return
         if known is not None:
@@ -163,6 +162,7 @@ class PartitionStore:
 
     @property
     def changelog_id(self) -> str | None:
+        """The id of the changelog topic the store was filled from (None: not known)."""
         raw = self._db.get(CHANGELOG_ID_KEY)
         return raw.decode() if raw is not None else None
 
