@@ -91,11 +91,14 @@ controller-revision-hash label appends 11 characters to the name, within 63).
 {{- end -}}
 
 {{/*
-Render a setting's value as an environment variable's string: whole numbers without an
-exponent (values files give every number as a float), everything else as is.
+Render a setting's value as an environment variable's string: a list as JSON (as
+pydantic-settings reads it), whole numbers without an exponent (values files give every
+number as a float), everything else as is.
 */}}
 {{- define "streamfold.envValue" -}}
-{{- if and (kindIs "float64" .) (eq (float64 (int64 .)) .) -}}
+{{- if kindIs "slice" . -}}
+{{- toJson . | quote -}}
+{{- else if and (kindIs "float64" .) (eq (float64 (int64 .)) .) -}}
 {{- int64 . | toString | quote -}}
 {{- else -}}
 {{- toString . | quote -}}
@@ -174,7 +177,7 @@ STREAMFOLD_LOG_* and STREAMFOLD_KAFKA_*: read by every process.
 {{- end -}}
 
 {{/*
-STREAMFOLD_REGISTRY_*: how workers and sinks reach the schema registry.
+STREAMFOLD_REGISTRY_*: how workers, sinks and gateways reach the schema registry.
 */}}
 {{- define "streamfold.registryUrl" -}}
 {{- if .Values.registryClient.url -}}
@@ -283,5 +286,25 @@ Combinations of values the schema cannot express; each message names what to set
 {{- fail (printf "sinks: the name %q is used twice" .name) -}}
 {{- end -}}
 {{- $_ := set $sinks .name true -}}
+{{- end -}}
+{{- with .Values.gateway -}}
+{{- if .enabled -}}
+{{- if and .connector (not (hasKey $sinks .connector)) -}}
+{{- fail (printf "gateway.connector %q is not the name of a sink in sinks" .connector) -}}
+{{- end -}}
+{{- $mode := .auth.mode | toString -}}
+{{- if and (ne $mode "off") (not .auth.existingSecret) -}}
+{{- fail (printf "gateway.auth.mode %s needs gateway.auth.existingSecret: the Secret holding the gateway's %s" $mode (ternary "API keys (key gateway.auth.apiKeysKey)" "JWT public key or HMAC secret (keys gateway.auth.jwtPublicKeyKey, gateway.auth.jwtSecretKey)" (eq $mode "api_key"))) -}}
+{{- end -}}
+{{- if and (eq $mode "api_key") (not .auth.apiKeysKey) -}}
+{{- fail "gateway.auth.mode api_key needs gateway.auth.apiKeysKey: the key of the API keys file in gateway.auth.existingSecret" -}}
+{{- end -}}
+{{- if and (eq $mode "jwt") (not (or .auth.jwtPublicKeyKey .auth.jwtSecretKey)) -}}
+{{- fail "gateway.auth.mode jwt needs gateway.auth.jwtPublicKeyKey (RS256/ES256) or gateway.auth.jwtSecretKey (HS256): a key of gateway.auth.existingSecret" -}}
+{{- end -}}
+{{- if and .autoscaling.enabled (gt (int .autoscaling.minReplicas) (int .autoscaling.maxReplicas)) -}}
+{{- fail "gateway.autoscaling.minReplicas is above gateway.autoscaling.maxReplicas" -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}

@@ -22,6 +22,7 @@ def _mount() -> None:
         deploy,
         dev,
         dlq,
+        gateway,
         projections,
         registry,
         schemas,
@@ -40,6 +41,8 @@ def _mount() -> None:
     app.command("sink")(sink.sink)
     app.command("sql")(sql.sql)
     app.command("demo")(demo.demo)
+    app.command("gateway")(gateway.gateway)
+    app.command("send")(gateway.send)
     app.add_typer(projections.app, name="projections")
     app.add_typer(dlq.app, name="dlq")
     app.add_typer(state.app, name="state")

@@ -4,7 +4,7 @@ It brings up a stack of its own (Kafka from the fetched jars, the schema registr
 workers and the retail sink on chDB, on free ports, with its data in ``.streamfold/demo``,
 wiped at the start), sends a day of retail traffic (:mod:`topologies.retail.day`, fixed
 seed), waits until every command is projected (a PROJECTED ack for each), prints the BI
-reports of ``connectors/retail/reports`` (queried through the sink's query port) and stops
+reports (the named queries of ``connectors/retail/queries``) (queried through the sink's query port) and stops
 the stack, or keeps it until Ctrl-C with ``--keep``.
 """
 
@@ -55,7 +55,7 @@ def run_demo(
     from streamfold.runtime.process import WorkerProcess  # noqa: PLC0415
     from streamfold.sink.process import SinkProcess  # noqa: PLC0415
     from streamfold.sink.queries import run_sql  # noqa: PLC0415
-    from streamfold.sink.reports import load_reports  # noqa: PLC0415
+    from streamfold.sink.named_queries import load_named_queries  # noqa: PLC0415
     from streamfold.transport.commands import CommandProducer  # noqa: PLC0415
     from streamfold.transport.settings import KafkaSettings  # noqa: PLC0415
 
@@ -111,8 +111,10 @@ def run_demo(
                 "since the start"
             )
             results: dict[str, tuple[list[str], list[Sequence[Any]]]] = {}
-            for report in load_reports(root / "connectors" / "retail" / "reports", "retail"):
-                columns, rows = run_sql(target, "retail", report.sql)
+            queries = root / "connectors" / "retail" / "queries"
+            for report in load_named_queries(queries, "retail"):
+                parameters = report.bind({}, tenant=None)
+                columns, rows = run_sql(target, "retail", report.sql, parameters=parameters)
                 results[report.name] = (columns, rows)
                 _print(out, report.title, columns, rows)
             if keep:

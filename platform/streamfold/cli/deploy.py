@@ -46,6 +46,9 @@ def render(
         ),
     ] = None,
     no_sinks: Annotated[bool, typer.Option("--no-sinks", help="Deploy no sink.")] = False,
+    no_gateway: Annotated[
+        bool, typer.Option("--no-gateway", help="Deploy no command gateway.")
+    ] = False,
     image: Annotated[
         str | None, typer.Option(help="The topology's image, [registry/]repository:tag.")
     ] = None,
@@ -58,13 +61,16 @@ def render(
         str | None, typer.Option(help="The sinks' ClickHouse server, http(s)://host:8123.")
     ] = None,
 ) -> None:
-    """Write the chart's values for a topology: its worker groups, partitions and sinks.
+    """Write the chart's values for a topology: its worker groups, partitions, sinks and
+    gateway (with the named queries of the first sink's connector directory).
 
     Then review them and run: helm install <release> helm/streamfold -f <values file>.
     """
     from streamfold.deploy.values import (  # noqa: PLC0415 - keep CLI start-up light
         chart_owned_settings,
+        connector_directory,
         parse_group,
+        read_queries,
         render_values,
         values_yaml,
     )
@@ -77,11 +83,14 @@ def render(
     spec = load_topology(topology)
     aggregates = [a.name for a in spec.select(spec.load_context())]
     if sink:
-        sinks = [load_connector(reference) for reference in sink]
+        references = list(sink)
     elif not no_sinks and (Path("connectors") / spec.name / "sink.yaml").is_file():
-        sinks = [load_connector(spec.name)]
+        references = [spec.name]
     else:
-        sinks = []
+        references = []
+    sinks = [load_connector(reference) for reference in references]
+    # The chart mounts the first sink's spec as the gateway's connector directory.
+    queries = read_queries(connector_directory(references[0])) if references else {}
     values = render_values(
         spec,
         aggregates,
@@ -92,6 +101,8 @@ def render(
         bootstrap_servers=bootstrap,
         registry_url=registry,
         clickhouse_url=clickhouse,
+        gateway=not no_gateway,
+        queries=queries,
     )
     for name in chart_owned_settings(spec):
         typer.echo(f"note: worker.{name} of {spec.source} is set per pod by the chart", err=True)

@@ -16,13 +16,18 @@ engineer reviews them, adds what the cluster needs (Kafka credentials, resources
 - ``workers.config``: the file's ``worker:`` settings, each one ``STREAMFOLD_WORKER_*``
   variable, except the ones the chart sets per pod (:data:`CHART_OWNED_SETTINGS`);
 - ``sinks``: the connector specs for the topology's context, without their target (the
-  chart's ``clickhouse.url``) and password (``STREAMFOLD_SINK_PASSWORD`` from a Secret).
+  chart's ``clickhouse.url``) and password (``STREAMFOLD_SINK_PASSWORD`` from a Secret);
+- ``gateway``: whether the command gateway runs, and the named queries of its connector
+  directory (``queries/<name>.sql`` of the first sink's directory, which the chart mounts
+  next to that sink's spec). Its ``config`` keys are ``STREAMFOLD_GATEWAY_*`` variables,
+  except the ones the chart sets (:data:`GATEWAY_CHART_OWNED_SETTINGS`).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -36,9 +41,12 @@ from streamfold.sink.spec import ConnectorSpec
 __all__ = [
     "CHART_OWNED_SETTINGS",
     "DEFAULT_GROUP",
+    "GATEWAY_CHART_OWNED_SETTINGS",
     "WorkerGroup",
     "chart_owned_settings",
+    "connector_directory",
     "parse_group",
+    "read_queries",
     "render_values",
     "values_yaml",
 ]
@@ -51,6 +59,27 @@ DEFAULT_REPLICAS = 3
 #: directory, its health port, static membership; the topic prefix is ``topology.topicPrefix``.
 CHART_OWNED_SETTINGS = frozenset(
     {"instance_id", "state_dir", "health_port", "static_membership", "topic_prefix"}
+)
+#: Gateway settings the chart sets itself: where it listens (0.0.0.0, gateway.containerPorts),
+#: the mounted connector directory, the topic prefix (topology.topicPrefix), the sinks'
+#: ClickHouse (clickhouse.url, the connector's username, the password from a Secret), and the
+#: auth mode with its secrets (gateway.auth: files and a variable from an existing Secret; the
+#: inline api_keys is never set). Every other field is a ``gateway.config`` key.
+GATEWAY_CHART_OWNED_SETTINGS = frozenset(
+    {
+        "host",
+        "port",
+        "connectors_dir",
+        "topic_prefix",
+        "clickhouse_target",
+        "clickhouse_username",
+        "clickhouse_password",
+        "auth",
+        "api_keys",
+        "api_keys_file",
+        "jwt_secret",
+        "jwt_public_key_file",
+    }
 )
 #: Connector spec fields the chart sets itself: ``--target``, ``--topic-prefix`` and the
 #: password from a Secret.
@@ -136,6 +165,23 @@ def _sink_values(topology: TopologySpec, spec: ConnectorSpec) -> dict[str, Any]:
     return {"name": spec.name.replace("_", "-"), "connector": connector}
 
 
+def connector_directory(reference: str | Path, root: Path = Path("connectors")) -> Path:
+    """The directory of a connector spec, found as :func:`streamfold.sink.spec.load_connector`
+    finds the spec (a file, its directory, or a context name under ``root``)."""
+    path = Path(reference)
+    if not path.exists():
+        path = root / str(reference)
+    return path if path.is_dir() else path.parent
+
+
+def read_queries(directory: Path) -> dict[str, str]:
+    """The named queries of a connector directory: ``queries/<name>.sql`` by name."""
+    return {
+        path.stem: path.read_text(encoding="utf-8")
+        for path in sorted((directory / "queries").glob("*.sql"))
+    }
+
+
 def _image_values(reference: str) -> dict[str, str]:
     """``[registry/]repository[:tag][@digest]`` as the chart's image values."""
     rest, _, digest = reference.partition("@")
@@ -166,6 +212,8 @@ def render_values(
     bootstrap_servers: str | None = None,
     registry_url: str | None = None,
     clickhouse_url: str | None = None,
+    gateway: bool = True,
+    queries: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The chart's values for ``topology``, whose aggregates are ``aggregates``.
 
@@ -173,6 +221,8 @@ def render_values(
     own name. ``replicas`` (default: :data:`DEFAULT_REPLICAS`, at most the partitions) is each
     group's replica count; more than the partitions is refused, since the extra pods would
     have no partition to work on. ``registry_url`` turns the chart's registry off.
+    ``gateway`` runs the command gateway, with ``queries`` (name to SQL) as its named
+    queries; without sinks it has no state to read, and queries are refused.
     """
     partitions = topology.topics.partitions
     if replicas is None:
@@ -218,7 +268,21 @@ def render_values(
         values["clickhouse"] = {"url": clickhouse_url}
     values["workers"] = {"config": _worker_config(topology), "groups": group_values}
     values["sinks"] = [_sink_values(topology, spec) for spec in sinks]
+    values["gateway"] = _gateway_values(gateway, queries or {}, sinks)
     return values
+
+
+def _gateway_values(
+    enabled: bool, queries: Mapping[str, str], sinks: Sequence[ConnectorSpec]
+) -> dict[str, Any]:
+    if not enabled:
+        return {"enabled": False}
+    if queries and not sinks:
+        raise ConfigurationError(
+            f"named queries {', '.join(sorted(queries))} need a sink: the gateway reads them"
+            " from the sink's ClickHouse"
+        )
+    return {"enabled": True, "queries": dict(queries)}
 
 
 def values_yaml(values: dict[str, Any], topology: TopologySpec) -> str:

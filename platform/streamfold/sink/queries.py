@@ -26,9 +26,14 @@ import psutil
 
 from streamfold.errors import RetryableError
 from streamfold.observability.logging import get_logger
-from streamfold.sink.target import ClickHouseTarget, TargetError, chdb_path
+from streamfold.sink.target import (
+    ClickHouseTarget,
+    TargetError,
+    TargetUnavailableError,
+    chdb_path,
+)
 
-__all__ = ["QueryServer", "discovery_file", "run_sql"]
+__all__ = ["QueryServer", "discovery_file", "jsonable", "run_sql"]
 
 log = get_logger(__name__)
 
@@ -40,7 +45,8 @@ def discovery_file(target: str) -> Path | None:
     return path.with_name(path.name + ".sink.json") if path is not None else None
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """A query's value as JSON can carry it (dates as ISO 8601, decimals as strings)."""
     if isinstance(value, datetime | date):
         return value.isoformat()
     if isinstance(value, Decimal):
@@ -48,9 +54,9 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, bytes):
         return value.decode(errors="replace")
     if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     return value
 
 
@@ -59,13 +65,22 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length", "0"))
-        sql = self.rfile.read(length).decode()
+        received = self.rfile.read(length)
+        parameters: dict[str, Any] | None = None
+        settings: dict[str, Any] | None = None
+        if self.headers.get("Content-Type") == "application/json":
+            request = json.loads(received)
+            sql, parameters, settings = request["sql"], request["parameters"], request["settings"]
+        else:
+            sql = received.decode()
         try:
-            columns, rows = self.server.target.query(sql)
-            body = json.dumps({"columns": columns, "rows": _jsonable([list(r) for r in rows])})
+            columns, rows = self.server.target.query(sql, parameters, settings)
+            body = json.dumps({"columns": columns, "rows": jsonable([list(r) for r in rows])})
             status = HTTPStatus.OK
-        except (TargetError, RetryableError) as exc:
+        except TargetError as exc:
             body, status = json.dumps({"error": str(exc)}), HTTPStatus.BAD_REQUEST
+        except RetryableError as exc:  # the target is down for now: say so, not "bad query"
+            body, status = json.dumps({"error": str(exc)}), HTTPStatus.SERVICE_UNAVAILABLE
         data = body.encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -122,21 +137,46 @@ def _running_sink(target: str) -> str | None:
     return str(found["url"]) if psutil.pid_exists(int(found["pid"])) else None
 
 
-def run_sql(target: str, database: str, sql: str, **credentials: Any) -> Result:
-    """Run ``sql`` on ``target``: through a running sink's query port, or directly."""
+def run_sql(
+    target: str,
+    database: str,
+    sql: str,
+    *,
+    parameters: dict[str, Any] | None = None,
+    settings: dict[str, Any] | None = None,
+    **credentials: Any,
+) -> Result:
+    """Run ``sql`` on ``target``: through a running sink's query port, or directly.
+
+    ``parameters`` and ``settings`` as :meth:`ClickHouseTarget.query` takes them; through
+    the query port they travel as JSON beside the statement.
+    """
     url = _running_sink(target)
     if url is not None:
-        request = urllib.request.Request(url, data=sql.encode(), method="POST")
+        if parameters is None and settings is None:
+            request = urllib.request.Request(url, data=sql.encode(), method="POST")
+        else:
+            data = json.dumps(
+                {"sql": sql, "parameters": parameters, "settings": settings}, default=str
+            ).encode()
+            request = urllib.request.Request(
+                url, data=data, method="POST", headers={"Content-Type": "application/json"}
+            )
         try:
             with urllib.request.urlopen(request, timeout=300) as response:
                 answer = json.loads(response.read())
         except urllib.error.HTTPError as exc:
-            raise TargetError(json.loads(exc.read()).get("error", str(exc))) from exc
+            error = json.loads(exc.read()).get("error", str(exc))
+            if exc.code == HTTPStatus.SERVICE_UNAVAILABLE:
+                raise TargetUnavailableError(error) from exc
+            raise TargetError(error) from exc
         except (urllib.error.URLError, OSError) as exc:
-            raise TargetError(f"the sink's query port at {url} did not answer: {exc}") from exc
+            raise TargetUnavailableError(
+                f"the sink's query port at {url} did not answer: {exc}"
+            ) from exc
         return answer["columns"], answer["rows"]
     clickhouse = ClickHouseTarget(target, database, **credentials)
     try:
-        return clickhouse.query(sql)
+        return clickhouse.query(sql, parameters, settings)
     finally:
         clickhouse.close()

@@ -130,11 +130,21 @@ class ClickHouseTarget:
                 self._reset_if_down(exc)
                 raise _translate(exc, "running a statement") from exc
 
-    def query(self, sql: str) -> tuple[list[str], list[Sequence[Any]]]:
-        """Run a query; return its column names and rows."""
+    def query(
+        self,
+        sql: str,
+        parameters: dict[str, Any] | None = None,
+        settings: dict[str, Any] | None = None,
+    ) -> tuple[list[str], list[Sequence[Any]]]:
+        """Run a query; return its column names and rows.
+
+        ``parameters`` bind ClickHouse's ``{name:Type}`` placeholders (server-side: the
+        values never become SQL text); ``settings`` are per-query settings (limits,
+        ``readonly``).
+        """
         with self._lock:
             try:
-                result = self._connect().query(sql)
+                result = self._connect().query(sql, parameters=parameters, settings=settings)
             except ClickHouseError as exc:
                 self._reset_if_down(exc)
                 raise _translate(exc, "running a query") from exc

@@ -9,6 +9,7 @@ partition) and sets the ``command_id`` header (a new UUID unless given) plus any
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
@@ -22,7 +23,9 @@ from streamfold.errors import RetryableError
 from streamfold.transport.admin import translate_kafka_error
 from streamfold.transport.settings import KafkaSettings
 
-__all__ = ["CommandProducer"]
+__all__ = ["CommandProducer", "DeliveryCallback"]
+
+DeliveryCallback = Callable[[KafkaError | None, Message], None]
 
 
 class CommandProducer:
@@ -50,9 +53,15 @@ class CommandProducer:
         *,
         command_id: str | None = None,
         expected_version: int | None = None,
+        on_delivery: DeliveryCallback | None = None,
         **headers: str | None,
     ) -> str:
-        """Queue ``command``; return its command id. :meth:`flush` waits for delivery."""
+        """Queue ``command``; return its command id. :meth:`flush` waits for delivery.
+
+        ``on_delivery(error, message)`` replaces the producer's own failure count for this
+        command: a caller that follows each command's delivery (the gateway) sees its error
+        there, and must call :meth:`poll` for callbacks to run.
+        """
         topic, writer = self._writer(type(command))
         command_id = command_id or str(uuid.uuid4())
         aggregate = self.context.aggregate_for(type(command))
@@ -67,7 +76,7 @@ class CommandProducer:
                     writer.encode(command),
                     aggregate.aggregate_id(command).encode(),
                     headers=_kafka_headers(h.encode(pairs)),
-                    on_delivery=self._delivered,
+                    on_delivery=on_delivery or self._delivered,
                 )
                 return command_id
             except BufferError:
@@ -85,6 +94,10 @@ class CommandProducer:
                 return
             except BufferError:
                 self._producer.poll(0.05)
+
+    def poll(self, timeout: float) -> int:
+        """Serve delivery callbacks for up to ``timeout`` seconds; how many ran."""
+        return int(self._producer.poll(timeout))
 
     def flush(self, timeout: float = 60.0) -> None:
         """Wait until every queued command is acknowledged; raise if any failed."""

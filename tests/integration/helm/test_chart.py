@@ -69,22 +69,27 @@ def test_the_validator_refuses_a_wrong_manifest_offline(
         kubernetes_validate.validate(wrong, KUBE_VERSION, strict=True)
 
 
-def test_the_service_monitor_scrapes_the_worker_and_sink_services(
+def test_the_service_monitor_scrapes_the_worker_sink_and_gateway_services(
     rendered_scenarios: dict[str, Rendered],
 ) -> None:
     rendered = rendered_scenarios["values-production.yaml"]
     (monitor,) = rendered.of_kind("ServiceMonitor")
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
-    (endpoint,) = monitor["spec"]["endpoints"]
-    assert endpoint == {"port": "http-metrics", "path": "/metrics", "interval": "30s"}
+    endpoints = monitor["spec"]["endpoints"]
+    assert endpoints == [
+        {"port": "http-metrics", "path": "/metrics", "interval": "30s"},
+        {"port": "http", "path": "/metrics", "interval": "30s"},  # the gateway's API port
+    ]
     selector = monitor["spec"]["selector"]
     scraped = [s for s in rendered.of_kind("Service") if _selects(selector, s)]
     assert sorted(s["metadata"]["labels"]["app.kubernetes.io/component"] for s in scraped) == [
+        "gateway",
         "sink",
         "worker",
     ]
     for service in scraped:
-        assert "http-metrics" in [p["name"] for p in service["spec"]["ports"]]
+        ports = {p["name"] for p in service["spec"]["ports"]}
+        assert ports & {e["port"] for e in endpoints}
     assert not rendered_scenarios["values-minimal.yaml"].of_kind("ServiceMonitor")
 
 
@@ -205,6 +210,7 @@ def test_production_takes_every_credential_from_existing_secrets(
         },
         "STREAMFOLD_REGISTRY_PASSWORD": {"name": "retail-registry-client", "key": "password"},
         "STREAMFOLD_SINK_PASSWORD": {"name": "retail-clickhouse", "key": "password"},
+        "STREAMFOLD_GATEWAY_CLICKHOUSE_PASSWORD": {"name": "retail-clickhouse", "key": "password"},
         "STREAMFOLD_REGISTRY_SERVER_BASIC_AUTH": {"name": "retail-registry-users", "key": "users"},
     }
 
@@ -266,3 +272,19 @@ def test_the_mounted_files_load_as_the_processes_load_them(
             target = args[args.index("--target") + 1]
             spec = load_connector(path, target=target)
             assert spec.select(spec.load_context())
+        elif args[0] == "gateway":
+            topology_map = rendered.named("ConfigMap", volumes["topology"]["configMap"]["name"])
+            connector_map = rendered.named("ConfigMap", volumes["connector"]["configMap"]["name"])
+            directory = tmp_path / workload["metadata"]["name"]
+            (directory / "connector").mkdir(parents=True)
+            (directory / "topology.yaml").write_text(topology_map["data"]["topology.yaml"])
+            topology = load_topology(directory / "topology.yaml")
+            assert topology.select(topology.load_context())
+            for item in volumes["connector"]["configMap"]["items"]:
+                file = directory / "connector" / item["path"]
+                file.parent.mkdir(parents=True, exist_ok=True)
+                file.write_text(connector_map["data"][item["key"]])
+            env = {e["name"]: e.get("value") for e in container["env"]}
+            target = env["STREAMFOLD_GATEWAY_CLICKHOUSE_TARGET"]
+            spec = load_connector(directory / "connector", target=target)
+            assert spec.context == topology.context

@@ -28,6 +28,7 @@ from tests.integration.helm.conftest import (
 
 import streamfold.cli.edge
 from streamfold.contracts.evolution import RegistryClientSettings
+from streamfold.gateway.settings import AuthMode, GatewaySettings
 from streamfold.registry.server import RegistryServerSettings
 from streamfold.runtime.settings import TEST_HOOK_SETTINGS, WorkerSettings
 from streamfold.transport.settings import KafkaSettings
@@ -73,6 +74,16 @@ READ_BY = {
     "worker": KAFKA | REGISTRY_CLIENT | settings_variables(WorkerSettings) | EDGE,
     "sink": KAFKA | REGISTRY_CLIENT | EDGE,
     "registry": KAFKA | settings_variables(RegistryServerSettings) | EDGE,
+    "gateway": KAFKA | REGISTRY_CLIENT | settings_variables(GatewaySettings) | EDGE,
+}
+#: Renders of the gateway's auth modes that no scenario uses.
+AUTH_RENDERS = {
+    "api_key": ("gateway.auth.mode=api_key", "gateway.auth.existingSecret=gateway-keys"),
+    "jwt-hs256": (
+        "gateway.auth.mode=jwt",
+        "gateway.auth.existingSecret=gateway-jwt",
+        "gateway.auth.jwtSecretKey=hmac",
+    ),
 }
 
 
@@ -82,13 +93,30 @@ def test_the_read_settings_are_derived_from_the_code() -> None:
     assert "STREAMFOLD_WORKER_ROCKSDB" not in READ_BY["worker"]
     assert {"STREAMFOLD_LOG_FORMAT", "STREAMFOLD_LOG_LEVEL", "STREAMFOLD_SINK_PASSWORD"} <= EDGE
     assert "STREAMFOLD_REGISTRY_SERVER_BASIC_AUTH" in READ_BY["registry"]
+    assert "STREAMFOLD_GATEWAY_JWT_PUBLIC_KEY_FILE" in READ_BY["gateway"]
 
 
-@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda p: p.stem)
+@pytest.fixture(scope="module")
+def rendered_auth_modes(helm: Path) -> dict[str, Rendered]:
+    return {mode: template(helm, sets=sets) for mode, sets in AUTH_RENDERS.items()}
+
+
+@pytest.fixture(scope="module")
+def rendered(
+    rendered_scenarios: dict[str, Rendered], rendered_auth_modes: dict[str, Rendered]
+) -> dict[str, Rendered]:
+    """Every scenario, and a render of each auth mode the scenarios leave out."""
+    return {**rendered_scenarios, **rendered_auth_modes}
+
+
+RENDERS = [p.name for p in SCENARIOS] + list(AUTH_RENDERS)
+
+
+@pytest.mark.parametrize("render", RENDERS)
 def test_every_variable_the_chart_sets_is_one_the_process_reads(
-    rendered_scenarios: dict[str, Rendered], scenario: Path
+    rendered: dict[str, Rendered], render: str
 ) -> None:
-    for workload, container in containers(rendered_scenarios[scenario.name]):
+    for workload, container in containers(rendered[render]):
         component = workload["metadata"]["labels"]["app.kubernetes.io/component"]
         names = [e["name"] for e in container["env"]]
         assert len(names) == len(set(names)), f"{component}: a variable set twice"
@@ -96,11 +124,11 @@ def test_every_variable_the_chart_sets_is_one_the_process_reads(
         assert not unread, f"{component} {workload['metadata']['name']} never reads {unread}"
 
 
-@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("render", RENDERS)
 def test_every_process_gets_valid_settings_with_what_a_deployment_needs(
-    rendered_scenarios: dict[str, Rendered], scenario: Path, monkeypatch: pytest.MonkeyPatch
+    rendered: dict[str, Rendered], render: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for workload, container in containers(rendered_scenarios[scenario.name]):
+    for workload, container in containers(rendered[render]):
         component = workload["metadata"]["labels"]["app.kubernetes.io/component"]
         pod = f"{workload['metadata']['name']}-0"
         env = resolved_env(container, pod)
@@ -128,10 +156,41 @@ def test_every_process_gets_valid_settings_with_what_a_deployment_needs(
         if component == "registry":
             assert RegistryServerSettings().port == port
             assert RegistryServerSettings().host == "0.0.0.0"
+        if component == "gateway":
+            _check_gateway(GatewaySettings(), workload, container)
         for cls in _settings_of(component):
             required = [f for f, i in cls.model_fields.items() if i.is_required()]
             prefix = str(cls.model_config.get("env_prefix", ""))
             assert all(f"{prefix}{f}".upper() in env for f in required), (component, required)
+
+
+def _check_gateway(
+    settings: GatewaySettings, workload: dict[str, Any], container: dict[str, Any]
+) -> None:
+    """Where the gateway listens, reads its files and its credentials, as mounted."""
+    assert "STREAMFOLD_REGISTRY_URL" in {e["name"] for e in container["env"]}
+    RegistryClientSettings()
+    assert (settings.host, settings.port) == ("0.0.0.0", container["ports"][0]["containerPort"])
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert str(settings.connectors_dir) == mounts["connector"]
+    assert container["args"] == ["gateway", "/etc/streamfold/topology/topology.yaml"]
+    assert container["args"][1].startswith(mounts["topology"] + "/")
+    volumes = {v["name"]: v for v in workload["spec"]["template"]["spec"]["volumes"]}
+    files = {
+        f"{mounts['gateway-auth']}/{item['path']}"
+        for item in volumes.get("gateway-auth", {}).get("secret", {}).get("items", [])
+    }
+    assert settings.api_keys is None  # the chart gives the keys as a file
+    if settings.auth is AuthMode.API_KEY:
+        assert {str(settings.api_keys_file)} == files
+    if settings.auth is AuthMode.JWT:
+        assert settings.jwt_secret is not None or settings.jwt_public_key_file is not None
+        public_key = settings.jwt_public_key_file
+        assert files == ({str(public_key)} if public_key is not None else set())
+    if settings.auth is AuthMode.OFF:
+        assert "gateway-auth" not in volumes
+    if settings.clickhouse_target is not None:
+        assert settings.clickhouse_target.startswith(("http://", "https://"))
 
 
 def _settings_of(component: str) -> list[type[BaseSettings]]:
@@ -140,19 +199,21 @@ def _settings_of(component: str) -> list[type[BaseSettings]]:
         "worker": [*common, RegistryClientSettings, WorkerSettings],
         "sink": [*common, RegistryClientSettings],
         "registry": [*common, RegistryServerSettings],
+        "gateway": [*common, RegistryClientSettings, GatewaySettings],
     }[component]
 
 
 def test_every_setting_the_processes_read_is_a_chart_value(
-    rendered_scenarios: dict[str, Rendered],
+    rendered: dict[str, Rendered],
 ) -> None:
-    """Each variable is set by some scenario, or is a key of a ``config`` map the schema
-    lists, or is for the developer's machine only."""
+    """Each variable is set by some scenario (or auth mode), or is a key of a ``config`` map
+    the schema lists, or is for the developer's machine only."""
     schema: dict[str, Any] = json.loads((CHART / "values.schema.json").read_text())
     config_keys = set()
     for section, prefix in (
         ("workers", "STREAMFOLD_WORKER_"),
         ("registry", "STREAMFOLD_REGISTRY_SERVER_"),
+        ("gateway", "STREAMFOLD_GATEWAY_"),
     ):
         for key, spec in schema["properties"][section]["properties"]["config"][
             "properties"
@@ -163,13 +224,14 @@ def test_every_setting_the_processes_read_is_a_chart_value(
                 config_keys.add(f"{prefix}{key}".upper())
     set_somewhere = {
         e["name"]
-        for rendered in rendered_scenarios.values()
-        for _, container in containers(rendered)
+        for render in rendered.values()
+        for _, container in containers(render)
         for e in container["env"]
     }
     local_only = {"STREAMFOLD_HOME", "STREAMFOLD_CACHE_DIR"}  # the dev stack and fetched tools
     local_only |= {f"STREAMFOLD_WORKER_{name}".upper() for name in TEST_HOOK_SETTINGS}
-    everything = READ_BY["worker"] | READ_BY["sink"] | READ_BY["registry"]
+    local_only.add("STREAMFOLD_GATEWAY_API_KEYS")  # inline keys: the chart mounts a file
+    everything = set().union(*READ_BY.values())
     assert not sorted(everything - set_somewhere - config_keys - local_only)
 
 
@@ -208,12 +270,25 @@ def test_each_config_key_becomes_its_setting_one_to_one(
     assert set(registry_config) == set(
         schema["properties"]["registry"]["properties"]["config"]["properties"]
     )
+    gateway_defaults = GatewaySettings.model_construct().model_dump(mode="json")
+    gateway_config: dict[str, Any] = {
+        "jwt_algorithms": ["RS256", "ES256"],
+        "jwt_audience": "shop-api",
+        "jwt_issuer": "https://auth.example.com/",
+    }
+    for key in schema["properties"]["gateway"]["properties"]["config"]["properties"]:
+        if key not in gateway_config:
+            gateway_config[key] = _changed(gateway_defaults[key])
+    assert set(gateway_config) == set(
+        schema["properties"]["gateway"]["properties"]["config"]["properties"]
+    )
     values = tmp_path / "values-every-setting.yaml"
     values.write_text(
         yaml.safe_dump(
             {
                 "workers": {"config": worker_config},
                 "registry": {"config": registry_config},
+                "gateway": {"config": gateway_config},
             }
         )
     )
@@ -230,3 +305,7 @@ def test_each_config_key_becomes_its_setting_one_to_one(
         elif component == "registry":
             server = RegistryServerSettings().model_dump(mode="json")
             assert {k: server[k] for k in registry_config} == registry_config
+        elif component == "gateway":
+            gateway = GatewaySettings().model_dump(mode="json")
+            assert {k: gateway[k] for k in gateway_config} == gateway_config
+            assert all(gateway_defaults[k] != v for k, v in gateway_config.items())

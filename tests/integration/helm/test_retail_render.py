@@ -12,6 +12,7 @@ import pytest
 import yaml
 from tests.integration.helm.conftest import ROOT, Rendered, resolved_env, template
 
+from streamfold.deploy.values import read_queries
 from streamfold.runtime.settings import WorkerSettings
 from streamfold.runtime.topology import load_topology
 from streamfold.runtime.worker import AggregateWorker
@@ -70,6 +71,10 @@ def test_the_rendered_values_describe_the_topology(retail_values: Path) -> None:
     (sink,) = values["sinks"]
     assert sink["connector"]["context"] == spec.context
     assert "target" not in sink["connector"]  # the chart's clickhouse.url
+    assert values["gateway"] == {
+        "enabled": True,
+        "queries": read_queries(ROOT / "connectors" / "retail"),
+    }
     assert values["image"] == {
         "registry": "registry.example.com",
         "repository": "retail",
@@ -172,3 +177,11 @@ def test_the_worker_pods_are_probed_scraped_sized_and_given_time_to_commit(
     (budget,) = retail.of_kind("PodDisruptionBudget")
     assert budget["spec"] == {"maxUnavailable": 1, "selector": statefulset["spec"]["selector"]}
     assert container["args"] == ["worker", "/etc/streamfold/topology/topology.yaml"]
+
+
+def test_the_render_deploys_the_gateway_over_the_retail_connector(retail: Rendered) -> None:
+    deployment = retail.named("Deployment", "shop-streamfold-gateway")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["gateway", "/etc/streamfold/topology/topology.yaml"]
+    connector = retail.named("ConfigMap", "shop-streamfold-gateway-connector")
+    assert yaml.safe_load(connector["data"]["sink.yaml"])["name"] == "retail"

@@ -11,7 +11,8 @@ import jsonschema
 import pytest
 import yaml
 
-from streamfold.deploy.values import CHART_OWNED_SETTINGS
+from streamfold.deploy.values import CHART_OWNED_SETTINGS, GATEWAY_CHART_OWNED_SETTINGS
+from streamfold.gateway.settings import AuthMode, GatewaySettings
 from streamfold.registry.server import RegistryServerSettings
 from streamfold.runtime.settings import TEST_HOOK_SETTINGS, WorkerSettings
 from streamfold.state.rocksdb import RocksDBOptions
@@ -40,6 +41,34 @@ def test_registry_config_offers_every_server_setting_but_port_and_basic_auth() -
         "port",
         "basic_auth",
     }
+
+
+def test_gateway_config_offers_every_gateway_setting_the_chart_does_not_set() -> None:
+    assert set(GatewaySettings.model_fields) >= GATEWAY_CHART_OWNED_SETTINGS
+    offered = set(GatewaySettings.model_fields) - GATEWAY_CHART_OWNED_SETTINGS
+    assert set(_config_schema("gateway")) == offered
+
+
+def test_the_gateway_values_name_the_chart_owned_variables_they_become() -> None:
+    gateway = SCHEMA["properties"]["gateway"]["properties"]
+    assert gateway["containerPorts"]["properties"]["http"]["description"] == (
+        "STREAMFOLD_GATEWAY_PORT"
+    )
+    assert gateway["auth"]["properties"]["mode"]["enum"] == [m.value for m in AuthMode]
+    assert VALUES["gateway"]["auth"]["mode"] == AuthMode.OFF.value  # quoted: not YAML's false
+
+
+def test_each_gateway_config_key_has_the_settings_type() -> None:
+    json_type = {int: "integer", float: "number", str: "string"}
+    for key, spec in _config_schema("gateway").items():
+        annotation = GatewaySettings.model_fields[key].annotation
+        if annotation == tuple[str, ...]:
+            assert (spec["type"], spec["items"]["type"]) == ("array", "string"), key
+        elif annotation == str | None:
+            assert spec["type"] == ["string", "null"], key
+        else:
+            assert spec["type"] == json_type[annotation], key  # type: ignore[index]
+        assert spec["description"] == f"STREAMFOLD_GATEWAY_{key.upper()}"
 
 
 def test_each_config_key_has_the_settings_type() -> None:

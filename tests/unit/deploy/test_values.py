@@ -10,7 +10,9 @@ import yaml
 from streamfold.deploy.values import (
     WorkerGroup,
     chart_owned_settings,
+    connector_directory,
     parse_group,
+    read_queries,
     render_values,
     values_yaml,
 )
@@ -52,6 +54,7 @@ def test_one_group_runs_every_aggregate_under_the_topology_name() -> None:
         "topicPrefix": "",
     }
     assert values["sinks"] == []
+    assert values["gateway"] == {"enabled": True, "queries": {}}
     assert "registry" not in values
 
 
@@ -202,3 +205,33 @@ def test_the_values_file_says_what_to_do_and_reads_back() -> None:
     assert text.startswith("# Helm values for topology 'retail'")
     assert "#   helm install retail helm/streamfold -f <this file>\n" in text
     assert yaml.safe_load(text) == values
+
+
+def test_the_gateway_gets_the_named_queries_or_is_left_out() -> None:
+    spec = ConnectorSpec(name="retail", context=CONTEXT)
+    queries = {"low_stock": "SELECT 1"}
+    values = render_values(topology(), AGGREGATES, sinks=[spec], queries=queries)
+    assert values["gateway"] == {"enabled": True, "queries": {"low_stock": "SELECT 1"}}
+    assert render_values(topology(), AGGREGATES, gateway=False)["gateway"] == {"enabled": False}
+    with pytest.raises(ConfigurationError, match="named queries low_stock need a sink"):
+        render_values(topology(), AGGREGATES, queries=queries)
+
+
+def test_the_queries_are_read_from_the_connector_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = tmp_path / "connectors" / "retail"
+    (directory / "queries").mkdir(parents=True)
+    (directory / "sink.yaml").write_text(f"name: retail\ncontext: {CONTEXT}\n")
+    (directory / "queries" / "low_stock.sql").write_text("SELECT 1\n")
+    (directory / "queries" / "notes.txt").write_text("not a query")
+    monkeypatch.chdir(tmp_path)
+    found = {
+        "retail": Path("connectors/retail"),
+        str(directory): directory,
+        str(directory / "sink.yaml"): directory,
+    }
+    for reference, expected in found.items():
+        assert connector_directory(reference) == expected
+        assert read_queries(connector_directory(reference)) == {"low_stock": "SELECT 1\n"}
+    assert read_queries(tmp_path) == {}

@@ -1,0 +1,46 @@
+{{/*
+What the gateway reads: a topology file over every aggregate some worker group runs (a group
+with no aggregates runs them all, and so does the gateway's file then), and a connector
+directory: the spec of one sink (gateway.connector, default the first) and the named queries.
+*/}}
+{{- define "streamfold.gatewayTopologyFile" -}}
+{{- $all := false -}}
+{{- $aggregates := list -}}
+{{- range .Values.workers.groups -}}
+{{- if .aggregates -}}
+{{- $aggregates = concat $aggregates .aggregates -}}
+{{- else -}}
+{{- $all = true -}}
+{{- end -}}
+{{- end -}}
+{{- $group := dict "name" "gateway" "topologyName" .Values.topology.name "aggregates" (ternary list (uniq $aggregates) $all) -}}
+{{- include "streamfold.topologyFile" (dict "context" . "group" $group) -}}
+{{- end -}}
+
+{{/*
+The sink whose connector spec the gateway reads, as YAML ("{}" without sinks).
+*/}}
+{{- define "streamfold.gatewaySink" -}}
+{{- $chosen := dict -}}
+{{- range .Values.sinks -}}
+{{- if and (not $chosen) (or (not $.Values.gateway.connector) (eq .name $.Values.gateway.connector)) -}}
+{{- $chosen = . -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml $chosen -}}
+{{- end -}}
+
+{{/*
+The files of the connector directory: ConfigMap keys to their paths under it.
+*/}}
+{{- define "streamfold.gatewayConnectorItems" -}}
+{{- $sink := include "streamfold.gatewaySink" . | fromYaml -}}
+{{- if $sink }}
+- key: sink.yaml
+  path: sink.yaml
+{{- end }}
+{{- range $name, $_ := .Values.gateway.queries }}
+- key: {{ printf "%s.sql" $name }}
+  path: {{ printf "queries/%s.sql" $name }}
+{{- end }}
+{{- end -}}

@@ -1,0 +1,365 @@
+"""What the gateway knows of commands' outcomes, and the waits for them.
+
+Outcomes are durable records in Kafka, not signals between processes: a worker writes one
+result per command (``<ctx>.<aggregate>.results``, keyed by command id) and the sink one
+PROJECTED ack once the command's rows are in ClickHouse (``<ctx>.projected``). So every
+gateway replica reads them all, and any replica can answer a wait or a lookup of a command
+another replica sent.
+
+:class:`OutcomeBook` runs one consumer on a thread of its own, assigned by hand to every
+partition of those topics (``read_committed``, no group, no commit):
+
+1. at start each partition is read from ``lookback_s`` back (by timestamp), so a lookup of a
+   command sent shortly before this replica started still finds it; the book is *ready* once
+   it has read up to the ends the partitions had at start;
+2. new topics and partitions (a sink started later, a topic grown) are picked up every
+   few seconds, from their beginning or from the lookback, whichever is later;
+3. every outcome read is kept (the last ``recent`` command ids) and handed to the event
+   loop, which wakes the waits for that command.
+
+A wait is registered before its command is produced, and registering and the book's updates
+both run on the event loop, so no outcome can slip between "not known yet" and "waiting".
+Waits are always released (a ``finally`` in :meth:`wait`): on the outcome, on timeout, on a
+client that goes away (its task is cancelled) and on shutdown (:meth:`stop` cancels them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
+
+from streamfold.contracts.codec import AvroCodec, CodecError
+from streamfold.contracts.headers import TENANT, header_map
+from streamfold.contracts.results import RESULT_NAMESPACE, CommandResult
+from streamfold.errors import RetryableError
+from streamfold.observability.logging import get_logger
+from streamfold.transport.settings import KafkaSettings
+
+__all__ = ["Known", "OutcomeBook", "Stage"]
+
+log = get_logger(__name__)
+
+_REFRESH_S = 3.0
+#: One outcome read: command id, its result (None: a PROJECTED ack), its tenant header.
+_Read = tuple[str, CommandResult | None, str | None]
+_POLL_S = 0.05
+
+
+class Stage(IntEnum):
+    """How far a command has come; a wait asks for one of them."""
+
+    SENT = 1  # the broker acknowledged the command record
+    PROCESSED = 2  # its aggregate answered: the result record
+    PROJECTED = 3  # the sink's rows for it are durable in ClickHouse
+
+    @classmethod
+    def parse(cls, text: str) -> Stage:
+        return cls[text.strip().upper()]
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+@dataclass(slots=True)
+class Known:
+    """What the book knows of one command."""
+
+    result: CommandResult | None = None
+    projected: bool = False
+    #: The command's ``tenant`` header, as its result carries it on.
+    tenant: str | None = None
+
+    @property
+    def stage(self) -> Stage:
+        if self.projected:
+            return Stage.PROJECTED
+        return Stage.PROCESSED if self.result is not None else Stage.SENT
+
+
+@dataclass(slots=True, eq=False)
+class _Wait:
+    command_id: str
+    stage: Stage
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class OutcomeBook:
+    """Read every outcome topic; keep recent outcomes; wake the waits (module docstring)."""
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        codec: AvroCodec,
+        result_topics: Iterable[str],
+        projected_topic: str,
+        *,
+        recent: int = 200_000,
+        lookback_s: float = 300.0,
+    ) -> None:
+        self._settings = settings
+        self._results = codec.reader(CommandResult, namespace=RESULT_NAMESPACE)
+        # The ack's model lives with the sink; only its command id and key matter here.
+        self._result_topics = tuple(result_topics)
+        self._projected_topic = projected_topic
+        self._recent = recent
+        self._lookback_s = lookback_s
+        self._known: OrderedDict[str, Known] = OrderedDict()
+        self._waits: dict[str, set[_Wait]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._ready = threading.Event()
+        self._failure: BaseException | None = None
+        self._assigned: set[tuple[str, int]] = set()
+        #: (start, end at assignment) of each partition: what "ready" must have read.
+        self._bounds: dict[tuple[str, int], tuple[int, int]] = {}
+        self.decode_failures = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start reading on a thread; outcomes are applied on ``loop``."""
+        self._loop = loop
+        self._thread = threading.Thread(target=self._run, name="gateway-outcomes", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop reading and release every wait (their requests answer 202)."""
+        self._stopping.set()
+        for waits in list(self._waits.values()):
+            for wait in waits:
+                wait.done.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    @property
+    def ready(self) -> bool:
+        """Whether the book has read what the partitions held at start (and still reads)."""
+        return self._ready.is_set() and self._failure is None and not self._stopping.is_set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    @property
+    def failure(self) -> BaseException | None:
+        """What stopped the reading thread, if it failed."""
+        return self._failure
+
+    @property
+    def open_waits(self) -> int:
+        return sum(len(waits) for waits in self._waits.values())
+
+    @property
+    def known_count(self) -> int:
+        return len(self._known)
+
+    # ------------------------------------------------------------------ the loop's side
+
+    def known(self, command_id: str) -> Known | None:
+        """What is known of ``command_id`` (event loop only)."""
+        return self._known.get(command_id)
+
+    async def wait(self, command_id: str, stage: Stage, timeout_s: float) -> Known | None:
+        """Wait until ``command_id`` reaches ``stage`` or the time is up; what is known then.
+
+        Call :meth:`register` first when the command is about to be sent, so nothing is
+        missed; a wait on a command sent elsewhere can call this directly.
+        """
+        with self.register(command_id, stage) as registration:
+            return await registration.until(timeout_s)
+
+    def register(self, command_id: str, stage: Stage) -> _Registration:
+        """A wait for ``command_id``, open until the ``with`` block ends."""
+        return _Registration(self, _Wait(command_id, stage))
+
+    async def _until(self, wait: _Wait, timeout_s: float) -> None:
+        known = self._known.get(wait.command_id)
+        if known is not None and known.stage >= wait.stage:
+            return
+        try:
+            await asyncio.wait_for(wait.done.wait(), timeout=max(0.0, timeout_s))
+        except TimeoutError:
+            return
+
+    def _open(self, wait: _Wait) -> None:
+        self._waits.setdefault(wait.command_id, set()).add(wait)
+
+    def _close(self, wait: _Wait) -> None:
+        waits = self._waits.get(wait.command_id)
+        if waits is not None:
+            waits.discard(wait)
+            if not waits:
+                del self._waits[wait.command_id]
+
+    def _apply(self, batch: list[_Read]) -> None:
+        """Record a batch of outcomes and wake their waits (runs on the event loop)."""
+        for command_id, result, tenant in batch:
+            known = self._known.get(command_id)
+            if known is None:
+                known = self._known[command_id] = Known(tenant=tenant)
+                if len(self._known) > self._recent:
+                    self._known.popitem(last=False)
+            if result is None:
+                known.projected = True
+            elif known.result is None or (known.result.duplicate and not result.duplicate):
+                known.result = result  # the first answer; a repeat's "duplicate" only if alone
+                known.tenant = tenant
+            for wait in self._waits.get(command_id, ()):
+                wait.changed.set()
+                if known.stage >= wait.stage:
+                    wait.done.set()
+
+    # ------------------------------------------------------------------ the reading thread
+
+    def _run(self) -> None:
+        config = self._settings.consumer_config(
+            f"streamfold-gateway-{uuid.uuid4().hex[:12]}",
+            **{"enable.partition.eof": False, "fetch.wait.max.ms": 20},
+        )
+        consumer = Consumer(config)
+        try:
+            next_refresh = 0.0
+            while not self._stopping.is_set():
+                now = time.monotonic()
+                if now >= next_refresh:
+                    self._refresh(consumer)
+                    next_refresh = now + _REFRESH_S
+                messages = consumer.consume(2000, _POLL_S)
+                batch = self._decode(messages)
+                if batch and self._loop is not None:
+                    self._loop.call_soon_threadsafe(self._apply, batch)
+                if not self._ready.is_set() and self._caught_up(consumer):
+                    self._ready.set()
+                    log.info("outcomes read up to the start", partitions=len(self._assigned))
+        except Exception as exc:
+            self._failure = exc
+            log.exception("the outcome reader failed")
+            raise
+        finally:
+            consumer.close()
+
+    def _decode(self, messages: list[Message]) -> list[_Read]:
+        batch: list[_Read] = []
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    log.warning("outcome topic error", error=str(error))
+                continue
+            key = message.key()
+            if message.topic() == self._projected_topic:
+                if key:
+                    batch.append((key.decode("utf-8", "replace"), None, None))
+                continue
+            try:
+                _, record = self._results.decode_dict(message.value() or b"")
+                result = CommandResult.model_validate(record)
+            except (CodecError, ValueError) as exc:
+                self.decode_failures += 1
+                log.warning("undecodable result", error=str(exc), topic=message.topic())
+                continue
+            tenant = header_map(message.headers()).get(TENANT)
+            batch.append((result.command_id, result, tenant))
+        return batch
+
+    def _refresh(self, consumer: Consumer) -> None:
+        """Assign partitions not yet assigned: from the lookback, or their beginning."""
+        topics = [*self._result_topics, self._projected_topic]
+        try:
+            metadata = consumer.list_topics(timeout=10)
+        except KafkaException as exc:
+            log.warning("cannot read outcome topics' metadata", error=str(exc))
+            return
+        new = [
+            (topic, partition)
+            for topic in topics
+            if topic in metadata.topics and metadata.topics[topic].error is None
+            for partition in metadata.topics[topic].partitions
+            if (topic, partition) not in self._assigned
+        ]
+        if not new:
+            return
+        since_ms = int((time.time() - self._lookback_s) * 1000)
+        try:
+            ends = {tp: consumer.get_watermark_offsets(TopicPartition(*tp), 10)[1] for tp in new}
+            found = consumer.offsets_for_times(
+                [TopicPartition(topic, partition, since_ms) for topic, partition in new], 10
+            )
+        except KafkaException as exc:
+            raise RetryableError(f"reading outcome offsets: {exc}") from exc
+        starts = []
+        for tp in found:
+            key = (tp.topic, tp.partition)
+            # No record since the lookback: start at the end read before the lookup, so a
+            # record written in between is still read.
+            offset = tp.offset if tp.offset >= 0 else ends[key]
+            starts.append(TopicPartition(tp.topic, tp.partition, offset))
+            self._bounds[key] = (offset, ends[key])
+        consumer.incremental_assign(starts)
+        self._assigned.update(new)
+        log.info("reading outcomes", partitions=[f"{t}/{p}" for t, p in new])
+
+    def _caught_up(self, consumer: Consumer) -> bool:
+        """Whether every partition assigned so far was read up to its end at assignment."""
+        if not self._assigned:
+            return False
+        behind = [tp for tp, (start, end) in self._bounds.items() if start < end]
+        for tp in consumer.position([TopicPartition(*tp) for tp in behind]):
+            # The last offset is often a transaction marker, which is never delivered.
+            if tp.offset < self._bounds[(tp.topic, tp.partition)][1] - 1:
+                return False
+        return True
+
+
+class _Registration:
+    """``with book.register(id, stage) as wait``: the wait is open inside the block."""
+
+    def __init__(self, book: OutcomeBook, wait: _Wait) -> None:
+        self._book = book
+        self.wait = wait
+
+    def __enter__(self) -> _Registration:
+        self._book._open(self.wait)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._book._close(self.wait)
+
+    async def until(self, timeout_s: float) -> Known | None:
+        """Wait for the stage or the time; what is known then."""
+        await self._book._until(self.wait, timeout_s)
+        return self._book.known(self.wait.command_id)
+
+    async def changed(self, timeout_s: float) -> Known | None:
+        """Wait for any news of the command (or the time, or shutdown); what is known then."""
+        self.wait.changed.clear()
+        known = self._book.known(self.wait.command_id)
+        if known is None or known.stage < self.wait.stage:
+            waiter = asyncio.ensure_future(self.wait.changed.wait())
+            done = asyncio.ensure_future(self.wait.done.wait())
+            try:
+                await asyncio.wait(
+                    {waiter, done}, timeout=max(0.0, timeout_s), return_when="FIRST_COMPLETED"
+                )
+            finally:
+                waiter.cancel()
+                done.cancel()
+        return self._book.known(self.wait.command_id)
