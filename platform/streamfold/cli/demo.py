@@ -4,7 +4,8 @@ It brings up a stack of its own (Kafka from the fetched jars, the schema registr
 workers and the retail sink on chDB, on free ports, with its data in ``.streamfold/demo``,
 wiped at the start), sends a day of retail traffic (:mod:`topologies.retail.day`, fixed
 seed), waits until every command is projected (a PROJECTED ack for each), prints the BI
-reports (the named queries of ``connectors/retail/queries``) (queried through the sink's query port) and stops
+reports (the named queries of ``connectors/retail/queries``, through the sink's query
+port) and stops
 the stack, or keeps it until Ctrl-C with ``--keep``.
 """
 
@@ -53,9 +54,9 @@ def run_demo(
     from streamfold.embedded.ports import free_ports  # noqa: PLC0415
     from streamfold.registry.server import RegistryProcess  # noqa: PLC0415
     from streamfold.runtime.process import WorkerProcess  # noqa: PLC0415
+    from streamfold.sink.named_queries import load_named_queries  # noqa: PLC0415
     from streamfold.sink.process import SinkProcess  # noqa: PLC0415
     from streamfold.sink.queries import run_sql  # noqa: PLC0415
-    from streamfold.sink.named_queries import load_named_queries  # noqa: PLC0415
     from streamfold.transport.commands import CommandProducer  # noqa: PLC0415
     from streamfold.transport.settings import KafkaSettings  # noqa: PLC0415
 

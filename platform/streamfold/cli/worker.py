@@ -28,7 +28,8 @@ def worker(
     """Process the topology's commands exactly once until SIGTERM or Ctrl-C.
 
     Settings: env STREAMFOLD_WORKER_* over the topology file's ``worker:`` section
-    (instance_id, state_dir, commit_interval_ms, max_batch, health_port, ...).
+    (instance_id, state_dir, commit_interval_ms, max_batch, health_port, ...); tracing
+    STREAMFOLD_TRACING_* (spans are made only when an OTLP endpoint is set).
     """
     # Imported here: the CLI's other commands need none of the worker's dependencies.
     from confluent_kafka.schema_registry import SchemaRegistryClient  # noqa: PLC0415
@@ -37,6 +38,7 @@ def worker(
     from streamfold.contracts.registry import ConfluentSchemaRegistry  # noqa: PLC0415
     from streamfold.observability.health import HealthServer  # noqa: PLC0415
     from streamfold.observability.metrics import WorkerMetrics  # noqa: PLC0415
+    from streamfold.observability.tracing import TracingSettings, configure_tracing  # noqa: PLC0415
     from streamfold.runtime.settings import WorkerSettings  # noqa: PLC0415
     from streamfold.runtime.topology import load_topology  # noqa: PLC0415
     from streamfold.runtime.worker import AggregateWorker  # noqa: PLC0415
@@ -49,6 +51,10 @@ def worker(
         settings = WorkerSettings.resolve(spec.worker)
     except ValidationError as exc:
         raise ConfigurationError(f"invalid worker settings: {exc}") from exc
+    try:
+        configure_tracing("streamfold-worker", TracingSettings())  # spans only if exported
+    except ValidationError as exc:
+        raise ConfigurationError(f"invalid tracing settings: {exc}") from exc
     client = SchemaRegistryClient(registry_settings(registry).client_config())
     metrics = WorkerMetrics()
     runner = AggregateWorker(

@@ -14,6 +14,9 @@ possible (each partition a transaction touches costs a produce request). Outcome
   wrong key, a handler that kept failing); ``code`` is the dead-letter reason and
   ``message`` the error. The record itself is in the dead-letter topic.
 
+A command whose ``tenant`` header is not its aggregate's is ``rejected`` with the code
+:data:`TENANT_MISMATCH` and version 0 (nothing of the aggregate is told).
+
 ``duplicate`` marks an answer to a repeated command id: the first result again, no effect.
 """
 
@@ -23,9 +26,11 @@ from enum import StrEnum
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
-__all__ = ["RESULT_NAMESPACE", "CommandResult", "Outcome"]
+__all__ = ["RESULT_NAMESPACE", "TENANT_MISMATCH", "CommandResult", "Outcome"]
 
 RESULT_NAMESPACE = "io.streamfold.runtime"
+#: The rejection code of a command addressed to another tenant's aggregate.
+TENANT_MISMATCH = "tenant_mismatch"
 
 
 class Outcome(StrEnum):

@@ -42,7 +42,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 from pydantic import BaseModel, ValidationError, create_model
 
-from streamfold.contracts.results import Outcome
+from streamfold.contracts.results import TENANT_MISMATCH, Outcome
 from streamfold.domain.aggregate import Aggregate
 from streamfold.domain.context import BoundedContext
 from streamfold.domain.messages import Command
@@ -70,7 +70,7 @@ OnStage = Callable[[Known | None, Stage], Awaitable[None]]
 _PROBLEM = {"model": Problem, "content": {PROBLEM_JSON: {}}}
 _COMMAND_ID = r"^[A-Za-z0-9._:\-]{1,128}$"
 #: Rejection codes that say "not yours", answered 403 rather than 409.
-_FORBIDDEN_CODES = frozenset({"tenant_mismatch"})
+_FORBIDDEN_CODES = frozenset({TENANT_MISMATCH})
 
 
 def snake_case(name: str) -> str:
@@ -205,6 +205,7 @@ def _command_route(
                 "principal": who.principal,
                 "traceparent": traceparent_of(span),
             }
+
             def send(on_stage: OnStage | None = None) -> Awaitable[Sent]:
                 return bus.send(
                     command,

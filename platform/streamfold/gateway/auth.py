@@ -23,6 +23,7 @@ from pathlib import Path
 
 import jwt
 
+from streamfold.contracts.results import TENANT_MISMATCH
 from streamfold.errors import ConfigurationError
 from streamfold.gateway.problems import ProblemError
 from streamfold.gateway.settings import AuthMode, GatewaySettings
@@ -146,7 +147,7 @@ class Authenticator:
             "forbidden-tenant",
             "Another tenant's data",
             f"the credential is tenant {caller.tenant!r}, the request names {named!r}",
-            code="tenant_mismatch",
+            code=TENANT_MISMATCH,
         )
 
 

@@ -18,7 +18,10 @@ Processor`, and the steps a worker runs for each command record it reads.
    happens to be on its aggregate's partition is processed where it is);
 5. load the aggregate's entry from the partition's store (an entry or a state that cannot
    be read: dead letter ``corrupt_state``, and the partition goes on);
-6. a command id the entry remembers gets its first result again, and nothing else;
+6. a command whose ``tenant`` header is not the aggregate's (the tenant of the command
+   that created it) is rejected with ``tenant_mismatch``, and the entry is not touched, so
+   tenant isolation holds for commands straight from Kafka too; a command id the entry
+   remembers gets its first result again, and nothing else;
 7. decide and fold with :meth:`~streamfold.domain.aggregate.Aggregate.handle` (the expected
    version is checked there); a rejection is a result, not a failure; a handler that still
    raises after ``handler_retries`` retries is dead-lettered;
@@ -49,6 +52,8 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from confluent_kafka import Message
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
 
 from streamfold.contracts import headers as h
@@ -66,7 +71,12 @@ from streamfold.contracts.codec import (
 )
 from streamfold.contracts.headers import DeadLetterReason, Headers
 from streamfold.contracts.registry import RegistryUnavailableError
-from streamfold.contracts.results import RESULT_NAMESPACE, CommandResult, Outcome
+from streamfold.contracts.results import (
+    RESULT_NAMESPACE,
+    TENANT_MISMATCH,
+    CommandResult,
+    Outcome,
+)
 from streamfold.domain.aggregate import Aggregate, Decision
 from streamfold.domain.messages import Command, Metadata
 from streamfold.domain.naming import aggregate_topics, context_topics
@@ -77,6 +87,7 @@ from streamfold.observability.logging import (
     get_logger,
     message_correlation,
 )
+from streamfold.observability.tracing import parent_context, traceparent_of, tracing_enabled
 from streamfold.runtime.processor import Outbox, UnproducibleRecordError
 from streamfold.state.entry import AggregateEntry, CorruptEntryError, StoredResult
 from streamfold.state.rocksdb import PartitionStore
@@ -136,6 +147,7 @@ class CommandProcessor:
         idempotency_window: int,
         handler_retries: int,
         counters: Processed,
+        tracer_provider: trace.TracerProvider | None = None,
     ) -> None:
         self.aggregate = aggregate
         #: The commands topic's partition count: where each aggregate lives (murmur2).
@@ -155,6 +167,11 @@ class CommandProcessor:
         self._result_writer = codec.writer(self.topics.results, CommandResult, RESULT_NAMESPACE)
         self._type_names = {t: t.__name__ for t in (*aggregate.commands, *aggregate.events)}
         self._homes: dict[bytes, int] = {}
+        # Spans only when a tracer provider is given or installed: otherwise the command's
+        # traceparent goes on unchanged and the hot path pays nothing.
+        if tracer_provider is None and tracing_enabled():
+            tracer_provider = trace.get_tracer_provider()
+        self._tracer = tracer_provider.get_tracer("streamfold.worker") if tracer_provider else None
 
     @property
     def input_topic(self) -> str:
@@ -182,9 +199,43 @@ class CommandProcessor:
             MessageCorrelation(command_id, about.request_id, raw_headers.get(h.TRACEPARENT))
         )
         try:
-            return self._process(message, raw_headers, about, store, outbox)
+            if self._tracer is None:
+                return self._process(message, raw_headers, about, store, outbox)
+            return self._traced(message, raw_headers, about, store, outbox)
         finally:
             end_message_correlation(token)
+
+    def _traced(
+        self,
+        message: Message,
+        raw_headers: dict[str, str],
+        about: _Command,
+        store: PartitionStore,
+        outbox: Outbox,
+    ) -> str:
+        """:meth:`_process` in a span, child of the command's ``traceparent``; everything the
+        command causes carries the span's own ``traceparent``."""
+        assert self._tracer is not None
+        with self._tracer.start_as_current_span(
+            f"decide {self.aggregate.context}.{self.name}",
+            context=parent_context(raw_headers.get(h.TRACEPARENT)),
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "streamfold.command_id": about.command_id,
+                "messaging.system": "kafka",
+                "messaging.destination.name": message.topic() or "",
+                "messaging.destination.partition.id": str(about.partition),
+            },
+        ) as span:
+            traceparent = traceparent_of(span)
+            if traceparent is not None:
+                about.propagated = [
+                    *(pair for pair in about.propagated if pair[0] != h.TRACEPARENT),
+                    (h.TRACEPARENT, traceparent.encode()),
+                ]
+            outcome = self._process(message, raw_headers, about, store, outbox)
+            span.set_attribute("streamfold.outcome", outcome)
+            return outcome
 
     def _process(
         self,
@@ -238,7 +289,20 @@ class CommandProcessor:
         except CorruptEntryError as exc:
             return self._dead_letter(message, about, DeadLetterReason.CORRUPT_STATE, exc, outbox)
         command_type = self._type_names.get(type(command), type(command).__name__)
-        # 6. a repeat gets its first result
+        # 6. another tenant's aggregate is refused (before the repeat check: a repeat's
+        # answer would tell its result); a repeat gets its first result
+        tenant = raw_headers.get(h.TENANT)
+        if entry.version and entry.tenant != tenant:
+            refused = StoredResult(
+                Outcome.REJECTED.value,
+                0,  # nothing of the aggregate is told: not even its version
+                (),
+                TENANT_MISMATCH,
+                f"the aggregate does not belong to tenant {tenant!r}",
+            )
+            self._send_result(outbox, about, aggregate_id, command_type, refused)
+            self.counters.command(self.name, Outcome.REJECTED.value)
+            return Outcome.REJECTED.value
         first = entry.result_of(about.command_id)
         if first is not None:
             self._send_result(outbox, about, aggregate_id, command_type, first, duplicate=True)
@@ -298,6 +362,7 @@ class CommandProcessor:
             command_id=about.command_id,
             result=result,
             window=self.window,
+            tenant=tenant,
         )
         self._stage(store, outbox, about, akey, after)
         self._send_result(outbox, about, aggregate_id, command_type, result)

@@ -13,7 +13,11 @@ command is decided again (a command carrying ``expected_version`` is then reject
 ``version_conflict``, so use it where a late duplicate must never act twice). The bound keeps
 an entry's size, and so the changelog's, proportional to the aggregate, not to its history.
 
-Encoding: msgpack of ``[version, deleted, state, [[command_id, result...], ...]]``.
+Tenant: the entry keeps the ``tenant`` header of the command that created the aggregate
+(None when it had none); every later command must carry the same tenant.
+
+Encoding: msgpack of ``[version, deleted, state, [[command_id, result...], ...], tenant]``
+(entries written before tenants were kept have four elements: tenant None).
 """
 
 from __future__ import annotations
@@ -61,6 +65,8 @@ class AggregateEntry:
     state: bytes | None = None
     #: [command id, packed StoredResult] pairs, oldest first (lists, as msgpack decodes them).
     recent: tuple[Sequence[Any], ...] = ()
+    #: The tenant the aggregate belongs to (that of the command that created it).
+    tenant: str | None = None
 
     def result_of(self, command_id: str) -> StoredResult | None:
         """The stored result of ``command_id`` if it is among the recent commands."""
@@ -78,21 +84,27 @@ class AggregateEntry:
         command_id: str,
         result: StoredResult,
         window: int,
+        tenant: str | None = None,
     ) -> AggregateEntry:
-        """The entry after a command: new version and state, its result remembered."""
+        """The entry after a command: new version and state, its result remembered (a new
+        aggregate takes ``tenant``; an existing one keeps its own)."""
         recent = (*self.recent, [command_id, result.pack()])
-        return AggregateEntry(version, deleted, state, recent[-window:] if window else ())
+        owner = self.tenant if self.version else tenant
+        return AggregateEntry(version, deleted, state, recent[-window:] if window else (), owner)
 
     def encode(self) -> bytes:
-        return msgpack.packb(  # type: ignore[no-any-return]
-            [self.version, self.deleted, self.state, self.recent],
-            use_bin_type=True,
-        )
+        fields: list[Any] = [self.version, self.deleted, self.state, self.recent]
+        if self.tenant is not None:
+            fields.append(self.tenant)
+        return msgpack.packb(fields, use_bin_type=True)  # type: ignore[no-any-return]
 
     @classmethod
     def decode(cls, data: bytes) -> AggregateEntry:
         try:
-            version, deleted, state, recent = msgpack.unpackb(data, raw=False)
-            return cls(version, deleted, state, tuple(recent))
+            version, deleted, state, recent, *rest = msgpack.unpackb(data, raw=False)
+            tenant = rest[0] if rest else None
+            if len(rest) > 1 or not (tenant is None or isinstance(tenant, str)):
+                raise ValueError("unexpected fields after the recent results")
+            return cls(version, deleted, state, tuple(recent), tenant)
         except (ValueError, TypeError, msgpack.UnpackException) as exc:
             raise CorruptEntryError(f"not an aggregate entry ({len(data)} bytes): {exc}") from exc
