@@ -45,7 +45,9 @@ def gateway(
         raise ConfigurationError(f"invalid gateway settings: {exc}") from exc
     spec = load_topology(topology)
     app = assemble(spec, settings, kafka_settings(bootstrap), registry_settings(registry), tracing)
-    HttpServer(app, settings.host, settings.port, name="gateway").run()
+    # A stop answers every open wait (202, the command's Location) before the grace period.
+    release = app.state.bus.book.release
+    HttpServer(app, settings.host, settings.port, name="gateway", on_shutdown=release).run()
 
 
 def send(

@@ -113,6 +113,7 @@ def build_app(
         lifespan=lifespan,
     )
     install_problem_handlers(app)
+    app.state.bus = bus
     metrics.open_waits.set_function(lambda: bus.book.open_waits)
     metrics.known.set_function(lambda: bus.book.known_count)
 

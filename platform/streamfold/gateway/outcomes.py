@@ -139,12 +139,17 @@ class OutcomeBook:
         self._thread = threading.Thread(target=self._run, name="gateway-outcomes", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
-        """Stop reading and release every wait (their requests answer 202)."""
+    def release(self) -> None:
+        """Release every wait now (their requests answer 202) and refuse new ones; the
+        event loop's side of a shutdown, which must not block."""
         self._stopping.set()
         for waits in list(self._waits.values()):
             for wait in waits:
                 wait.done.set()
+
+    def stop(self) -> None:
+        """Release every wait and stop reading (joins the reading thread)."""
+        self.release()
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None

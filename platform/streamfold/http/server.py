@@ -4,7 +4,9 @@
 (:meth:`run`, until SIGTERM or SIGINT: a server process such as ``streamfold gateway``) or on
 a daemon thread (:meth:`start` / :meth:`stop`: beside a worker's loop, or in a test). Either
 way uvicorn's own logging is off (streamfold logs with structlog), the access log is off, and
-a stop lets requests in flight finish for ``graceful_s`` seconds. ``port=0`` binds a free
+a stop lets requests in flight finish for ``graceful_s`` seconds. ``on_shutdown`` runs
+first thing when a stop begins, on the event loop (the gateway answers its open waits
+there, so they end within the grace period instead of being cut). ``port=0`` binds a free
 port; :attr:`port` tells which once started.
 """
 
@@ -14,6 +16,7 @@ import asyncio
 import socket
 import threading
 import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -29,6 +32,17 @@ log = get_logger(__name__)
 ASGIApp = Any
 
 
+class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, on_shutdown: Callable[[], None] | None) -> None:
+        super().__init__(config)
+        self._on_shutdown = on_shutdown
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self._on_shutdown is not None:
+            self._on_shutdown()
+        await super().shutdown(sockets)
+
+
 class HttpServer:
     """Serve ``app`` on ``host:port`` (see the module docstring)."""
 
@@ -41,6 +55,7 @@ class HttpServer:
         name: str,
         lifespan: str = "auto",
         graceful_s: float = 5.0,
+        on_shutdown: Callable[[], None] | None = None,
     ) -> None:
         self.name = name
         self._host = host
@@ -54,7 +69,7 @@ class HttpServer:
             # A wait may hold a request for a minute; a stalled client must not hold more.
             timeout_keep_alive=30,
         )
-        self._server = uvicorn.Server(config)
+        self._server = _Server(config, on_shutdown)
         self._thread: threading.Thread | None = None
 
     @property
@@ -82,7 +97,7 @@ class HttpServer:
         # uvicorn installs signal handlers only on the main thread: a thread leaves them.
         thread = threading.Thread(
             target=lambda: asyncio.run(self._server.serve(sockets=[self._socket])),
-            name=f"http-{self.name}",
+            name=f"{self.name}-{self.port}",
             daemon=True,
         )
         self._thread = thread
@@ -92,7 +107,7 @@ class HttpServer:
             if not thread.is_alive() or time.monotonic() > deadline:
                 raise HostEnvironmentError(f"{self.name} did not start on {self.url}")
             time.sleep(0.01)
-        log.info("http server listening", server=self.name, url=self.url)
+        log.debug("http server listening", server=self.name, url=self.url)
 
     def stop(self) -> None:
         """Stop serving (requests in flight get the grace period) and join the thread."""
@@ -102,7 +117,7 @@ class HttpServer:
         self._server.should_exit = True
         thread.join()
         self._socket.close()
-        log.info("http server stopped", server=self.name)
+        log.debug("http server stopped", server=self.name)
 
     def __enter__(self) -> HttpServer:
         self.start()

@@ -1,6 +1,7 @@
 """HTTP endpoints for Kubernetes probes and Prometheus scrapes.
 
-:class:`HealthServer` serves, on a daemon thread of the worker process:
+:class:`HealthServer` serves, on a daemon thread of a worker or sink process (uvicorn, through
+:class:`~streamfold.http.server.HttpServer`, as the gateway and the registry are served):
 
 - ``GET /metrics``: a process's metrics (a worker's
   :class:`~streamfold.observability.metrics.WorkerMetrics`, a sink's metrics);
@@ -12,13 +13,12 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Protocol
 
+from streamfold.http.server import HttpServer
 from streamfold.observability.logging import get_logger
 from streamfold.observability.metrics import CONTENT_TYPE
 
@@ -39,43 +39,33 @@ def _always() -> bool:
     return True
 
 
-class _ProbeHTTPServer(ThreadingHTTPServer):
-    """A threading HTTP server that carries what the request handler answers from."""
-
-    daemon_threads = True
+class _ProbeApp:
+    """The ASGI application of the probes and the metrics."""
 
     def __init__(
-        self,
-        address: tuple[str, int],
-        metrics: Renders,
-        ready: Callable[[], bool],
-        alive: Callable[[], bool],
+        self, metrics: Renders, ready: Callable[[], bool], alive: Callable[[], bool]
     ) -> None:
         self.metrics = metrics
         self.ready = ready
         self.alive = alive
-        super().__init__(address, _ProbeHandler)
 
-
-class _ProbeHandler(BaseHTTPRequestHandler):
-    """Answer one request from the state held by its :class:`_ProbeHTTPServer`."""
-
-    server: _ProbeHTTPServer
-    # A stalled client must not hold a handler thread for ever.
-    timeout = 10
-
-    def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0]
-        if path == "/metrics":
-            self._send(HTTPStatus.OK, CONTENT_TYPE, self.server.metrics.render())
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":  # lifespan is off; websockets are not served
+            return
+        path = scope["path"]
+        log.debug("http request", client=(scope.get("client") or ("",))[0], path=path)
+        if scope["method"] not in ("GET", "HEAD"):
+            await _send(send, HTTPStatus.METHOD_NOT_ALLOWED, _JSON, b'{"status":"not allowed"}')
+        elif path == "/metrics":
+            await _send(send, HTTPStatus.OK, CONTENT_TYPE, self.metrics.render())
         elif path == "/healthz":
-            self._probe(self.server.alive, "alive")
+            await self._probe(send, self.alive, "alive")
         elif path == "/readyz":
-            self._probe(self.server.ready, "ready")
+            await self._probe(send, self.ready, "ready")
         else:
-            self._send(HTTPStatus.NOT_FOUND, _JSON, b'{"status":"not found"}')
+            await _send(send, HTTPStatus.NOT_FOUND, _JSON, b'{"status":"not found"}')
 
-    def _probe(self, check: Callable[[], bool], state: str) -> None:
+    async def _probe(self, send: Any, check: Callable[[], bool], state: str) -> None:
         try:
             ok = check()
         except Exception:
@@ -84,18 +74,17 @@ class _ProbeHandler(BaseHTTPRequestHandler):
             ok = False
         status = HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE
         body = {"status": state if ok else f"not {state}"}
-        self._send(status, _JSON, json.dumps(body, separators=(",", ":")).encode())
+        await _send(send, status, _JSON, json.dumps(body, separators=(",", ":")).encode())
 
-    def _send(self, status: HTTPStatus, content_type: str, body: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        self.wfile.write(body)
 
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("http request", client=self.client_address[0], line=format % args)
+async def _send(send: Any, status: HTTPStatus, content_type: str, body: bytes) -> None:
+    headers = [
+        (b"content-type", content_type.encode()),
+        (b"content-length", str(len(body)).encode()),
+        (b"cache-control", b"no-store"),
+    ]
+    await send({"type": "http.response.start", "status": int(status), "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 class HealthServer:
@@ -121,43 +110,38 @@ class HealthServer:
         self._metrics = metrics
         self._ready = ready
         self._alive = alive
-        self._server: _ProbeHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server: HttpServer | None = None
 
     @property
     def port(self) -> int:
         """Return the bound port; raises :class:`RuntimeError` before :meth:`start`."""
         if self._server is None:
             raise RuntimeError("health server is not started")
-        return int(self._server.server_address[1])
+        return self._server.port
 
     def start(self) -> None:
         """Bind the socket and serve on a daemon thread; raises if already started."""
         if self._server is not None:
             raise RuntimeError("health server is already started")
-        server = _ProbeHTTPServer(
-            (self._host, self._requested_port), self._metrics, self._ready, self._alive
+        app = _ProbeApp(self._metrics, self._ready, self._alive)
+        server = HttpServer(
+            app,
+            self._host,
+            self._requested_port,
+            name="health-server",
+            lifespan="off",
+            graceful_s=1,
         )
-        thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.1},
-            name=f"health-server-{server.server_address[1]}",
-            daemon=True,
-        )
-        self._server, self._thread = server, thread
-        thread.start()
+        server.start()
+        self._server = server
         log.info("health server listening", host=self._host, port=self.port)
 
     def stop(self) -> None:
         """Stop serving, close the socket and join the serving thread."""
-        server, thread = self._server, self._thread
-        if server is None or thread is None:
-            return
-        server.shutdown()
-        server.server_close()
-        thread.join()
-        self._server = self._thread = None
-        log.info("health server stopped", host=self._host)
+        server, self._server = self._server, None
+        if server is not None:
+            server.stop()
+            log.info("health server stopped", host=self._host)
 
     def __enter__(self) -> HealthServer:
         self.start()

@@ -11,13 +11,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import uvicorn
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streamfold.contracts.compatibility import CompatibilityLevel
 from streamfold.embedded.children import ChildProcess
 from streamfold.errors import ConfigurationError
+from streamfold.http.server import HttpServer
 from streamfold.observability.logging import get_logger
 from streamfold.registry.api import RegistryApp
 from streamfold.registry.log import KafkaIntentLog
@@ -68,15 +68,7 @@ def serve(settings: RegistryServerSettings, kafka: KafkaSettings) -> None:
     )
     intent_log.start()
     app = RegistryApp(intent_log, settings.users())
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        lifespan="off",
-        timeout_graceful_shutdown=5,
-    )
+    server = HttpServer(app, settings.host, settings.port, name="registry", lifespan="off")
     log.info(
         "registry serving",
         url=f"http://{settings.host}:{settings.port}",
@@ -84,7 +76,7 @@ def serve(settings: RegistryServerSettings, kafka: KafkaSettings) -> None:
         auth=bool(settings.basic_auth),
     )
     try:
-        uvicorn.Server(config).run()
+        server.run()
     finally:
         intent_log.stop()
         log.info("registry stopped")

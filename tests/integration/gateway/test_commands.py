@@ -14,6 +14,9 @@ from urllib.parse import quote
 
 import httpx
 import pytest
+from topologies.retail.domain import retail
+
+from streamfold.gateway.app import snake_case
 
 from .conftest import RetailStack
 
@@ -116,9 +119,7 @@ def test_wait_stage_sent_answers_once_the_broker_has_it(http: httpx.Client) -> N
     assert body["stage"] == "sent"
     assert body["outcome"] is None
     # What the gateway knows of it a little later: the worker answered it.
-    follow = http.get(
-        f"/commands/{body['command_id']}", headers={"Wait-Stage": "processed"}
-    )
+    follow = http.get(f"/commands/{body['command_id']}", headers={"Wait-Stage": "processed"})
     assert follow.status_code == 200, follow.text
     assert follow.json()["outcome"] == "accepted"
 
@@ -152,7 +153,7 @@ def test_wait_stage_projected_makes_the_state_readable(http: httpx.Client) -> No
     assert problem(http.get(f"/retail/supplier/{fresh('nobody')}/state"), 404)
 
 
-# ---------------------------------------------------------------------- store_stock: an id with a slash
+# ------------------------------------------------------- store_stock: an id with a slash
 
 
 def test_store_stock_supply_then_sale_shows_on_hand(http: httpx.Client) -> None:
@@ -203,7 +204,7 @@ def test_the_same_command_id_twice_is_a_replay_with_no_second_effect(
     http: httpx.Client,
 ) -> None:
     store, item = fresh("store"), fresh("item")
-    command_id = fresh("cmd")
+    command_id = str(uuid.uuid4())
     headers = {"Command-Id": command_id, "Wait-Stage": "projected"}
     first = receive(http, store, item, 4, **headers)
     assert first.status_code == 200, first.text
@@ -221,6 +222,15 @@ def test_the_same_command_id_twice_is_a_replay_with_no_second_effect(
     state = http.get(stock_path(store, item)).json()
     assert state["version"] == 2
     assert state["state"]["on_hand"] == 5
+
+
+def test_a_command_id_the_contract_allows_is_processed(http: httpx.Client) -> None:
+    """``Command-Id`` is documented as ``^[A-Za-z0-9._:-]{1,128}$``: such a key must work."""
+    command_id = f"order-{uuid.uuid4().hex[:8]}:line.1"
+    response = register(http, fresh("sup"), **{"Command-Id": command_id})
+    assert response.status_code == 200, response.text
+    assert response.json()["command_id"] == command_id
+    assert response.json()["outcome"] == "accepted"
 
 
 # ---------------------------------------------------------------------- invalid requests
@@ -338,19 +348,22 @@ def test_an_event_stream_asked_for_projected_reports_projected(http: httpx.Clien
 # ---------------------------------------------------------------------- the contract
 
 
+def retail_commands() -> list[tuple[str, type[Any]]]:
+    return [(a.name, command) for a in retail.aggregates for command in a.commands]
+
+
 def test_the_openapi_lists_every_retail_command_with_its_model(http: httpx.Client) -> None:
-    from topologies.retail.domain import retail  # noqa: PLC0415
-
-    from streamfold.gateway.app import snake_case  # noqa: PLC0415
-
     openapi = http.get("/openapi.json").json()
     schemas = openapi["components"]["schemas"]
-    commands = [
-        (aggregate.name, command)
-        for aggregate in retail.aggregates
-        for command in aggregate.commands
-    ]
-    assert len(commands) >= 6
+    commands = retail_commands()
+    assert {command.__name__ for _, command in commands} >= {
+        "RegisterSupplier",
+        "AddItem",
+        "ChangePrice",
+        "ReceiveSupply",
+        "RecordSale",
+        "AdjustStock",
+    }
     for aggregate, command in commands:
         path = f"/retail/{aggregate}/{snake_case(command.__name__)}"
         assert path in openapi["paths"], path
@@ -359,10 +372,27 @@ def test_the_openapi_lists_every_retail_command_with_its_model(http: httpx.Clien
         assert body == {"$ref": f"#/components/schemas/{command.__name__}"}, path
         assert set(command.model_fields) <= set(schemas[command.__name__]["properties"]), path
         responses = operation["responses"]
-        for status in ("409", "422", "503"):
-            content = responses[status]["content"]
-            assert content[PROBLEM_JSON]["schema"] == {"$ref": "#/components/schemas/Problem"}
-        assert "202" in responses and "200" in responses
+        assert {"200", "202", "409", "422", "503"} <= set(responses), path
+        assert PROBLEM_JSON in responses["409"]["content"], path
+    assert set(schemas["Problem"]["properties"]) >= {"type", "title", "status", "code"}
     for aggregate in retail.aggregates:
         assert f"/retail/{aggregate.name}/{{id}}/state" in openapi["paths"]
     assert "/retail/queries/low_stock" in openapi["paths"]
+
+
+def test_the_openapi_gives_problem_answers_the_problem_schema(http: httpx.Client) -> None:
+    """Problems are served as application/problem+json: that is where the schema must be."""
+    openapi = http.get("/openapi.json").json()
+    wrong, checked = [], 0
+    for path, item in openapi["paths"].items():
+        for method, operation in item.items():
+            for status, response in operation["responses"].items():
+                if not status.startswith(("4", "5")):
+                    continue
+                checked += 1
+                content = response.get("content", {})
+                schema = content.get(PROBLEM_JSON, {}).get("schema")
+                if schema != {"$ref": "#/components/schemas/Problem"}:
+                    wrong.append(f"{method.upper()} {path} {status}: {sorted(content)}")
+    assert checked >= 20
+    assert wrong == []
