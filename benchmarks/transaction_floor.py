@@ -38,68 +38,77 @@ def main() -> None:
         tempfile.TemporaryDirectory(prefix="txn-floor-") as tmp,
         LocalKafkaCluster(Path(tmp) / "kafka", default_cache_dir()) as kafka,
     ):
-        bootstrap = kafka.bootstrap_servers
-        admin = AdminClient({"bootstrap.servers": bootstrap})
-        topics = [NewTopic(t, 6, 1) for t in ("commands", *OUTPUTS)]
-        for future in admin.create_topics(topics).values():
-            future.result()
-        feeder = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
-        for i in range(args.transactions * args.commands):
-            feeder.produce("commands", b"x" * 100, str(i).encode())
-        feeder.flush()
-        consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": "floor",
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-                "isolation.level": "read_committed",
-            }
-        )
-        consumer.subscribe(["commands"])
-        producer = Producer(
-            {
-                "bootstrap.servers": bootstrap,
-                "transactional.id": "floor",
-                "linger.ms": 5,
-                "compression.type": "lz4",
-                "acks": "all",
-            }
-        )
-        producer.init_transactions()
-        phases: dict[str, list[float]] = {"flush": [], "send offsets": [], "commit": []}
-        totals: list[float] = []
-        while len(totals) < args.transactions:
-            messages = consumer.consume(args.commands, 1.0)
-            if not messages:
-                continue
-            started = time.perf_counter()
-            producer.begin_transaction()
-            for message in messages:
-                for topic in OUTPUTS:
-                    producer.produce(topic, message.value(), message.key())
-            a = time.perf_counter()
-            producer.flush()
-            b = time.perf_counter()
-            offsets = [
-                TopicPartition(m.topic(), m.partition(), (m.offset() or 0) + 1) for m in messages
-            ]
-            producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata())
-            c = time.perf_counter()
-            producer.commit_transaction()
-            d = time.perf_counter()
-            phases["flush"].append(b - a)
-            phases["send offsets"].append(c - b)
-            phases["commit"].append(d - c)
-            totals.append(d - started)
-            time.sleep(0.003)  # the worker's transaction gap
-        consumer.close()
-        del producer, feeder, admin  # their connections close before the broker stops
-        print(f"{args.transactions} transactions of {args.commands} commands x 4 records")
-        for name, values in [*phases.items(), ("whole checkpoint", totals)]:
-            ordered = sorted(values)
-            p50, p99 = ordered[len(ordered) // 2], ordered[int(len(ordered) * 0.99)]
-            print(f"{name:>16}: p50 {p50 * 1000:6.1f} ms  p99 {p99 * 1000:6.1f} ms")
+        phases = measure_floor(kafka.bootstrap_servers, args.transactions, args.commands)
+    print(f"{args.transactions} transactions of {args.commands} commands x 4 records")
+    for name, values in phases.items():
+        ordered = sorted(values)
+        p50, p99 = ordered[len(ordered) // 2], ordered[int(len(ordered) * 0.99)]
+        print(f"{name:>16}: p50 {p50 * 1000:6.1f} ms  p99 {p99 * 1000:6.1f} ms")
+
+
+def measure_floor(
+    bootstrap: str, transactions: int, commands: int, prefix: str = ""
+) -> dict[str, list[float]]:
+    """Run ``transactions`` bare checkpoints of ``commands`` each on topics named with
+    ``prefix``; the seconds of each phase and of the whole checkpoint (``whole checkpoint``)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    names = {t: f"{prefix}{t}" for t in ("commands", *OUTPUTS)}
+    topics = [NewTopic(name, 6, 1) for name in names.values()]
+    for future in admin.create_topics(topics).values():
+        future.result()
+    feeder = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    for i in range(transactions * commands):
+        feeder.produce(names["commands"], b"x" * 100, str(i).encode())
+    feeder.flush()
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"{prefix}floor",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+        }
+    )
+    consumer.subscribe([names["commands"]])
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "transactional.id": f"{prefix}floor",
+            "linger.ms": 5,
+            "compression.type": "lz4",
+            "acks": "all",
+        }
+    )
+    producer.init_transactions()
+    phases: dict[str, list[float]] = {"flush": [], "send offsets": [], "commit": []}
+    totals: list[float] = []
+    while len(totals) < transactions:
+        messages = consumer.consume(commands, 1.0)
+        if not messages:
+            continue
+        started = time.perf_counter()
+        producer.begin_transaction()
+        for message in messages:
+            for topic in OUTPUTS:
+                producer.produce(names[topic], message.value(), message.key())
+        a = time.perf_counter()
+        producer.flush()
+        b = time.perf_counter()
+        offsets = [
+            TopicPartition(m.topic(), m.partition(), (m.offset() or 0) + 1) for m in messages
+        ]
+        producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata())
+        c = time.perf_counter()
+        producer.commit_transaction()
+        d = time.perf_counter()
+        phases["flush"].append(b - a)
+        phases["send offsets"].append(c - b)
+        phases["commit"].append(d - c)
+        totals.append(d - started)
+        time.sleep(0.003)  # the worker's transaction gap
+    consumer.close()
+    del producer, feeder, admin  # their connections close before the broker stops
+    return {**phases, "whole checkpoint": totals}
 
 
 if __name__ == "__main__":

@@ -90,16 +90,17 @@ def send(
                 context, name, payload, wait=wait, timeout_ms=timeout_ms, command_id=command_id
             )
         except CommandRejected as exc:
-            _print(exc.problem)
+            _print(exc.problem.model_dump(exclude_none=True))
             raise typer.Exit(2) from exc
         except CommandInvalid as exc:
-            _print(exc.problem)
+            _print(exc.problem.model_dump(exclude_none=True))
             raise typer.Exit(3) from exc
         except CommandPending as exc:
             _print(exc.status.model_dump())
             raise typer.Exit(4) from exc
         except GatewayUnavailable as exc:
-            _print(exc.problem)
+            problem = exc.problem.model_dump(exclude_none=True) if exc.problem else None
+            _print(problem or {"status": 503, "detail": str(exc)})
             raise typer.Exit(5) from exc
     _print(result.model_dump())
 

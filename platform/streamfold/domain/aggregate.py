@@ -242,6 +242,11 @@ class Aggregate(Generic[S]):
         decider = self._deciders.get(command)
         return decider is not None and decider.creates
 
+    @property
+    def id_field(self) -> str | None:
+        """The command field that holds the aggregate id (None when a function computes it)."""
+        return self._id if isinstance(self._id, str) else None
+
     def aggregate_id(self, command: Command) -> str:
         """The id of the aggregate ``command`` addresses (the Kafka key)."""
         if isinstance(command, DeleteAggregate | RecoverAggregate):

@@ -31,7 +31,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import Body, Depends, FastAPI, Header, Path, Query, Request
@@ -40,16 +40,16 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
-from pydantic import BaseModel, ValidationError, create_model
+from pydantic import AwareDatetime, BaseModel, ValidationError, create_model
 
 from streamfold.contracts.results import TENANT_MISMATCH, Outcome
-from streamfold.domain.aggregate import Aggregate
+from streamfold.domain.aggregate import Aggregate, HandlerContractError
 from streamfold.domain.context import BoundedContext
 from streamfold.domain.messages import Command
 from streamfold.gateway.auth import Authenticator, Caller
-from streamfold.gateway.bus import CommandBus, Sent, Unavailable
+from streamfold.gateway.bus import CommandBus, Sent, Unavailable, Unencodable
 from streamfold.gateway.metrics import GatewayMetrics
-from streamfold.gateway.models import CommandStatus, Problem, QueryResult, StageName
+from streamfold.gateway.models import CommandStatus, FieldError, Problem, QueryResult, StageName
 from streamfold.gateway.outcomes import Known, Stage
 from streamfold.gateway.problems import PROBLEM_JSON, ProblemError, install_problem_handlers
 from streamfold.gateway.reads import ClickHouseReader, QueryFailed, state_fields
@@ -67,8 +67,7 @@ log = get_logger(__name__)
 tracer = trace.get_tracer("streamfold.gateway")
 
 OnStage = Callable[[Known | None, Stage], Awaitable[None]]
-_PROBLEM = {"model": Problem, "content": {PROBLEM_JSON: {}}}
-_COMMAND_ID = r"^[A-Za-z0-9._:\-]{1,128}$"
+_PROBLEM: dict[str, Any] = {"model": Problem}
 #: Rejection codes that say "not yours", answered 403 rather than 409.
 _FORBIDDEN_CODES = frozenset({TENANT_MISMATCH})
 
@@ -137,12 +136,34 @@ def build_app(
             )
         if reader is not None:
             _state_route(app, context, aggregate, reader, auth_responses, authenticator)
-    _command_lookup(app, settings, bus, auth_responses)
+    _command_lookup(app, settings, bus, auth_responses, metrics)
     if reader is not None:
         for query in queries:
             _query_route(app, context, query, reader, auth_responses, authenticator)
     _plumbing(app, bus, metrics)
+    _problems_in_openapi(app)
     return app
+
+
+def _problems_in_openapi(app: FastAPI) -> None:
+    """Declare every error answer's body as ``application/problem+json`` (what is sent):
+    FastAPI puts a response model under ``application/json``."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        for item in schema.get("paths", {}).values():
+            for operation in item.values():
+                for status, response in operation.get("responses", {}).items():
+                    content = response.get("content", {})
+                    if status.isdigit() and int(status) >= 400 and "application/json" in content:
+                        content[PROBLEM_JSON] = content.pop("application/json")
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 # ---------------------------------------------------------------------- commands
@@ -182,7 +203,7 @@ def _command_route(
         who: Caller,
         wait_stage: StageName,
         wait_timeout_ms: int | None,
-        command_id: str | None,
+        command_uuid: uuid.UUID | None,
         request_id: str | None,
         expected_version: int | None,
         tenant: str | None,
@@ -190,9 +211,14 @@ def _command_route(
         accept: str | None,
     ) -> Response:
         Authenticator.check_tenant(who, tenant)
+        try:
+            aggregate.aggregate_id(command)
+        except HandlerContractError as exc:
+            field = aggregate.id_field
+            raise _invalid_body(str(exc), "aggregate_id", field) from exc
         stage = Stage.parse(wait_stage)
         timeout_s = _timeout_s(settings, wait_timeout_ms)
-        command_id = command_id or str(uuid.uuid4())
+        command_id = str(command_uuid or uuid.uuid4())
         with tracer.start_as_current_span(
             f"POST {path}",
             context=parent_context(traceparent),
@@ -225,7 +251,10 @@ def _command_route(
             except Unavailable as exc:
                 metrics.unavailable.inc()
                 raise _unavailable(exc, command_id) from exc
+            except Unencodable as exc:
+                raise _invalid_body(str(exc), "unencodable") from exc
             if sent is None:  # the client went away; its wait is released
+                metrics.abandoned.inc()
                 return Response(status_code=499)
             metrics.answered(stage.label, sent)
             return _answer(sent.command_id, sent.known, stage, sent.replay)
@@ -239,9 +268,9 @@ def _command_route(
             int | None,
             Header(alias="Wait-Timeout-Ms", ge=0, description="How long to wait, at most."),
         ),
-        command_id=(
-            str | None,
-            Header(alias="Command-Id", pattern=_COMMAND_ID, description="Idempotency key."),
+        command_uuid=(
+            uuid.UUID | None,
+            Header(alias="Command-Id", description="Idempotency key: a UUID."),
         ),
         request_id=(str | None, Header(alias="Request-Id", max_length=200)),
         expected_version=(
@@ -322,6 +351,17 @@ def _status(command_id: str, known: Known | None, *, replay: bool = False) -> Co
     )
 
 
+def _invalid_body(detail: str, kind: str, field: str | None = None) -> ProblemError:
+    """A 422 for a body that passed its model but cannot be sent as it is."""
+    return ProblemError(
+        422,
+        "invalid-request",
+        "The request is not valid",
+        detail,
+        errors=[FieldError(loc=["body", field] if field else ["body"], message=detail, type=kind)],
+    )
+
+
 def _unavailable(exc: Unavailable, command_id: str) -> ProblemError:
     return ProblemError(
         503,
@@ -377,6 +417,12 @@ def _stream(
         except Unavailable as exc:
             problem = _unavailable(exc, command_id).problem
             await queue.put(_event("error", problem.model_dump(exclude_none=True)))
+        except Unencodable as exc:
+            problem = _invalid_body(str(exc), "unencodable").problem
+            await queue.put(_event("error", problem.model_dump(exclude_none=True)))
+        except Exception:
+            log.exception("a streamed command failed", command_id=command_id)
+            raise
         finally:
             await queue.put(None)
 
@@ -405,6 +451,7 @@ def _command_lookup(
     settings: GatewaySettings,
     bus: CommandBus,
     auth_responses: dict[int | str, dict[str, Any]],
+    metrics: GatewayMetrics,
 ) -> None:
     @app.get(
         "/commands/{command_id}",
@@ -422,11 +469,12 @@ def _command_lookup(
     )
     async def command_status(
         request: Request,
-        command_id: Annotated[str, Path(pattern=_COMMAND_ID)],
+        command_uuid: Annotated[uuid.UUID, Path(alias="command_id")],
         who: Annotated[Caller, Depends(current_caller)],
         wait_stage: Annotated[StageName | None, Header(alias="Wait-Stage")] = None,
         wait_timeout_ms: Annotated[int | None, Header(alias="Wait-Timeout-Ms", ge=0)] = None,
     ) -> Response:
+        command_id = str(command_uuid)
         known = bus.book.known(command_id)
         if wait_stage is not None:
             stage = Stage.parse(wait_stage)
@@ -438,6 +486,7 @@ def _command_lookup(
 
             sent = await _unless_gone(request, follow())
             if sent is None:
+                metrics.abandoned.inc()
                 return Response(status_code=499)
             known = sent.known
         if known is None:
@@ -473,7 +522,7 @@ def _state_route(
         aggregate_type=(str, ...),
         aggregate_id=(str, ...),
         version=(int, ...),
-        updated_at=(datetime, ...),
+        updated_at=(AwareDatetime, ...),
         tenant=(str, ""),
         state=(state_type, ...),
     )
@@ -518,11 +567,16 @@ def _state_route(
             raise ProblemError(
                 503, "unreadable-state", "The projected state does not match the model", str(exc)
             ) from exc
+        updated_at = row["updated_at"]
+        if isinstance(updated_at, str):
+            updated_at = datetime.fromisoformat(updated_at)
+        if updated_at.tzinfo is None:  # the sink writes UTC; chDB gives it back naive
+            updated_at = updated_at.replace(tzinfo=UTC)
         body = view(
             aggregate_type=aggregate.name,
             aggregate_id=aggregate_id,
             version=projected,
-            updated_at=row["updated_at"],
+            updated_at=updated_at,
             tenant=row.get("tenant") or "",
             state=state,
         )

@@ -4,7 +4,8 @@
 and the :class:`~streamfold.gateway.outcomes.OutcomeBook`. A send:
 
 1. refuses with :class:`Unavailable` before sending when the brokers are known to be down
-   or too many waits are open (nothing was sent: a retry is safe);
+   or too many waits are open (nothing was sent: a retry is safe), and with
+   :class:`Unencodable` a command its Avro schema cannot hold;
 2. opens the wait, then produces the command, so no outcome can arrive unseen;
 3. waits for the broker's acknowledgement (SENT): a delivery error is :class:`Unavailable`;
    the deadline passing first means the command is queued and may still go: *pending*;
@@ -24,22 +25,26 @@ from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, Message
 
-from streamfold.contracts.codec import AvroCodec
+from streamfold.contracts.codec import AvroCodec, EncodeError
 from streamfold.domain.context import BoundedContext
 from streamfold.domain.messages import Command
 from streamfold.domain.naming import aggregate_topics, context_topics
-from streamfold.errors import RetryableError
+from streamfold.errors import PermanentError, RetryableError
 from streamfold.gateway.outcomes import Known, OutcomeBook, Stage
 from streamfold.gateway.settings import GatewaySettings
 from streamfold.observability.logging import get_logger
 from streamfold.transport.commands import CommandProducer
 from streamfold.transport.settings import KafkaSettings
 
-__all__ = ["CommandBus", "Sent", "Unavailable"]
+__all__ = ["CommandBus", "Sent", "Unavailable", "Unencodable"]
 
 log = get_logger(__name__)
 
 _PROBE_S = 1.0
+
+
+class Unencodable(PermanentError):
+    """The command passed its model but cannot be encoded (e.g. an int past Avro's long)."""
 
 
 class Unavailable(RetryableError):
@@ -247,13 +252,16 @@ class CommandBus:
         def on_delivery(error: KafkaError | None, _message: Message) -> None:
             loop.call_soon_threadsafe(_settle, delivered, error)
 
-        self._producer.send(
-            command,
-            command_id=command_id,
-            expected_version=expected_version,
-            on_delivery=on_delivery,
-            **headers,
-        )
+        try:
+            self._producer.send(
+                command,
+                command_id=command_id,
+                expected_version=expected_version,
+                on_delivery=on_delivery,
+                **headers,
+            )
+        except EncodeError as exc:
+            raise Unencodable(str(exc)) from exc
         try:
             error = await asyncio.wait_for(delivered, max(deadline - time.monotonic(), 0.0))
         except TimeoutError:

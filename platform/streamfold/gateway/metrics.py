@@ -38,6 +38,11 @@ class GatewayMetrics:
             "Commands whose id was known: answered with the first outcome",
             registry=self.registry,
         )
+        self.abandoned = Counter(
+            "streamfold_gateway_abandoned_waits",
+            "Waits released because their client went away",
+            registry=self.registry,
+        )
         self.unavailable = Counter(
             "streamfold_gateway_unavailable",
             "Commands refused before sending (503)",

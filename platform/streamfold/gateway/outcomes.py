@@ -64,7 +64,10 @@ class Stage(IntEnum):
 
     SENT = 1  # the broker acknowledged the command record
     PROCESSED = 2  # its aggregate answered: the result record
-    PROJECTED = 3  # the sink's rows for it are durable in ClickHouse
+    #: The sink's ack: its state row (accepted) or its result row (rejected, invalid) is
+    #: durable in ClickHouse, so ``GET .../state`` shows it. The append-only tables (events,
+    #: the command log) follow within the sink's ``log_interval_ms``.
+    PROJECTED = 3
 
     @classmethod
     def parse(cls, text: str) -> Stage:

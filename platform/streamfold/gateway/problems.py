@@ -100,6 +100,17 @@ async def _problem(request: Request, exc: Exception) -> JSONResponse:
 
 async def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400:  # a body that cannot be parsed at all (not UTF-8, ...)
+        return problem_response(
+            Problem(
+                type=_URN + "invalid-request",
+                title="The request is not valid",
+                status=422,
+                detail=str(exc.detail),
+                instance=request.url.path,
+                errors=[FieldError(loc=["body"], message=str(exc.detail), type="body_invalid")],
+            )
+        )
     kind = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
     return problem_response(
         Problem(

@@ -127,6 +127,9 @@ class ClickHouseReader:
         parameters = query.bind(values, tenant)
         settings = self.settings(query.max_rows, query.max_execution_s)
         columns, rows = await self.query(query.sql, parameters, settings)
+        if not rows and not columns:  # chDB names no columns of an empty result
+            _, described = await self.query(f"DESCRIBE ({query.sql})", parameters, settings)
+            columns = [str(row[0]) for row in described]
         limit = settings["max_result_rows"] - 1
         return columns, rows[:limit], len(rows) > limit
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -153,6 +154,16 @@ def test_wait_stage_projected_makes_the_state_readable(http: httpx.Client) -> No
     assert problem(http.get(f"/retail/supplier/{fresh('nobody')}/state"), 404)
 
 
+def test_the_states_updated_at_names_its_time_zone(http: httpx.Client) -> None:
+    """OpenAPI ``format: date-time`` is RFC 3339, which requires an offset."""
+    supplier = fresh("sup")
+    assert register(http, supplier, **{"Wait-Stage": "projected"}).status_code == 200
+    updated_at = http.get(f"/retail/supplier/{supplier}/state").json()["updated_at"]
+    parsed = datetime.fromisoformat(updated_at)
+    assert parsed.tzinfo is not None, updated_at
+    assert abs(parsed - datetime.now(UTC)) < timedelta(minutes=5)
+
+
 # ------------------------------------------------------- store_stock: an id with a slash
 
 
@@ -224,12 +235,17 @@ def test_the_same_command_id_twice_is_a_replay_with_no_second_effect(
     assert state["state"]["on_hand"] == 5
 
 
-def test_a_command_id_the_contract_allows_is_processed(http: httpx.Client) -> None:
-    """``Command-Id`` is documented as ``^[A-Za-z0-9._:-]{1,128}$``: such a key must work."""
-    command_id = f"order-{uuid.uuid4().hex[:8]}:line.1"
-    response = register(http, fresh("sup"), **{"Command-Id": command_id})
+def test_a_command_id_is_a_uuid_and_anything_else_is_refused_before_sending(
+    http: httpx.Client,
+) -> None:
+    """``Command-Id`` is a UUID (the worker's command ids are): any other key is a 422 naming
+    the header, and nothing was sent; an upper-case UUID is the same id as its lower case."""
+    refused = problem(register(http, fresh("sup"), **{"Command-Id": "order-1:line.1"}), 422)
+    assert ["header", "Command-Id"] in error_locations(refused)
+    command_id = uuid.uuid4()
+    response = register(http, fresh("sup"), **{"Command-Id": str(command_id).upper()})
     assert response.status_code == 200, response.text
-    assert response.json()["command_id"] == command_id
+    assert response.json()["command_id"] == str(command_id)
     assert response.json()["outcome"] == "accepted"
 
 
@@ -263,9 +279,34 @@ def test_a_negative_wait_timeout_is_a_422_naming_the_header(http: httpx.Client) 
     assert error_locations(body) == [["header", "Wait-Timeout-Ms"]]
 
 
+def test_an_empty_aggregate_id_is_a_422_naming_the_field(http: httpx.Client) -> None:
+    """The body matches the model (``supplier_id: str``), but no aggregate has id ``""``."""
+    body = problem(http.post(REGISTER, json={"supplier_id": "", "name": "Acme"}), 422)
+    assert ["body", "supplier_id"] in error_locations(body)
+
+
+def test_an_undecodable_body_is_a_problem_with_a_declared_status(http: httpx.Client) -> None:
+    """Bytes that are not UTF-8 JSON: a 4xx problem the OpenAPI of the route declares."""
+    response = http.post(
+        REGISTER, content=b"\xff\x0eH\x00", headers={"Content-Type": "application/json"}
+    )
+    declared = http.get("/openapi.json").json()["paths"][REGISTER]["post"]["responses"]
+    assert 400 <= response.status_code < 500, response.text
+    assert str(response.status_code) in declared, (response.status_code, sorted(declared))
+    problem(response, response.status_code)
+
+
 def test_an_unknown_command_path_is_a_404_problem(http: httpx.Client) -> None:
     body = problem(http.post("/retail/supplier/fire_supplier", json={"supplier_id": "x"}), 404)
     assert body["instance"] == "/retail/supplier/fire_supplier"
+
+
+def test_a_query_with_no_rows_still_names_its_columns(http: httpx.Client) -> None:
+    answer = http.get("/retail/queries/current_stock", params={"store_id": fresh("empty")})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["rows"] == []
+    assert body["columns"] == ["store_id", "item_id", "on_hand", "sold_amount"]
 
 
 # ---------------------------------------------------------------------- waits and streams
@@ -292,8 +333,11 @@ def test_a_zero_wait_answers_202_and_the_command_can_be_waited_on(
     assert outcome["version"] == 1
 
 
-def test_an_unknown_command_id_is_a_404_problem(http: httpx.Client) -> None:
-    body = problem(http.get(f"/commands/{fresh('never-sent')}"), 404)
+def test_an_unknown_command_id_is_a_404_problem_and_a_malformed_one_a_422(
+    http: httpx.Client,
+) -> None:
+    assert ["path", "command_id"] in error_locations(problem(http.get("/commands/x-1"), 422))
+    body = problem(http.get(f"/commands/{uuid.uuid4()}"), 404)
     assert body["type"] == "urn:streamfold:problem:unknown-command"
 
 
@@ -375,8 +419,8 @@ def test_the_openapi_lists_every_retail_command_with_its_model(http: httpx.Clien
         assert {"200", "202", "409", "422", "503"} <= set(responses), path
         assert PROBLEM_JSON in responses["409"]["content"], path
     assert set(schemas["Problem"]["properties"]) >= {"type", "title", "status", "code"}
-    for aggregate in retail.aggregates:
-        assert f"/retail/{aggregate.name}/{{id}}/state" in openapi["paths"]
+    for each in retail.aggregates:
+        assert f"/retail/{each.name}/{{id}}/state" in openapi["paths"]
     assert "/retail/queries/low_stock" in openapi["paths"]
 
 

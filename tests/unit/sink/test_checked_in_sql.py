@@ -33,7 +33,9 @@ def test_queries_fill_only_a_checked_database_name() -> None:
 
 
 def test_every_retail_query_is_bound_to_the_tenant_and_declares_typed_parameters() -> None:
-    queries = {q.name: q for q in load_named_queries(ROOT / "connectors" / "retail" / "queries", "r")}
+    queries = {
+        q.name: q for q in load_named_queries(ROOT / "connectors" / "retail" / "queries", "r")
+    }
     assert all(q.tenant_bound for q in queries.values())
     low = {p.name: p for p in queries["low_stock"].request_parameters}
     assert (low["threshold"].python_type, low["threshold"].default) == (int, 5)
