@@ -219,10 +219,14 @@ def _command_route(
         stage = Stage.parse(wait_stage)
         timeout_s = _timeout_s(settings, wait_timeout_ms)
         command_id = str(command_uuid or uuid.uuid4())
+        # FastAPI's own server span (when a tracer provider is installed) already continues
+        # the caller's traceparent; the send is a producer span under it, or the trace's
+        # first gateway span when there is none.
+        serving = trace.get_current_span().get_span_context().is_valid
         with tracer.start_as_current_span(
-            f"POST {path}",
-            context=parent_context(traceparent),
-            kind=SpanKind.SERVER,
+            f"send {context.name}.{command_type.__name__}",
+            context=None if serving else parent_context(traceparent),
+            kind=SpanKind.PRODUCER,
             attributes={"streamfold.command_id": command_id, "http.route": path},
         ) as span:
             headers: dict[str, str | None] = {

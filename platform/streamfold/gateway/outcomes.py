@@ -45,7 +45,6 @@ from confluent_kafka import (
 from streamfold.contracts.codec import AvroCodec, CodecError
 from streamfold.contracts.headers import TENANT, header_map
 from streamfold.contracts.results import RESULT_NAMESPACE, CommandResult
-from streamfold.errors import RetryableError
 from streamfold.observability.logging import get_logger
 from streamfold.transport.settings import KafkaSettings
 
@@ -312,7 +311,9 @@ class OutcomeBook:
                 [TopicPartition(topic, partition, since_ms) for topic, partition in new], 10
             )
         except KafkaException as exc:
-            raise RetryableError(f"reading outcome offsets: {exc}") from exc
+            # A topic just created may have no leader yet: try again at the next refresh.
+            log.warning("cannot read outcome offsets yet", error=str(exc))
+            return
         starts = []
         for tp in found:
             key = (tp.topic, tp.partition)
