@@ -7,6 +7,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -560,7 +561,12 @@ def probe_restore_memory(
 
 _FRAME = re.compile(r"^(?P<fn>.*?) \((?P<file>[^:]*)(?::(?P<line>\d+))?\)$")
 _RATE = 250
-_PROJECT = ("runtime/", "state/", "contracts/", "domain/", "retail/", "benchmarks/")
+#: py-spy from PATH, else the one installed beside this Python (the bench extra).
+_PY_SPY = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+_PROJECT = (
+    "runtime/", "state/", "contracts/", "domain/", "retail/", "benchmarks/", "gateway/",
+    "transport/", "http/",
+)  # fmt: skip
 
 
 def profile_summary(
@@ -580,7 +586,7 @@ def profile_summary(
     """
     raw = directory / f"profile-{uuid.uuid4().hex[:6]}.txt"
     spy = subprocess.Popen(
-        ["py-spy", "record", "--pid", str(pid or os.getpid()), "--format", "raw",
+        [_PY_SPY, "record", "--pid", str(pid or os.getpid()), "--format", "raw",
          "--rate", str(_RATE), "--nonblocking", "-o", str(raw), *(["--idle"] if idle else [])],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -249,7 +249,10 @@ class OutcomeBook:
                 if now >= next_refresh:
                     self._refresh(consumer)
                     next_refresh = now + _REFRESH_S
-                messages = consumer.consume(2000, _POLL_S)
+                # consume() waits its whole timeout unless the batch fills: wait for the
+                # first record only, then take what else is there without waiting.
+                first = consumer.poll(_POLL_S)
+                messages = [first, *consumer.consume(2000, 0)] if first is not None else []
                 batch = self._decode(messages)
                 if batch and self._loop is not None:
                     self._loop.call_soon_threadsafe(self._apply, batch)

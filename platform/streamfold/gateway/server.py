@@ -86,7 +86,7 @@ def assemble(
     """The gateway application of ``topology`` (Kafka and the registry are reached on start)."""
     context = topology.load_context()
     aggregates = topology.select(context)
-    configure_tracing("streamfold-gateway", tracing or TracingSettings(), always=True)
+    configure_tracing("streamfold-gateway", tracing or TracingSettings())
     authenticator = Authenticator(settings)
     codec = AvroCodec(ConfluentSchemaRegistry(SchemaRegistryClient(registry.client_config())))
     bus = CommandBus(context, [a.name for a in aggregates], settings, kafka, codec)
