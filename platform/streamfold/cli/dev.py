@@ -1,4 +1,5 @@
-"""``streamfold dev``: the local stack (a real Kafka broker and the schema registry)."""
+"""``streamfold dev``: the local stack (a real Kafka broker, the schema registry, and per
+topology its worker, its sink into chDB and its command gateway)."""
 
 from __future__ import annotations
 
@@ -44,6 +45,8 @@ RegistryPortOpt = Annotated[int, typer.Option("--registry-port", help="Schema re
 WorkerPortOpt = Annotated[
     int, typer.Option("--worker-port", help="First worker's health/metrics port.")
 ]
+SinkPortOpt = Annotated[int, typer.Option("--sink-port", help="First sink's health port.")]
+GatewayPortOpt = Annotated[int, typer.Option("--gateway-port", help="First gateway's port.")]
 
 
 def _settings(
@@ -54,6 +57,8 @@ def _settings(
     heap: int,
     registry_port: int,
     worker_port: int,
+    sink_port: int,
+    gateway_port: int,
 ) -> DevStackSettings:
     return DevStackSettings(
         home=(home or default_home()).absolute(),
@@ -64,6 +69,8 @@ def _settings(
         java_home=os.environ.get("JAVA_HOME"),
         registry_port=registry_port,
         worker_port=worker_port,
+        sink_port=sink_port,
+        gateway_port=gateway_port,
         # Every topology of the project this is run from (topologies/<name>/topology.yaml).
         topologies=tuple(sorted(p.parent.name for p in Path("topologies").glob("*/topology.yaml"))),
     )
@@ -78,6 +85,8 @@ def up(
     kafka_heap_mb: HeapOpt = 1024,
     registry_port: RegistryPortOpt = 8081,
     worker_port: WorkerPortOpt = 8090,
+    sink_port: SinkPortOpt = 8095,
+    gateway_port: GatewayPortOpt = 8000,
     foreground: Annotated[
         bool, typer.Option("--foreground", help="Run in this terminal; Ctrl-C stops it.")
     ] = False,
@@ -85,7 +94,15 @@ def up(
     """Start the local stack in the background (or the foreground) and wait until ready."""
     setup_logging()
     settings = _settings(
-        home, cache_dir, kafka_port, controller_port, kafka_heap_mb, registry_port, worker_port
+        home,
+        cache_dir,
+        kafka_port,
+        controller_port,
+        kafka_heap_mb,
+        registry_port,
+        worker_port,
+        sink_port,
+        gateway_port,
     )
     if foreground:
         run_supervisor(settings)
@@ -97,6 +114,11 @@ def up(
         f"workers: {', '.join(state.workers) or 'none'} "
         f"(ready in {state.ready_seconds}s; data in {settings.home})"
     )
+    for topology, url in state.gateways.items():
+        console.print(
+            f"[green]{topology} gateway[/green] at [bold]{url}[/bold], "
+            f"docs at [bold]{url}/docs[/bold]"
+        )
 
 
 @app.command(hidden=True)
@@ -108,12 +130,22 @@ def supervise(
     kafka_heap_mb: HeapOpt = 1024,
     registry_port: RegistryPortOpt = 8081,
     worker_port: WorkerPortOpt = 8090,
+    sink_port: SinkPortOpt = 8095,
+    gateway_port: GatewayPortOpt = 8000,
 ) -> None:
     """Own the stack's processes until SIGTERM (started by ``dev up``)."""
     setup_logging()
     run_supervisor(
         _settings(
-            home, cache_dir, kafka_port, controller_port, kafka_heap_mb, registry_port, worker_port
+            home,
+            cache_dir,
+            kafka_port,
+            controller_port,
+            kafka_heap_mb,
+            registry_port,
+            worker_port,
+            sink_port,
+            gateway_port,
         )
     )
 
@@ -147,8 +179,25 @@ def status(home: HomeOpt = None) -> None:
     table.add_row("schema registry", state.registry_url, str(state.registry_pid), _registry(state))
     for topology, pid in state.workers.items():
         table.add_row(f"worker {topology}", "-", str(pid), "yes" if _alive(pid) else "no")
+    for topology, pid in state.sinks.items():
+        table.add_row(f"sink {topology}", "-", str(pid), "yes" if _alive(pid) else "no")
+    for topology, url in state.gateways.items():
+        table.add_row(
+            f"gateway {topology}",
+            url,
+            str(state.gateway_pids.get(topology, "-")),
+            _answers(f"{url}/readyz"),
+        )
     table.add_row("supervisor", "-", str(state.supervisor_pid), "yes")
     console.print(table)
+
+
+def _answers(url: str) -> str:
+    try:
+        with urllib.request.urlopen(url, timeout=5):
+            return "yes"
+    except (urllib.error.URLError, OSError) as exc:
+        return f"no: {exc}"
 
 
 def _registry(state: StackState) -> str:

@@ -1,8 +1,10 @@
 """The local development stack, run by one supervisor process.
 
 ``streamfold dev up`` starts a detached supervisor (``streamfold dev supervise``) that owns
-every component of the stack as its children (a Kafka broker, the schema registry, then one
-worker per topology, the example's by default) and records them in ``<home>/stack.json``.
+every component of the stack as its children (a Kafka broker, the schema registry, then per
+topology, the example's by default: its worker, its sink into chDB at ``<home>/clickhouse``
+when ``connectors/<topology>/sink.yaml`` exists, and its command gateway) and records them in
+``<home>/stack.json``.
 ``streamfold dev down`` sends the supervisor SIGTERM; it stops its children in reverse
 order and removes the state file. Because every child is started with
 ``PR_SET_PDEATHSIG``, even a SIGKILL of the supervisor leaves no JVM behind.
@@ -27,9 +29,11 @@ from pydantic import BaseModel, ConfigDict
 from streamfold.embedded.kafka import LocalKafkaCluster, NodePorts
 from streamfold.embedded.ports import ensure_port_free
 from streamfold.errors import HostEnvironmentError
+from streamfold.gateway.server import GatewayProcess
 from streamfold.observability.logging import get_logger
 from streamfold.registry.server import RegistryProcess
 from streamfold.runtime.process import WorkerProcess
+from streamfold.sink.process import SinkProcess
 
 __all__ = [
     "DevStackSettings",
@@ -60,6 +64,10 @@ class DevStackSettings(BaseModel):
     #: worker each, health on ``worker_port`` and up.
     topologies: tuple[str, ...] = ()
     worker_port: int = 8090
+    #: Each topology's sink answers health on ``sink_port`` and up, its gateway HTTP on
+    #: ``gateway_port`` and up.
+    sink_port: int = 8095
+    gateway_port: int = 8000
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +82,9 @@ class StackState:
     started_at: float
     ready_seconds: float
     workers: dict[str, int] = field(default_factory=dict)  # topology -> pid
+    sinks: dict[str, int] = field(default_factory=dict)  # topology -> pid
+    gateways: dict[str, str] = field(default_factory=dict)  # topology -> URL
+    gateway_pids: dict[str, int] = field(default_factory=dict)  # topology -> pid
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
@@ -118,6 +129,8 @@ def run_supervisor(settings: DevStackSettings) -> None:
         kafka.bootstrap_servers, settings.registry_port, log_file=settings.home / "registry.log"
     )
     workers: dict[str, WorkerProcess] = {}
+    sinks: dict[str, SinkProcess] = {}
+    gateways: dict[str, GatewayProcess] = {}
     try:
         registry.start()
         assert registry.process is not None
@@ -133,6 +146,30 @@ def run_supervisor(settings: DevStackSettings) -> None:
             )
             worker.start(timeout=120)
             workers[topology] = worker
+            connector = Path("connectors") / Path(topology).name
+            target = f"chdb:{settings.home / 'clickhouse'}"
+            if (connector / "sink.yaml").exists():
+                sink = SinkProcess(
+                    connector,
+                    bootstrap_servers=kafka.bootstrap_servers,
+                    registry_url=registry.url,
+                    health_port=settings.sink_port + n,
+                    target=target,
+                    log_file=settings.home / f"sink-{n}.log",
+                )
+                sink.start(timeout=180)
+                sinks[topology] = sink
+            gateway = GatewayProcess(
+                topology,
+                bootstrap_servers=kafka.bootstrap_servers,
+                registry_url=registry.url,
+                port=settings.gateway_port + n,
+                connectors_dir=connector,
+                clickhouse_target=target,
+                log_file=settings.home / f"gateway-{n}.log",
+            )
+            gateway.start(timeout=120)
+            gateways[topology] = gateway
         state = StackState(
             supervisor_pid=os.getpid(),
             bootstrap_servers=kafka.bootstrap_servers,
@@ -140,6 +177,9 @@ def run_supervisor(settings: DevStackSettings) -> None:
             registry_url=registry.url,
             registry_pid=registry.process.pid,
             workers={t: w.pid for t, w in workers.items() if w.pid is not None},
+            sinks={t: p.pid for t, p in sinks.items() if p.pid is not None},
+            gateways={t: g.url for t, g in gateways.items()},
+            gateway_pids={t: g.pid for t, g in gateways.items() if g.pid is not None},
             started_at=time.time(),
             ready_seconds=round(time.monotonic() - started, 2),
         )
@@ -157,12 +197,17 @@ def run_supervisor(settings: DevStackSettings) -> None:
                 raise HostEnvironmentError(
                     f"the schema registry exited unexpectedly; see {registry.log_file}"
                 )
-            for topology, worker in workers.items():
-                if not worker.running():
+            children = [*workers.items(), *sinks.items(), *gateways.items()]
+            for topology, child in children:
+                if not child.running():
                     raise HostEnvironmentError(
-                        f"the {topology} worker exited unexpectedly; see {worker.log_file}"
+                        f"the {topology} {child.name} exited unexpectedly; see {child.log_file}"
                     )
     finally:
+        for gateway in gateways.values():
+            gateway.stop()
+        for sink in sinks.values():
+            sink.stop()
         for worker in workers.values():
             worker.stop()
         registry.stop()
@@ -198,6 +243,10 @@ def start_detached(settings: DevStackSettings, timeout: float = 180.0) -> StackS
         str(settings.registry_port),
         "--worker-port",
         str(settings.worker_port),
+        "--sink-port",
+        str(settings.sink_port),
+        "--gateway-port",
+        str(settings.gateway_port),
     ]
     env = dict(os.environ)
     if settings.java_home:
@@ -230,7 +279,14 @@ def stop_stack(home: Path, timeout: float = 60.0) -> bool:
     if state is None:
         return False
     os.kill(state.supervisor_pid, signal.SIGTERM)
-    pids = [state.supervisor_pid, state.registry_pid, *state.workers.values(), *state.kafka_pids]
+    pids = [
+        state.supervisor_pid,
+        state.registry_pid,
+        *state.workers.values(),
+        *state.sinks.values(),
+        *state.gateway_pids.values(),
+        *state.kafka_pids,
+    ]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and any(_alive(p) for p in pids):
         time.sleep(0.1)

@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from streamfold.gateway.models import FieldError, Problem
@@ -26,6 +27,7 @@ __all__ = [
     "ProblemError",
     "install_problem_handlers",
     "problem_response",
+    "validation_problem",
 ]
 
 log = get_logger(__name__)
@@ -74,20 +76,35 @@ def _field_errors(exc: RequestValidationError) -> list[FieldError]:
     ]
 
 
+def _invalid(errors: list[FieldError]) -> ProblemError:
+    fields = ", ".join(".".join(str(p) for p in e.loc) for e in errors)
+    return ProblemError(
+        422,
+        "invalid-request",
+        "The request is not valid",
+        f"invalid: {fields}" if fields else None,
+        errors=errors,
+    )
+
+
+def validation_problem(exc: ValidationError, where: str) -> ProblemError:
+    """The 422 of a model that refused a request's ``where`` (``body``, ``header``)."""
+    return _invalid(
+        [
+            FieldError(
+                loc=[where, *(p if isinstance(p, int) else str(p) for p in error["loc"])],
+                message=str(error.get("msg", "")),
+                type=str(error.get("type", "")),
+            )
+            for error in exc.errors()
+        ]
+    )
+
+
 async def _validation(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    errors = _field_errors(exc)
-    fields = ", ".join(".".join(str(p) for p in e.loc) for e in errors)
-    return problem_response(
-        Problem(
-            type=_URN + "invalid-request",
-            title="The request is not valid",
-            status=422,
-            detail=f"invalid: {fields}" if fields else None,
-            instance=request.url.path,
-            errors=errors,
-        )
-    )
+    problem = _invalid(_field_errors(exc)).problem
+    return problem_response(problem.model_copy(update={"instance": request.url.path}))
 
 
 async def _problem(request: Request, exc: Exception) -> JSONResponse:

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from confluent_kafka.schema_registry import SchemaRegistryClient
-from fastapi import FastAPI
 
 from streamfold.contracts.codec import AvroCodec
 from streamfold.contracts.evolution import RegistryClientSettings
@@ -25,6 +24,7 @@ from streamfold.errors import ConfigurationError
 from streamfold.gateway.app import build_app
 from streamfold.gateway.auth import Authenticator
 from streamfold.gateway.bus import CommandBus
+from streamfold.gateway.commands import CommandLane
 from streamfold.gateway.metrics import GatewayMetrics
 from streamfold.gateway.reads import ClickHouseReader
 from streamfold.gateway.settings import GatewaySettings
@@ -82,7 +82,7 @@ def assemble(
     kafka: KafkaSettings,
     registry: RegistryClientSettings,
     tracing: TracingSettings | None = None,
-) -> FastAPI:
+) -> CommandLane:
     """The gateway application of ``topology`` (Kafka and the registry are reached on start)."""
     context = topology.load_context()
     aggregates = topology.select(context)

@@ -9,7 +9,8 @@ continues the same trace.
 Spans are made with the OpenTelemetry API. :func:`configure_tracing` installs the SDK's
 tracer provider with an OTLP/HTTP exporter when an endpoint is configured
 (:class:`TracingSettings`, env ``STREAMFOLD_TRACING_*``). Without one no span is made
-anywhere, because spans cost the gateway about a third of its throughput: the gateway passes
+anywhere, because spans cost the gateway about a fifth of its throughput (measured: 398
+against 493 commands/s at SENT with 64 clients): the gateway passes
 the caller's ``traceparent`` on, or starts a trace with new random ids, and the
 worker (it passes the command's ``traceparent`` on unchanged, and its
 hot path pays nothing). A test or an embedding application may install its own provider

@@ -13,6 +13,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
@@ -59,8 +60,12 @@ def _wait_gone(path: Path, timeout: float = 20) -> list[psutil.Process]:
 
 def test_up_status_down(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    kafka_port, controller_port, registry_port, worker_port = free_ports(4)
+    kafka_port, controller_port, registry_port, worker_port, sink_port, gateway_port = free_ports(6)
     ports = [
+        "--sink-port",
+        str(sink_port),
+        "--gateway-port",
+        str(gateway_port),
         "--kafka-port",
         str(kafka_port),
         "--controller-port",
@@ -94,6 +99,19 @@ def test_up_status_down(tmp_path: Path) -> None:
         schema = Schema('{"type": "record", "name": "R", "fields": []}', "AVRO")
         assert client.register_schema("dev-value", schema) >= 1
         assert "worker retail" in _cli("dev", "status", "--home", str(home)).stdout
+        # The gateway: its URL and docs are printed, and it takes a command over HTTP.
+        gateway = f"http://127.0.0.1:{gateway_port}"
+        assert f"retail gateway at {gateway}, docs at {gateway}/docs" in " ".join(up.stdout.split())
+        answer = httpx.post(
+            f"{gateway}/retail/supplier/register_supplier",
+            json={"supplier_id": "dev-1", "name": "Dev"},
+            headers={"Wait-Stage": "projected"},
+            timeout=60,
+        )
+        assert (answer.status_code, answer.json()["stage"]) == (200, "projected"), answer.text
+        stock = httpx.get(f"{gateway}/retail/supplier/dev-1/state", timeout=30)
+        assert stock.json()["state"]["name"] == "Dev"
+        assert "gateway retail" in _cli("dev", "status", "--home", str(home)).stdout
         # The main job: the retail example end to end through the stack's workers.
         demo = subprocess.run(
             [sys.executable, "-m", "topologies.retail.demo"],
@@ -152,7 +170,7 @@ def test_taken_port_is_reported_with_its_pid(tmp_path: Path) -> None:
 
 def test_ctrl_c_in_the_foreground_stops_the_broker(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    kafka_port, controller_port, registry_port, worker_port = free_ports(4)
+    kafka_port, controller_port, registry_port, worker_port, sink_port, gateway_port = free_ports(6)
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -171,6 +189,10 @@ def test_ctrl_c_in_the_foreground_stops_the_broker(tmp_path: Path) -> None:
             str(registry_port),
             "--worker-port",
             str(worker_port),
+            "--sink-port",
+            str(sink_port),
+            "--gateway-port",
+            str(gateway_port),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
