@@ -1,16 +1,19 @@
 """``streamfold demo``: the retail example end to end, from commands to BI reports.
 
 It brings up a stack of its own (Kafka from the fetched jars, the schema registry, the retail
-workers and the retail sink on chDB, on free ports, with its data in ``.streamfold/demo``,
-wiped at the start), sends a day of retail traffic (:mod:`topologies.retail.day`, fixed
-seed), waits until every command is projected (a PROJECTED ack for each), prints the BI
-reports (the named queries of ``connectors/retail/queries``, through the sink's query
-port) and stops
-the stack, or keeps it until Ctrl-C with ``--keep``.
+workers, the retail sink on chDB and the command gateway, on free ports, with its data in
+``.streamfold/demo``, wiped at the start), sends a day of retail traffic
+(:mod:`topologies.retail.day`, fixed seed; every fifth command through the command gateway
+with the SDK, waiting for PROJECTED, the rest produced to Kafka), waits until every command
+is projected (a PROJECTED ack for each), prints the BI reports (the named queries of
+``connectors/retail/queries``, through the sink's query port), reads one of them again
+through the gateway's query API, and stops the stack, or keeps it until Ctrl-C with
+``--keep``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import signal
 import sys
@@ -52,6 +55,7 @@ def run_demo(
     from streamfold.contracts.registry import ConfluentSchemaRegistry  # noqa: PLC0415
     from streamfold.embedded.kafka import LocalKafkaCluster  # noqa: PLC0415
     from streamfold.embedded.ports import free_ports  # noqa: PLC0415
+    from streamfold.gateway.server import GatewayProcess  # noqa: PLC0415
     from streamfold.registry.server import RegistryProcess  # noqa: PLC0415
     from streamfold.runtime.process import WorkerProcess  # noqa: PLC0415
     from streamfold.sink.named_queries import load_named_queries  # noqa: PLC0415
@@ -74,7 +78,7 @@ def run_demo(
     started = time.monotonic()
     with LocalKafkaCluster(home / "kafka", default_cache_dir()) as kafka:
         out.print(f"[bold]Kafka[/] {kafka.bootstrap_servers} (KRaft, from the fetched jars)")
-        registry_port, worker_port, sink_port = free_ports(3)
+        registry_port, worker_port, sink_port, gateway_port = free_ports(4)
         registry = RegistryProcess(
             kafka.bootstrap_servers, registry_port, log_file=home / "registry.log"
         )
@@ -97,15 +101,26 @@ def run_demo(
             target=target,
             log_file=home / "sink.log",
         )
+        gateway = GatewayProcess(
+            root / "topologies" / "retail" / "topology.yaml",
+            bootstrap_servers=kafka.bootstrap_servers,
+            registry_url=registry.url,
+            port=gateway_port,
+            connectors_dir=root / "connectors" / "retail",
+            clickhouse_target=target,
+            log_file=home / "gateway.log",
+        )
         try:
             worker.start(timeout=180)
             out.print(f"[bold]Retail workers[/] ready ({worker.health_url}/metrics)")
             sink.start(timeout=180)
             out.print(f"[bold]Retail sink[/] ready, chDB at {home / 'clickhouse'}")
+            gateway.start(timeout=120)
+            out.print(f"[bold]Command gateway[/] {gateway.url} (docs at {gateway.url}/docs)")
             settings = KafkaSettings(bootstrap_servers=kafka.bootstrap_servers)
             codec = AvroCodec(ConfluentSchemaRegistry.from_url(registry.url))
             day = retail_day(commands=commands, seed=seed)
-            ids = _send_and_wait(out, settings, codec, retail, day, CommandProducer)
+            ids = _send_and_wait(out, settings, codec, retail, day, CommandProducer, gateway.url)
             _wait_caught_up(out, settings, root / "connectors" / "retail", retail)
             out.print(
                 f"{len(ids):,} records sent and projected in {time.monotonic() - started:.1f} s "
@@ -118,6 +133,7 @@ def run_demo(
                 columns, rows = run_sql(target, "retail", report.sql, parameters=parameters)
                 results[report.name] = (columns, rows)
                 _print(out, report.title, columns, rows)
+            _query_through_the_gateway(out, gateway.url, results)
             if keep:
                 out.print(
                     "The stack keeps running (Ctrl-C stops it). Try: "
@@ -129,6 +145,7 @@ def run_demo(
                 signal.signal(signal.SIGTERM, lambda *_: stop.set())
                 stop.wait()
         finally:
+            gateway.stop()
             sink.stop()
             worker.stop()
             registry.stop()
@@ -136,8 +153,19 @@ def run_demo(
     return results
 
 
+#: Every this many-th command of the day goes through the gateway (the SDK, waiting for
+#: PROJECTED); the rest is produced to Kafka as any producer of commands does.
+GATEWAY_SHARE = 5
+
+
 def _send_and_wait(
-    out: Console, settings: Any, codec: Any, context: Any, day: Any, producer_type: Any
+    out: Console,
+    settings: Any,
+    codec: Any,
+    context: Any,
+    day: Any,
+    producer_type: Any,
+    gateway_url: str,
 ) -> set[str]:
     """Send the day's records; wait for a PROJECTED ack of each; return their command ids."""
     import uuid  # noqa: PLC0415
@@ -149,10 +177,18 @@ def _send_and_wait(
     producer = producer_type(settings, codec, context)
     garbage_topic = aggregate_topics(context.name, "store_stock").commands
     ids: set[str] = set()
+    through_gateway = [
+        r for n, r in enumerate(day.records) if r.command is not None and n % GATEWAY_SHARE == 0
+    ]
+    chosen = {id(r) for r in through_gateway}
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
     with Progress(*columns, TimeElapsedColumn(), console=out) as progress:
-        sending = progress.add_task("sending the day's traffic", total=len(day.records))
+        sending = progress.add_task(
+            "sending the day's traffic to Kafka", total=len(day.records) - len(chosen)
+        )
         for record in day.records:
+            if id(record) in chosen:
+                continue
             headers = {"issued_at": record.issued_at.isoformat(), "principal": record.principal}
             if record.command is not None:
                 ids.add(producer.send(record.command, **headers))
@@ -164,6 +200,10 @@ def _send_and_wait(
             progress.advance(sending)
         producer.flush()
         producer.close()
+        via = progress.add_task("through the gateway (SDK), projected", total=len(chosen))
+        outcomes = asyncio.run(
+            _send_through_the_gateway(gateway_url, context, through_gateway, progress, via)
+        )
         projected = progress.add_task("projected into ClickHouse", total=len(ids))
         consumer = Consumer(settings.consumer_config(f"demo-{uuid.uuid4().hex}"))
         topic = context_topics(context.name).projected
@@ -176,7 +216,8 @@ def _send_and_wait(
                 if time.monotonic() > deadline:
                     missing = len(ids - seen)
                     raise TimeoutError(f"{missing} commands were not projected in 300 s")
-                for message in consumer.consume(1000, 0.2):
+                first = consumer.poll(0.2)  # then what else is there, without waiting
+                for message in [first, *consumer.consume(1000, 0)] if first else []:
                     if message.error() is None:
                         command_id = (message.key() or b"").decode()
                         if command_id in ids and command_id not in seen:
@@ -184,7 +225,58 @@ def _send_and_wait(
                             progress.advance(projected)
         finally:
             consumer.close()
+    summary = ", ".join(f"{n} {outcome}" for outcome, n in sorted(outcomes.items()))
+    out.print(f"{len(chosen):,} commands sent through the gateway: {summary}")
     return ids
+
+
+async def _send_through_the_gateway(
+    url: str, context: Any, records: list[Any], progress: Progress, task: Any
+) -> dict[str, int]:
+    """Send ``records`` with the SDK, 32 at a time, each waiting until PROJECTED."""
+    from streamfold.client import AsyncClient, CommandRejected  # noqa: PLC0415
+
+    outcomes: dict[str, int] = {}
+    gate = asyncio.Semaphore(32)
+    async with AsyncClient(url, context=context) as client:
+
+        async def one(record: Any) -> None:
+            async with gate:
+                try:
+                    status = await client.send(
+                        record.command,
+                        wait="projected",
+                        timeout=60,
+                        issued_at=record.issued_at,
+                        principal=record.principal,
+                    )
+                    outcome = status.outcome or status.stage
+                except CommandRejected:
+                    outcome = "rejected"
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+            progress.advance(task)
+
+        await asyncio.gather(*(one(record) for record in records))
+    return outcomes
+
+
+def _query_through_the_gateway(
+    out: Console, url: str, reports: dict[str, tuple[list[str], list[Sequence[Any]]]]
+) -> None:
+    """Read one report through the gateway's query API; it must be what ClickHouse said."""
+    from streamfold.client import Client  # noqa: PLC0415
+    from streamfold.sink.queries import jsonable  # noqa: PLC0415
+
+    with Client(url) as client:
+        answer = client.query("store_daily_sales", context="retail")
+    columns, rows = reports["store_daily_sales"]
+    same = answer.columns == columns and answer.rows == jsonable([list(r) for r in rows])
+    if not same:
+        raise RuntimeError("the gateway's store_daily_sales differs from ClickHouse's")
+    out.print(
+        f"GET {url}/retail/queries/store_daily_sales: {len(answer.rows)} rows, "
+        "the same as the report above"
+    )
 
 
 def _wait_caught_up(out: Console, settings: Any, spec_path: Path, context: Any) -> None:

@@ -109,17 +109,20 @@ class _Base:
         command_id: str | None,
         expected_version: int | None,
         request_id: str | None,
+        issued_at: datetime | None,
+        principal: str | None,
     ) -> tuple[str, dict[str, Any], dict[str, str]]:
         if self.context is None:
             raise PermanentError("send(command) needs the client's context= (or use send_json)")
         aggregate = self.context.aggregate_for(type(command))
         path = f"/{self.context.name}/{aggregate.name}/{_snake(type(command).__name__)}"
         body = command.model_dump(mode="json")
-        return (
-            path,
-            body,
-            self._wait_headers(wait, timeout_ms, command_id, expected_version, request_id),
-        )
+        headers = self._wait_headers(wait, timeout_ms, command_id, expected_version, request_id)
+        if issued_at is not None:
+            headers["Issued-At"] = issued_at.isoformat()
+        if principal is not None:
+            headers["Principal"] = principal
+        return path, body, headers
 
     def _wait_headers(
         self,
@@ -244,11 +247,23 @@ class Client(_Base):
         command_id: str | None = None,
         expected_version: int | None = None,
         request_id: str | None = None,
+        issued_at: datetime | None = None,
+        principal: str | None = None,
     ) -> CommandStatus:
-        """Send ``command``; its status once ``wait`` is reached (else an error)."""
+        """Send ``command``; its status once ``wait`` is reached (else an error).
+
+        ``issued_at``: when it happened at its source; ``principal``: who sent it (taken
+        only when the gateway's auth is off: else the credential says who)."""
         timeout_ms = int(timeout * 1000)
         path, body, headers = self._command_request(
-            command, wait, timeout_ms, command_id, expected_version, request_id
+            command,
+            wait,
+            timeout_ms,
+            command_id,
+            expected_version,
+            request_id,
+            issued_at,
+            principal,
         )
         return self._status(self._call("POST", path, timeout, json=body, headers=headers))
 
@@ -360,10 +375,19 @@ class AsyncClient(_Base):
         command_id: str | None = None,
         expected_version: int | None = None,
         request_id: str | None = None,
+        issued_at: datetime | None = None,
+        principal: str | None = None,
     ) -> CommandStatus:
         timeout_ms = int(timeout * 1000)
         path, body, headers = self._command_request(
-            command, wait, timeout_ms, command_id, expected_version, request_id
+            command,
+            wait,
+            timeout_ms,
+            command_id,
+            expected_version,
+            request_id,
+            issued_at,
+            principal,
         )
         return self._status(await self._call("POST", path, timeout, json=body, headers=headers))
 

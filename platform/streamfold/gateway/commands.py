@@ -32,7 +32,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from streamfold.contracts.results import TENANT_MISMATCH, Outcome
 from streamfold.domain.aggregate import Aggregate, HandlerContractError
@@ -96,6 +96,10 @@ class CommandHeaders(BaseModel):
         default=None, alias="Expected-Version", ge=0, description="Optimistic concurrency."
     )
     tenant: str | None = Field(default=None, alias="Tenant", max_length=200)
+    #: Who sent it; with auth on, the credential's principal only.
+    principal: str | None = Field(default=None, alias="Principal", max_length=200)
+    #: When it happened at its source (a POS's sale time), else when Kafka took it.
+    issued_at: AwareDatetime | None = Field(default=None, alias="Issued-At")
     traceparent: str | None = Field(default=None, alias="traceparent", max_length=200)
 
 
@@ -155,11 +159,14 @@ class CommandRoute:
         command_id = str(headers.command_id or uuid.uuid4())
         name = self.command_type.__name__
         with _send_span(self.context, name, command_id, headers.traceparent) as traceparent:
+            auth = self.authenticator.enabled
+            issued_at = headers.issued_at
             kafka_headers: dict[str, str | None] = {
                 "request_id": headers.request_id,
-                # With auth off a Tenant header is taken as it is (development only).
-                "tenant": who.tenant if self.authenticator.enabled else headers.tenant,
-                "principal": who.principal,
+                # With auth off, Tenant and Principal are taken as they come (development).
+                "tenant": who.tenant if auth else headers.tenant,
+                "principal": who.principal if auth else headers.principal,
+                "issued_at": issued_at.isoformat() if issued_at is not None else None,
                 "traceparent": traceparent,
             }
 

@@ -19,8 +19,9 @@ partition of those topics (``read_committed``, no group, no commit):
 
 A wait is registered before its command is produced, and registering and the book's updates
 both run on the event loop, so no outcome can slip between "not known yet" and "waiting".
-Waits are always released (a ``finally`` in :meth:`wait`): on the outcome, on timeout, on a
-client that goes away (its task is cancelled) and on shutdown (:meth:`stop` cancels them).
+Waits are always released, since the ``with`` block of :meth:`register` closes them: on the
+outcome, on timeout, on a client that goes away (its task is cancelled) and on shutdown
+(:meth:`release` wakes them all).
 """
 
 from __future__ import annotations
@@ -219,27 +220,9 @@ class OutcomeBook:
         """What is known of ``command_id`` (event loop only)."""
         return self._known.get(command_id)
 
-    async def wait(self, command_id: str, stage: Stage, timeout_s: float) -> Known | None:
-        """Wait until ``command_id`` reaches ``stage`` or the time is up; what is known then.
-
-        Call :meth:`register` first when the command is about to be sent, so nothing is
-        missed; a wait on a command sent elsewhere can call this directly.
-        """
-        with self.register(command_id, stage) as registration:
-            return await registration.until(timeout_s)
-
     def register(self, command_id: str, stage: Stage) -> _Registration:
         """A wait for ``command_id``, open until the ``with`` block ends."""
         return _Registration(self, _Wait(command_id, stage))
-
-    async def _until(self, wait: _Wait, timeout_s: float) -> None:
-        known = self._known.get(wait.command_id)
-        if known is not None and known.stage >= wait.stage:
-            return
-        try:
-            await asyncio.wait_for(wait.done.wait(), timeout=max(0.0, timeout_s))
-        except TimeoutError:
-            return
 
     def _open(self, wait: _Wait) -> None:
         self._waits.setdefault(wait.command_id, set()).add(wait)
@@ -389,11 +372,6 @@ class _Registration:
 
     def __exit__(self, *_exc: object) -> None:
         self._book._close(self.wait)
-
-    async def until(self, timeout_s: float) -> Known | None:
-        """Wait for the stage or the time; what is known then."""
-        await self._book._until(self.wait, timeout_s)
-        return self._book.known(self.wait.command_id)
 
     async def changed(self, timeout_s: float) -> Known | None:
         """Wait for any news of the command (or the time, or shutdown); what is known then."""
