@@ -3,12 +3,12 @@
 It brings up a stack of its own (Kafka from the fetched jars, the schema registry, the retail
 workers, the retail sink on chDB and the command gateway, on free ports, with its data in
 ``.streamfold/demo``, wiped at the start), sends a day of retail traffic
-(:mod:`topologies.retail.day`, fixed seed; every fifth command through the command gateway
-with the SDK, waiting for PROJECTED, the rest produced to Kafka), waits until every command
-is projected (a PROJECTED ack for each), prints the BI reports (the named queries of
-``connectors/retail/queries``, through the sink's query port), reads one of them again
-through the gateway's query API, and stops the stack, or keeps it until Ctrl-C with
-``--keep``.
+(:mod:`topologies.retail.day`, fixed seed; the commands of a tenth of the aggregates
+through the command gateway with the SDK, until PROJECTED, the rest produced to Kafka),
+waits until every command is projected (a PROJECTED ack for each), prints the BI reports
+(the named queries of ``connectors/retail/queries``, through the sink's query port), reads
+one of them again through the gateway's query API, and stops the stack, or keeps it until
+Ctrl-C with ``--keep``.
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ def run_demo(
     from streamfold.cli.edge import default_cache_dir, setup_logging  # noqa: PLC0415
     from streamfold.contracts.codec import AvroCodec  # noqa: PLC0415
     from streamfold.contracts.registry import ConfluentSchemaRegistry  # noqa: PLC0415
+    from streamfold.embedded.children import start_all, stop_all  # noqa: PLC0415
     from streamfold.embedded.kafka import LocalKafkaCluster  # noqa: PLC0415
     from streamfold.embedded.ports import free_ports  # noqa: PLC0415
     from streamfold.gateway.server import GatewayProcess  # noqa: PLC0415
@@ -111,11 +112,9 @@ def run_demo(
             log_file=home / "gateway.log",
         )
         try:
-            worker.start(timeout=180)
+            start_all([worker, sink, gateway], timeout=180)
             out.print(f"[bold]Retail workers[/] ready ({worker.health_url}/metrics)")
-            sink.start(timeout=180)
             out.print(f"[bold]Retail sink[/] ready, chDB at {home / 'clickhouse'}")
-            gateway.start(timeout=120)
             out.print(f"[bold]Command gateway[/] {gateway.url} (docs at {gateway.url}/docs)")
             settings = KafkaSettings(bootstrap_servers=kafka.bootstrap_servers)
             codec = AvroCodec(ConfluentSchemaRegistry.from_url(registry.url))
@@ -145,17 +144,16 @@ def run_demo(
                 signal.signal(signal.SIGTERM, lambda *_: stop.set())
                 stop.wait()
         finally:
-            gateway.stop()
-            sink.stop()
-            worker.stop()
-            registry.stop()
+            stop_all([gateway, sink, worker, registry])
     out.print("Stack stopped.")
     return results
 
 
-#: Every this many-th command of the day goes through the gateway (the SDK, waiting for
-#: PROJECTED); the rest is produced to Kafka as any producer of commands does.
-GATEWAY_SHARE = 5
+#: The commands of every this many-th aggregate (about a tenth of the day) go through the
+#: gateway (the SDK, in order per aggregate, until PROJECTED); the rest is produced to Kafka
+#: as any producer of commands does (one producer: in order per partition). Split by
+#: aggregate, so that each aggregate's commands keep the day's order.
+GATEWAY_SHARE = 10
 
 
 def _send_and_wait(
@@ -177,12 +175,33 @@ def _send_and_wait(
     producer = producer_type(settings, codec, context)
     garbage_topic = aggregate_topics(context.name, "store_stock").commands
     ids: set[str] = set()
-    through_gateway = [
-        r for n, r in enumerate(day.records) if r.command is not None and n % GATEWAY_SHARE == 0
-    ]
-    chosen = {id(r) for r in through_gateway}
+
+    def aggregate_of(record: Any) -> str:
+        aggregate = context.aggregate_for(type(record.command))
+        return f"{aggregate.name}:{aggregate.aggregate_id(record.command)}"
+
+    commands = [r for r in day.records if r.command is not None]
+    aggregates = sorted({aggregate_of(r) for r in commands})
+    picked = set(aggregates[::GATEWAY_SHARE])
+    through_gateway: dict[str, list[Any]] = {}
+    for record in commands:
+        if aggregate_of(record) in picked:
+            through_gateway.setdefault(aggregate_of(record), []).append(record)
+    chosen = {id(r) for records in through_gateway.values() for r in records}
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
     with Progress(*columns, TimeElapsedColumn(), console=out) as progress:
+        # The gateway's share goes at the same time as the rest, from a thread of its own.
+        via = progress.add_task("through the gateway (SDK)", total=len(chosen))
+        outcomes: dict[str, int] = {}
+        gateway = threading.Thread(
+            target=lambda: outcomes.update(
+                asyncio.run(
+                    _send_through_the_gateway(gateway_url, context, through_gateway, progress, via)
+                )
+            ),
+            name="demo-gateway",
+        )
+        gateway.start()
         sending = progress.add_task(
             "sending the day's traffic to Kafka", total=len(day.records) - len(chosen)
         )
@@ -200,10 +219,6 @@ def _send_and_wait(
             progress.advance(sending)
         producer.flush()
         producer.close()
-        via = progress.add_task("through the gateway (SDK), projected", total=len(chosen))
-        outcomes = asyncio.run(
-            _send_through_the_gateway(gateway_url, context, through_gateway, progress, via)
-        )
         projected = progress.add_task("projected into ClickHouse", total=len(ids))
         consumer = Consumer(settings.consumer_config(f"demo-{uuid.uuid4().hex}"))
         topic = context_topics(context.name).projected
@@ -225,38 +240,51 @@ def _send_and_wait(
                             progress.advance(projected)
         finally:
             consumer.close()
+        gateway.join()
+    if sum(outcomes.values()) != len(chosen):
+        raise RuntimeError("the gateway's share of the day did not all get an answer")
     summary = ", ".join(f"{n} {outcome}" for outcome, n in sorted(outcomes.items()))
     out.print(f"{len(chosen):,} commands sent through the gateway: {summary}")
     return ids
 
 
 async def _send_through_the_gateway(
-    url: str, context: Any, records: list[Any], progress: Progress, task: Any
+    url: str, context: Any, records: dict[str, list[Any]], progress: Progress, task: Any
 ) -> dict[str, int]:
-    """Send ``records`` with the SDK, 32 at a time, each waiting until PROJECTED."""
+    """Send each aggregate's records in order with the SDK; when this returns, every one of
+    them is PROJECTED. Outcomes by kind."""
     from streamfold.client import AsyncClient, CommandRejected  # noqa: PLC0415
 
     outcomes: dict[str, int] = {}
-    gate = asyncio.Semaphore(32)
     async with AsyncClient(url, context=context) as client:
 
-        async def one(record: Any) -> None:
-            async with gate:
+        async def in_order(aggregate: list[Any]) -> list[str]:
+            # Each waits for SENT, which keeps the aggregate's order in Kafka; the last
+            # waits for PROJECTED, which the sink reaches in order: the whole aggregate is
+            # then projected.
+            ids = []
+            for n, record in enumerate(aggregate, start=1):
+                last = n == len(aggregate)
                 try:
                     status = await client.send(
                         record.command,
-                        wait="projected",
+                        wait="projected" if last else "sent",
                         timeout=60,
                         issued_at=record.issued_at,
                         principal=record.principal,
                     )
-                    outcome = status.outcome or status.stage
-                except CommandRejected:
-                    outcome = "rejected"
-            outcomes[outcome] = outcomes.get(outcome, 0) + 1
-            progress.advance(task)
+                    ids.append(status.command_id)
+                except CommandRejected as rejection:
+                    assert rejection.command_id is not None
+                    ids.append(rejection.command_id)
+                progress.advance(task)
+            return ids
 
-        await asyncio.gather(*(one(record) for record in records))
+        sent = await asyncio.gather(*(in_order(a) for a in records.values()))
+        ids = [command_id for chain in sent for command_id in chain]
+        for status in await asyncio.gather(*(client.wait(i, timeout=60) for i in ids)):
+            kind = status.outcome or status.stage
+            outcomes[kind] = outcomes.get(kind, 0) + 1
     return outcomes
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from streamfold.errors import HostEnvironmentError
 
-__all__ = ["ChildProcess", "die_with_parent"]
+__all__ = ["ChildProcess", "die_with_parent", "start_all", "stop_all"]
 
 _PR_SET_PDEATHSIG = 1
 _LIBC = ctypes.CDLL(None, use_errno=True) if os.name == "posix" else None
@@ -31,6 +31,23 @@ def die_with_parent() -> None:
     """Run in the child between fork and exec: SIGKILL it when the parent dies (Linux)."""
     if _LIBC is not None:
         _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def start_all(children: Sequence[ChildProcess], timeout: float = 60.0) -> None:
+    """Start ``children`` together (their start-ups overlap) and wait until all are ready."""
+    for child in children:
+        child.spawn()
+    for child in children:
+        child.wait_ready(timeout)
+
+
+def stop_all(children: Sequence[ChildProcess], timeout: float = 30.0) -> None:
+    """SIGTERM ``children`` together, in order, then wait for each (their stops overlap)."""
+    for child in children:
+        if child.process is not None and child.process.poll() is None:
+            child.process.terminate()
+    for child in children:
+        child.stop(timeout)
 
 
 class ChildProcess:
@@ -58,6 +75,11 @@ class ChildProcess:
 
     def start(self, timeout: float = 60.0) -> None:
         """Start the child and wait until it is ready; raise naming its log if it dies."""
+        self.spawn()
+        self.wait_ready(timeout)
+
+    def spawn(self) -> None:
+        """Start the child without waiting (:meth:`wait_ready` waits)."""
         output = self.log_file.open("ab") if self.log_file is not None else None
         try:
             self.process = subprocess.Popen(
@@ -71,6 +93,10 @@ class ChildProcess:
         finally:
             if output is not None:
                 output.close()  # the child holds its own descriptor
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Wait until the spawned child is ready; raise naming its log if it dies."""
+        assert self.process is not None, "spawn() first"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
