@@ -200,6 +200,18 @@ STREAMFOLD_REGISTRY_*: how workers, sinks and gateways reach the schema registry
 {{- end -}}
 
 {{/*
+STREAMFOLD_TRACING_*: read by the workers and the gateway (spans only with an OTLP endpoint).
+*/}}
+{{- define "streamfold.tracingEnv" -}}
+{{- if .Values.tracing.otlpEndpoint }}
+- name: STREAMFOLD_TRACING_OTLP_ENDPOINT
+  value: {{ .Values.tracing.otlpEndpoint | quote }}
+{{- end }}
+- name: STREAMFOLD_TRACING_SAMPLE_RATIO
+  value: {{ include "streamfold.envValue" .Values.tracing.sampleRatio }}
+{{- end -}}
+
+{{/*
 Settings as STREAMFOLD_<PREFIX><KEY> variables, a nested mapping as <KEY>__<NESTED KEY>.
 Call with (dict "prefix" "STREAMFOLD_WORKER_" "settings" $map); null values are skipped.
 */}}

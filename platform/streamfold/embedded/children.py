@@ -18,6 +18,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Self
 
 from streamfold.errors import HostEnvironmentError
 
@@ -134,6 +135,13 @@ class ChildProcess:
                 self.process.kill()
                 self.process.wait()
         return self.process.returncode
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
 
     def kill(self) -> None:
         """SIGKILL the child (a crash, for fault tests)."""

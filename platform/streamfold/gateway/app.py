@@ -19,7 +19,9 @@ Answers: 200 (the outcome), 202 with ``Location: /commands/{id}`` (sent, not yet
 stage when the wait ended), 409 (a rejection or version conflict: the domain's code, its
 message, the current version), 422 (an invalid field, an unknown route parameter, or a
 command the worker could not process), 503 (not sent: Kafka unreachable), 401/403 (auth).
-Every error body is an RFC 9457 problem (:mod:`streamfold.gateway.problems`).
+Every error body is an RFC 9457 problem (:mod:`streamfold.gateway.problems`). The command
+routes are answered by :mod:`streamfold.gateway.commands` (its lane, ahead of FastAPI); this
+module builds the rest and the OpenAPI of all.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -36,10 +38,8 @@ from fastapi import Body, Depends, FastAPI, Header, Path, Query, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
-from opentelemetry import trace
 from pydantic import AwareDatetime, BaseModel, ValidationError, create_model
 
-from streamfold.contracts.results import TENANT_MISMATCH
 from streamfold.domain.aggregate import Aggregate
 from streamfold.domain.context import BoundedContext
 from streamfold.gateway.auth import Authenticator, Caller
@@ -57,7 +57,7 @@ from streamfold.gateway.commands import (
 )
 from streamfold.gateway.metrics import GatewayMetrics
 from streamfold.gateway.models import CommandStatus, Problem, QueryResult, StageName
-from streamfold.gateway.outcomes import Known, Stage
+from streamfold.gateway.outcomes import Stage
 from streamfold.gateway.problems import PROBLEM_JSON, ProblemError, install_problem_handlers
 from streamfold.gateway.reads import ClickHouseReader, QueryFailed, state_fields
 from streamfold.gateway.settings import GatewaySettings
@@ -70,12 +70,8 @@ from streamfold.sink.target import TargetUnavailableError
 __all__ = ["build_app", "snake_case"]
 
 log = get_logger(__name__)
-tracer = trace.get_tracer("streamfold.gateway")
 
-OnStage = Callable[[Known | None, Stage], Awaitable[None]]
 _PROBLEM: dict[str, Any] = {"model": Problem}
-#: Rejection codes that say "not yours", answered 403 rather than 409.
-_FORBIDDEN_CODES = frozenset({TENANT_MISMATCH})
 
 
 def build_app(
@@ -115,10 +111,9 @@ def build_app(
     )
     install_problem_handlers(app)
     app.state.bus = bus
+    app.state.authenticator = authenticator
     metrics.open_waits.set_function(lambda: bus.book.open_waits)
     metrics.known.set_function(lambda: bus.book.known_count)
-
-    app.state.authenticator = authenticator
     auth_responses: dict[int | str, dict[str, Any]] = (
         {401: _PROBLEM, 403: _PROBLEM} if authenticator.enabled else {}
     )

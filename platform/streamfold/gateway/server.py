@@ -140,10 +140,3 @@ class GatewayProcess(ChildProcess):
             log_file=log_file,
             name=f"the gateway at {self.url}",
         )
-
-    def __enter__(self) -> GatewayProcess:
-        self.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.stop()

@@ -115,10 +115,3 @@ class RegistryProcess(ChildProcess):
             log_file=log_file,
             name=f"the schema registry at {self.url}",
         )
-
-    def __enter__(self) -> RegistryProcess:
-        self.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.stop()

@@ -29,6 +29,7 @@ from tests.integration.helm.conftest import (
 import streamfold.cli.edge
 from streamfold.contracts.evolution import RegistryClientSettings
 from streamfold.gateway.settings import AuthMode, GatewaySettings
+from streamfold.observability.tracing import TracingSettings
 from streamfold.registry.server import RegistryServerSettings
 from streamfold.runtime.settings import TEST_HOOK_SETTINGS, WorkerSettings
 from streamfold.transport.settings import KafkaSettings
@@ -69,12 +70,19 @@ def edge_variables() -> set[str]:
 
 KAFKA = settings_variables(KafkaSettings)
 REGISTRY_CLIENT = settings_variables(RegistryClientSettings)
+TRACING = settings_variables(TracingSettings)
 EDGE = edge_variables()
 READ_BY = {
-    "worker": KAFKA | REGISTRY_CLIENT | settings_variables(WorkerSettings) | EDGE,
+    "worker": KAFKA | REGISTRY_CLIENT | TRACING | settings_variables(WorkerSettings) | EDGE,
     "sink": KAFKA | REGISTRY_CLIENT | EDGE,
     "registry": KAFKA | settings_variables(RegistryServerSettings) | EDGE,
-    "gateway": KAFKA | REGISTRY_CLIENT | settings_variables(GatewaySettings) | EDGE,
+    "gateway": KAFKA | REGISTRY_CLIENT | TRACING | settings_variables(GatewaySettings) | EDGE,
+}
+#: The components whose process reads STREAMFOLD_TRACING_* (``streamfold worker``, ``gateway``).
+TRACED = ("worker", "gateway")
+#: Each scenario's own values, by file name.
+SCENARIO_VALUES: dict[str, dict[str, Any]] = {
+    p.name: yaml.safe_load(p.read_text()) or {} for p in SCENARIOS
 }
 #: Renders of the gateway's auth modes that no scenario uses.
 AUTH_RENDERS = {
@@ -94,6 +102,9 @@ def test_the_read_settings_are_derived_from_the_code() -> None:
     assert {"STREAMFOLD_LOG_FORMAT", "STREAMFOLD_LOG_LEVEL", "STREAMFOLD_SINK_PASSWORD"} <= EDGE
     assert "STREAMFOLD_REGISTRY_SERVER_BASIC_AUTH" in READ_BY["registry"]
     assert "STREAMFOLD_GATEWAY_JWT_PUBLIC_KEY_FILE" in READ_BY["gateway"]
+    assert {"STREAMFOLD_TRACING_OTLP_ENDPOINT", "STREAMFOLD_TRACING_SAMPLE_RATIO"} == TRACING
+    assert all(READ_BY[c] >= TRACING for c in TRACED)
+    assert not TRACING & (READ_BY["sink"] | READ_BY["registry"])
 
 
 @pytest.fixture(scope="module")
@@ -122,6 +133,10 @@ def test_every_variable_the_chart_sets_is_one_the_process_reads(
         assert len(names) == len(set(names)), f"{component}: a variable set twice"
         unread = sorted(set(names) - READ_BY[component])
         assert not unread, f"{component} {workload['metadata']['name']} never reads {unread}"
+        tracing = {n for n in names if n.startswith("STREAMFOLD_TRACING_")}
+        assert tracing <= (TRACING if component in TRACED else set()), (component, tracing)
+        if component in TRACED:
+            assert "STREAMFOLD_TRACING_SAMPLE_RATIO" in tracing, component
 
 
 @pytest.mark.parametrize("render", RENDERS)
@@ -158,6 +173,8 @@ def test_every_process_gets_valid_settings_with_what_a_deployment_needs(
             assert RegistryServerSettings().host == "0.0.0.0"
         if component == "gateway":
             _check_gateway(GatewaySettings(), workload, container)
+        if component in TRACED:
+            _check_tracing(TracingSettings(), render)
         for cls in _settings_of(component):
             required = [f for f, i in cls.model_fields.items() if i.is_required()]
             prefix = str(cls.model_config.get("env_prefix", ""))
@@ -193,13 +210,22 @@ def _check_gateway(
         assert settings.clickhouse_target.startswith(("http://", "https://"))
 
 
+def _check_tracing(settings: TracingSettings, render: str) -> None:
+    """Spans go where the render's values send them, sampled as they say."""
+    tracing = SCENARIO_VALUES.get(render, {}).get("tracing", {})
+    assert settings.otlp_endpoint == (tracing.get("otlpEndpoint") or None)
+    assert settings.sample_ratio == tracing.get("sampleRatio", 1.0)
+    if render == "values-production.yaml":
+        assert settings.otlp_endpoint == "http://otel-collector.observability:4318"
+
+
 def _settings_of(component: str) -> list[type[BaseSettings]]:
     common: list[type[BaseSettings]] = [KafkaSettings]
     return {
-        "worker": [*common, RegistryClientSettings, WorkerSettings],
+        "worker": [*common, RegistryClientSettings, TracingSettings, WorkerSettings],
         "sink": [*common, RegistryClientSettings],
         "registry": [*common, RegistryServerSettings],
-        "gateway": [*common, RegistryClientSettings, GatewaySettings],
+        "gateway": [*common, RegistryClientSettings, TracingSettings, GatewaySettings],
     }[component]
 
 
@@ -282,6 +308,10 @@ def test_each_config_key_becomes_its_setting_one_to_one(
     assert set(gateway_config) == set(
         schema["properties"]["gateway"]["properties"]["config"]["properties"]
     )
+    tracing_values = {"otlpEndpoint": "http://otel-collector:4318", "sampleRatio": 0.25}
+    tracing_settings = {"otlp_endpoint": "http://otel-collector:4318", "sample_ratio": 0.25}
+    assert set(tracing_settings) == set(TracingSettings.model_fields)
+    assert all(TracingSettings.model_fields[k].default != v for k, v in tracing_settings.items())
     values = tmp_path / "values-every-setting.yaml"
     values.write_text(
         yaml.safe_dump(
@@ -289,16 +319,19 @@ def test_each_config_key_becomes_its_setting_one_to_one(
                 "workers": {"config": worker_config},
                 "registry": {"config": registry_config},
                 "gateway": {"config": gateway_config},
+                "tracing": tracing_values,
             }
         )
     )
     rendered = template(helm, values)
-    for name in [n for n in os.environ if n.startswith("STREAMFOLD_")]:
-        monkeypatch.delenv(name)
     for workload, container in containers(rendered):
+        for name in [n for n in os.environ if n.startswith("STREAMFOLD_")]:
+            monkeypatch.delenv(name)
         for name, value in resolved_env(container, "pod-0").items():
             monkeypatch.setenv(name, value)
         component = workload["metadata"]["labels"]["app.kubernetes.io/component"]
+        if component in TRACED:
+            assert TracingSettings().model_dump() == tracing_settings, component
         if component == "worker":
             settings = WorkerSettings.resolve({}).model_dump()
             assert {k: settings[k] for k in worker_config} == worker_config

@@ -13,6 +13,7 @@ import yaml
 
 from streamfold.deploy.values import CHART_OWNED_SETTINGS, GATEWAY_CHART_OWNED_SETTINGS
 from streamfold.gateway.settings import AuthMode, GatewaySettings
+from streamfold.observability.tracing import TracingSettings
 from streamfold.registry.server import RegistryServerSettings
 from streamfold.runtime.settings import TEST_HOOK_SETTINGS, WorkerSettings
 from streamfold.state.rocksdb import RocksDBOptions
@@ -56,6 +57,26 @@ def test_the_gateway_values_name_the_chart_owned_variables_they_become() -> None
     )
     assert gateway["auth"]["properties"]["mode"]["enum"] == [m.value for m in AuthMode]
     assert VALUES["gateway"]["auth"]["mode"] == AuthMode.OFF.value  # quoted: not YAML's false
+
+
+def test_the_tracing_values_are_the_tracing_settings_one_to_one() -> None:
+    tracing = SCHEMA["properties"]["tracing"]["properties"]
+    fields = {re.sub(r"(?<!^)(?=[A-Z])", "_", key).lower(): key for key in tracing}
+    assert set(fields) == set(TracingSettings.model_fields)
+    for field, key in fields.items():
+        assert tracing[key]["description"] == f"STREAMFOLD_TRACING_{field.upper()}"
+    assert tracing["otlpEndpoint"]["type"] == "string"
+    assert (tracing["sampleRatio"]["type"], tracing["sampleRatio"]["minimum"]) == ("number", 0)
+    assert tracing["sampleRatio"]["maximum"] == 1
+    defaults = TracingSettings.model_fields
+    assert VALUES["tracing"] == {"otlpEndpoint": "", "sampleRatio": 1.0}  # "": unset
+    assert defaults["otlp_endpoint"].default is None
+    assert defaults["sample_ratio"].default == VALUES["tracing"]["sampleRatio"]
+
+
+def test_the_schema_refuses_a_sample_ratio_above_one() -> None:
+    with pytest.raises(jsonschema.ValidationError, match=r"1\.5 is greater than the maximum of 1"):
+        jsonschema.validate(_merge(VALUES, {"tracing": {"sampleRatio": 1.5}}), SCHEMA)
 
 
 def test_each_gateway_config_key_has_the_settings_type() -> None:
