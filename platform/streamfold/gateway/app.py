@@ -194,11 +194,13 @@ def _command_route(app: FastAPI, route: CommandRoute, auth_responses: dict[int |
         response_model=CommandStatus,
         responses={
             202: {"model": CommandStatus, "description": "Sent; the stage was not reached yet"},
+            **auth_responses,
+            # 403 with auth off too: the worker refuses another tenant's aggregate.
+            403: _PROBLEM,
             409: _PROBLEM,
             413: _PROBLEM,
             422: _PROBLEM,
             503: _PROBLEM,
-            **auth_responses,
         },
     )(endpoint)
 

@@ -32,7 +32,14 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 from streamfold.contracts.results import TENANT_MISMATCH, Outcome
 from streamfold.domain.aggregate import Aggregate, HandlerContractError
@@ -101,6 +108,12 @@ class CommandHeaders(BaseModel):
     #: When it happened at its source (a POS's sale time), else when Kafka took it.
     issued_at: AwareDatetime | None = Field(default=None, alias="Issued-At")
     traceparent: str | None = Field(default=None, alias="traceparent", max_length=200)
+
+    @field_validator("request_id", "tenant", "principal", "traceparent", mode="before")
+    @classmethod
+    def _empty_is_absent(cls, value: object) -> object:
+        """An empty header says nothing (``Tenant;`` is no tenant, not the tenant "")."""
+        return None if value == "" else value
 
 
 #: Header names as they arrive (lower case) → the model's aliases.

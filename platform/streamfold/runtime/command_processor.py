@@ -291,7 +291,7 @@ class CommandProcessor:
         command_type = self._type_names.get(type(command), type(command).__name__)
         # 6. another tenant's aggregate is refused (before the repeat check: a repeat's
         # answer would tell its result); a repeat gets its first result
-        tenant = raw_headers.get(h.TENANT)
+        tenant = raw_headers.get(h.TENANT) or None  # an empty header is no tenant
         if entry.version and entry.tenant != tenant:
             refused = StoredResult(
                 Outcome.REJECTED.value,

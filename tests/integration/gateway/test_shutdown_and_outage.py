@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 import uuid
@@ -40,7 +41,8 @@ def test_a_stop_answers_every_open_wait_with_202_before_its_time_is_up(
             assert time.monotonic() < deadline, "the waits did not all open"
             time.sleep(0.1)
         stopped = time.monotonic()
-        assert gateway.stop() == 0
+        # uvicorn shuts down, then re-raises the SIGTERM it caught: -15, not a SIGKILL's -9
+        assert gateway.stop() in (0, -signal.SIGTERM)
         for thread in threads:
             thread.join(30)
         took = time.monotonic() - stopped

@@ -109,3 +109,10 @@ def test_without_a_provider_the_traceparent_goes_on_unchanged(store: PartitionSt
     traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
     processor(codec).process(record(codec, SUPPLY, 1, traceparent=traceparent), store, outbox)
     assert {headers[h.TRACEPARENT] for *_rest, headers, _p in outbox.sent} == {traceparent}
+
+
+def test_an_empty_tenant_header_is_no_tenant(store: PartitionStore) -> None:
+    codec = AvroCodec(InMemorySchemaRegistry())
+    worker = processor(codec)
+    assert worker.process(record(codec, SUPPLY, 1), store, Outbox()) == "accepted"
+    assert worker.process(record(codec, SUPPLY, 2, tenant=""), store, Outbox()) == "accepted"
