@@ -156,15 +156,13 @@ class CommandBus:
             self._probe = asyncio.ensure_future(self._until_brokers_answer())
 
     async def _until_brokers_answer(self) -> None:
-        assert self._producer is not None
-        producer = self._producer._producer
+        producer = self._producer
+        assert producer is not None
         while self._brokers_down and not self._stopping.is_set():
-            try:
-                await asyncio.to_thread(producer.list_topics, None, _PROBE_S)
+            if await asyncio.to_thread(producer.reachable, _PROBE_S):
                 self._brokers_down = False
                 log.info("a broker answers again")
-            except Exception as exc:  # noqa: BLE001 - KafkaException; retried until it answers
-                log.debug("brokers still down", error=str(exc))
+            else:
                 await asyncio.sleep(_PROBE_S)
 
     # ------------------------------------------------------------------ sending

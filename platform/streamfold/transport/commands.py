@@ -20,10 +20,13 @@ from streamfold.domain.context import BoundedContext
 from streamfold.domain.messages import Command
 from streamfold.domain.naming import aggregate_topics
 from streamfold.errors import RetryableError
+from streamfold.observability.logging import get_logger
 from streamfold.transport.admin import translate_kafka_error
 from streamfold.transport.settings import KafkaSettings
 
 __all__ = ["CommandProducer", "DeliveryCallback"]
+
+log = get_logger(__name__)
 
 DeliveryCallback = Callable[[KafkaError | None, Message], None]
 
@@ -94,6 +97,15 @@ class CommandProducer:
                 return
             except BufferError:
                 self._producer.poll(0.05)
+
+    def reachable(self, timeout: float) -> bool:
+        """Whether a broker answers a metadata request within ``timeout`` seconds."""
+        try:
+            self._producer.list_topics(None, timeout)
+        except KafkaException as exc:
+            log.debug("no broker answers", error=str(exc))
+            return False
+        return True
 
     def poll(self, timeout: float) -> int:
         """Serve delivery callbacks for up to ``timeout`` seconds; how many ran."""
