@@ -302,6 +302,8 @@ def _state_route(
             row = await reader.state(table, aggregate_id, tenant, version)
         except TargetUnavailableError as exc:
             raise ProblemError(503, "unavailable", "ClickHouse is unreachable", str(exc)) from exc
+        if row is None and min_version and version is None:
+            raise _behind(0)  # nothing projected yet: behind any version asked for
         if row is None:
             raise ProblemError(
                 404,
@@ -312,14 +314,7 @@ def _state_route(
             )
         projected = int(row["version"])
         if min_version is not None and projected < min_version:
-            raise ProblemError(
-                409,
-                "projection-behind",
-                "The projection is older than the version asked for",
-                f"ClickHouse holds version {projected}; retry, or send with Wait-Stage: projected",
-                code="projection_behind",
-                current_version=projected,
-            )
+            raise _behind(projected)
         try:
             state = state_type.model_validate(state_fields(row, state_type))
         except ValidationError as exc:
@@ -359,6 +354,18 @@ def _state_route(
         response_model=view,
         responses={404: _PROBLEM, 409: _PROBLEM, 422: _PROBLEM, 503: _PROBLEM, **auth_responses},
     )(endpoint)
+
+
+def _behind(projected: int) -> ProblemError:
+    """The 409 of a state older than the ``min_version`` asked for."""
+    return ProblemError(
+        409,
+        "projection-behind",
+        "The projection is older than the version asked for",
+        f"ClickHouse holds version {projected}; retry, or send with Wait-Stage: projected",
+        code="projection_behind",
+        current_version=projected,
+    )
 
 
 def _query_route(

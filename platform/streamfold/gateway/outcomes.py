@@ -152,8 +152,8 @@ class OutcomeBook:
     ) -> None:
         self._settings = settings
         self._results = codec.reader(CommandResult, namespace=RESULT_NAMESPACE)
-        # The ack's model lives with the sink; only its command id and key matter here.
         self._result_topics = tuple(result_topics)
+        # A PROJECTED ack is read by its key (the command id) alone: its value is the sink's.
         self._projected_topic = projected_topic
         self._recent = recent
         self._lookback_s = lookback_s

@@ -152,6 +152,9 @@ def test_wait_stage_projected_makes_the_state_readable(http: httpx.Client) -> No
 
     assert problem(http.get(f"/retail/supplier/{supplier}/state?version=2"), 404)
     assert problem(http.get(f"/retail/supplier/{fresh('nobody')}/state"), 404)
+    # asked for a version when nothing is projected yet: behind, not unknown
+    early = problem(http.get(f"/retail/supplier/{fresh('nobody')}/state?min_version=1"), 409)
+    assert (early["code"], early["current_version"]) == ("projection_behind", 0)
 
 
 def test_the_states_updated_at_names_its_time_zone(http: httpx.Client) -> None:
