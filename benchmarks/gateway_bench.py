@@ -52,10 +52,9 @@ from streamfold.cli.edge import default_cache_dir
 from streamfold.contracts.codec import AvroCodec
 from streamfold.contracts.registry import ConfluentSchemaRegistry
 from streamfold.domain import Command
-from streamfold.domain.naming import aggregate_topics
+from streamfold.domain.naming import aggregate_topics, command_path
 from streamfold.embedded.kafka import LocalKafkaCluster
 from streamfold.embedded.ports import free_ports
-from streamfold.gateway.app import snake_case
 from streamfold.gateway.server import GatewayProcess
 from streamfold.registry.server import RegistryProcess
 from streamfold.runtime.process import WorkerProcess
@@ -106,7 +105,7 @@ def requests_of(commands: list[Command]) -> list[tuple[str, bytes]]:
     found = []
     for command in commands:
         aggregate = retail.aggregate_for(type(command))
-        path = f"/retail/{aggregate.name}/{snake_case(type(command).__name__)}"
+        path = command_path("retail", aggregate.name, type(command).__name__)
         found.append((path, command.model_dump_json().encode()))
     return found
 

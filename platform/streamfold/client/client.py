@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -13,6 +12,7 @@ import httpx
 
 from streamfold.domain.context import BoundedContext
 from streamfold.domain.messages import Command
+from streamfold.domain.naming import command_path, snake_case
 from streamfold.errors import PermanentError, Rejected, RetryableError, StreamfoldError
 from streamfold.gateway.models import CommandStatus, Problem, QueryResult
 
@@ -91,10 +91,6 @@ class AggregateState:
     state: Any
 
 
-def _snake(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
-
-
 class _Base:
     def __init__(self, url: str, *, context: BoundedContext | None, api_key: str | None) -> None:
         self.url = url.rstrip("/")
@@ -115,7 +111,7 @@ class _Base:
         if self.context is None:
             raise PermanentError("send(command) needs the client's context= (or use send_json)")
         aggregate = self.context.aggregate_for(type(command))
-        path = f"/{self.context.name}/{aggregate.name}/{_snake(type(command).__name__)}"
+        path = command_path(self.context.name, aggregate.name, type(command).__name__)
         body = command.model_dump(mode="json")
         headers = self._wait_headers(wait, timeout_ms, command_id, expected_version, request_id)
         if issued_at is not None:
@@ -166,7 +162,7 @@ class _Base:
 
     @staticmethod
     def _path_of(openapi: dict[str, Any], context: str, command: str) -> str:
-        suffix = f"/{_snake(command)}"
+        suffix = f"/{snake_case(command)}"
         for path, item in openapi.get("paths", {}).items():
             if path.startswith(f"/{context}/") and path.endswith(suffix) and "post" in item:
                 return str(path)

@@ -27,7 +27,9 @@ __all__ = [
     "AggregateTopics",
     "ContextTopics",
     "aggregate_topics",
+    "command_path",
     "context_topics",
+    "snake_case",
     "subject_name",
     "validate_name",
 ]
@@ -84,6 +86,17 @@ def context_topics(context: str, prefix: str = "") -> ContextTopics:
     """Name the topics shared by a whole context (``prefix`` as for aggregate_topics)."""
     validate_name("context", context)
     return ContextTopics(dlq=f"{prefix}{context}.dlq", projected=f"{prefix}{context}.projected")
+
+
+def snake_case(name: str) -> str:
+    """``RecordSale`` → ``record_sale``."""
+    return "".join(f"_{c.lower()}" if c.isupper() and i else c.lower() for i, c in enumerate(name))
+
+
+def command_path(context: str, aggregate: str, command: str) -> str:
+    """The gateway's route of a command type: ``/retail/store_stock/record_sale`` for
+    ``RecordSale``."""
+    return f"/{context}/{aggregate}/{snake_case(command)}"
 
 
 def subject_name(topic: str, record_full_name: str) -> str:

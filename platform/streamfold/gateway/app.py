@@ -42,6 +42,7 @@ from pydantic import AwareDatetime, BaseModel, ValidationError, create_model
 
 from streamfold.domain.aggregate import Aggregate
 from streamfold.domain.context import BoundedContext
+from streamfold.domain.naming import command_path
 from streamfold.gateway.auth import Authenticator, Caller
 from streamfold.gateway.bus import CommandBus, Sent
 from streamfold.gateway.commands import (
@@ -50,7 +51,6 @@ from streamfold.gateway.commands import (
     CommandRoute,
     Json,
     fastapi_endpoint,
-    snake_case,
     status_of,
     timeout_of,
     unless_gone,
@@ -67,7 +67,7 @@ from streamfold.sink.named_queries import NamedQuery
 from streamfold.sink.queries import jsonable
 from streamfold.sink.target import TargetUnavailableError
 
-__all__ = ["build_app", "snake_case"]
+__all__ = ["build_app"]
 
 log = get_logger(__name__)
 
@@ -121,7 +121,7 @@ def build_app(
     routes: dict[str, CommandRoute] = {}
     for aggregate in aggregates:
         for command_type in aggregate.commands:
-            path = f"/{context.name}/{aggregate.name}/{snake_case(command_type.__name__)}"
+            path = command_path(context.name, aggregate.name, command_type.__name__)
             route = CommandRoute(
                 path, aggregate, command_type, context.name, settings, bus, authenticator, metrics
             )
@@ -184,10 +184,9 @@ def _command_route(app: FastAPI, route: CommandRoute, auth_responses: dict[int |
         who=(Caller, Depends(current_caller)),
         headers=(CommandHeaders, Header()),
     )
-    name = snake_case(route.command_type.__name__)
     app.post(
         route.path,
-        name=f"{route.aggregate.name}.{name}",
+        name=f"{route.aggregate.name}.{route.path.rsplit('/', 1)[-1]}",
         summary=route.command_type.__name__,
         description=route.description,
         tags=[route.aggregate.name],

@@ -59,7 +59,7 @@ from streamfold.observability.tracing import (
     tracing_enabled,
 )
 
-__all__ = ["CommandHeaders", "CommandLane", "CommandRoute", "Json", "snake_case", "status_of"]
+__all__ = ["CommandHeaders", "CommandLane", "CommandRoute", "Json", "status_of"]
 
 log = get_logger(__name__)
 tracer = trace.get_tracer("streamfold.gateway")
@@ -77,11 +77,6 @@ class Json(JSONResponse):
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content)
-
-
-def snake_case(name: str) -> str:
-    """``RecordSale`` → ``record_sale``."""
-    return "".join(f"_{c.lower()}" if c.isupper() and i else c.lower() for i, c in enumerate(name))
 
 
 class CommandHeaders(BaseModel):

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from topologies.retail.domain import retail
 
-from streamfold.gateway.app import snake_case
+from streamfold.domain.naming import snake_case
 
 from .conftest import RetailStack
 
