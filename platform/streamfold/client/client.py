@@ -10,6 +10,7 @@ from urllib.parse import quote
 
 import httpx
 
+from streamfold.contracts.results import TENANT_MISMATCH
 from streamfold.domain.context import BoundedContext
 from streamfold.domain.messages import Command
 from streamfold.domain.naming import command_path, snake_case
@@ -189,17 +190,15 @@ def _raise_for(response: httpx.Response) -> None:
             detail=response.text[:500],
         )
     status = response.status_code
-    if status == 409 or (
-        status == 403 and problem.code == "tenant_mismatch" and problem.command_id
-    ):
-        raise CommandRejected(problem)
+    if status == 409 or (status == 403 and problem.code == TENANT_MISMATCH and problem.command_id):
+        raise CommandRejected(problem)  # the worker's refusal of another tenant's aggregate
     if status == 422:
         raise CommandInvalid(problem)
     if status in (401, 403):
         raise NotAuthorized(problem)
     if status == 404:
         raise NotFound(problem)
-    if status == 503 or status >= 500:
+    if status >= 500:
         raise GatewayUnavailable(problem.detail or problem.title, problem)
     raise ClientError(problem)
 
