@@ -44,8 +44,9 @@ from streamfold.domain.aggregate import Aggregate
 from streamfold.domain.context import BoundedContext
 from streamfold.domain.naming import command_path
 from streamfold.gateway.auth import Authenticator, Caller
-from streamfold.gateway.bus import CommandBus, Sent
+from streamfold.gateway.bus import CommandBus
 from streamfold.gateway.commands import (
+    ClientGone,
     CommandHeaders,
     CommandLane,
     CommandRoute,
@@ -225,7 +226,7 @@ def _command_lookup(
         ),
         responses={202: {"model": CommandStatus}, 404: _PROBLEM, 422: _PROBLEM, **auth_responses},
     )
-    async def commandstatus_of(
+    async def command_status(
         request: Request,
         command_uuid: Annotated[uuid.UUID, Path(alias="command_id")],
         who: Annotated[Caller, Depends(current_caller)],
@@ -233,20 +234,15 @@ def _command_lookup(
         wait_timeout_ms: Annotated[int | None, Header(alias="Wait-Timeout-Ms", ge=0)] = None,
     ) -> Response:
         command_id = str(command_uuid)
+        stage = Stage.parse(wait_stage) if wait_stage is not None else None
         known = bus.book.known(command_id)
-        if wait_stage is not None:
-            stage = Stage.parse(wait_stage)
+        if stage is not None:
             timeout_s = timeout_of(settings, wait_timeout_ms)
-
-            async def follow() -> Sent:
-                found = await bus.follow(command_id, stage, timeout_s)
-                return Sent(command_id, found, False, True)
-
-            sent = await unless_gone(request.receive, follow())
-            if sent is None:
+            try:
+                known = await unless_gone(request.receive, bus.follow(command_id, stage, timeout_s))
+            except ClientGone:
                 metrics.abandoned.inc()
                 return Response(status_code=499)
-            known = sent.known
         if known is None:
             raise ProblemError(
                 404,
@@ -259,7 +255,7 @@ def _command_lookup(
             # Another tenant's command is not to be told apart from an unknown one.
             raise ProblemError(404, "unknown-command", "No outcome known for this command")
         status = status_of(command_id, known)
-        code = 202 if wait_stage is not None and known.stage < Stage.parse(wait_stage) else 200
+        code = 202 if stage is not None and known.stage < stage else 200
         return Json(status.model_dump(), status_code=code)
 
 

@@ -30,7 +30,7 @@ from streamfold.domain.context import BoundedContext
 from streamfold.domain.messages import Command
 from streamfold.domain.naming import aggregate_topics, context_topics
 from streamfold.errors import PermanentError, RetryableError
-from streamfold.gateway.outcomes import Known, OutcomeBook, Stage
+from streamfold.gateway.outcomes import Known, OutcomeBook, Registration, Stage
 from streamfold.gateway.settings import GatewaySettings
 from streamfold.observability.logging import get_logger
 from streamfold.transport.commands import CommandProducer
@@ -191,40 +191,45 @@ class CommandBus:
                 command, command_id, headers, expected_version, deadline
             ):
                 return Sent(command_id, self.book.known(command_id), False, False)
-            reached: Stage | None = None
-            while True:
-                known = self.book.known(command_id)
-                now_at = known.stage if known is not None else Stage.SENT
-                if on_stage is not None and (reached is None or now_at > reached):
-                    await on_stage(known, now_at)
-                reached = now_at
-                left = deadline - time.monotonic()
-                if reached >= stage or left <= 0 or self.book.stopping:
-                    return Sent(command_id, known, replay, True)
-                await wait.changed(left)
+            return Sent(
+                command_id,
+                await self._until(wait, command_id, stage, deadline, on_stage, Stage.SENT),
+                replay,
+                True,
+            )
 
-    async def follow(
-        self,
-        command_id: str,
-        stage: Stage,
-        timeout_s: float,
-        on_stage: Callable[[Known | None, Stage], Awaitable[None]] | None = None,
-    ) -> Known | None:
+    async def follow(self, command_id: str, stage: Stage, timeout_s: float) -> Known | None:
         """Wait on a command sent anywhere (``GET /commands/{id}``); what is known then."""
         deadline = time.monotonic() + timeout_s
         with self.book.register(command_id, stage) as wait:
-            reached: Stage | None = None
-            while True:
-                known = self.book.known(command_id)
-                if known is not None and on_stage is not None and known.stage != reached:
-                    await on_stage(known, known.stage)
-                    reached = known.stage
-                left = deadline - time.monotonic()
-                if (known is not None and known.stage >= stage) or left <= 0:
-                    return known
-                if self.book.stopping:
-                    return known
-                await wait.changed(left)
+            return await self._until(wait, command_id, stage, deadline, None, None)
+
+    async def _until(
+        self,
+        wait: Registration,
+        command_id: str,
+        stage: Stage,
+        deadline: float,
+        on_stage: Callable[[Known | None, Stage], Awaitable[None]] | None,
+        floor: Stage | None,
+    ) -> Known | None:
+        """Wait for ``stage``, the deadline or shutdown; ``floor`` is the stage reached when
+        nothing is known yet (SENT once the broker acknowledged the command)."""
+        reached: Stage | None = None
+        while True:
+            known = self.book.known(command_id)
+            now_at = known.stage if known is not None else floor
+            if (
+                on_stage is not None
+                and now_at is not None
+                and (reached is None or now_at > reached)
+            ):
+                await on_stage(known, now_at)
+            reached = now_at
+            left = deadline - time.monotonic()
+            if (now_at is not None and now_at >= stage) or left <= 0 or self.book.stopping:
+                return known
+            await wait.changed(left)
 
     def _admit(self) -> None:
         if self._brokers_down:

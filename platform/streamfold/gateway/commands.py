@@ -25,7 +25,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from fastapi import FastAPI, Request
@@ -59,11 +59,19 @@ from streamfold.observability.tracing import (
     tracing_enabled,
 )
 
-__all__ = ["CommandHeaders", "CommandLane", "CommandRoute", "Json", "status_of"]
+__all__ = [
+    "ClientGone",
+    "CommandHeaders",
+    "CommandLane",
+    "CommandRoute",
+    "Json",
+    "status_of",
+]
 
 log = get_logger(__name__)
 tracer = trace.get_tracer("streamfold.gateway")
 
+T = TypeVar("T")
 OnStage = Callable[[Known | None, Stage], Awaitable[None]]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 #: Rejection codes that say "not yours", answered 403 rather than 409.
@@ -193,14 +201,14 @@ class CommandRoute:
                 return _stream(command_id, stage, send)
             try:
                 sent = await unless_gone(receive, send())
+            except ClientGone:  # its wait is released; nobody reads an answer
+                self.metrics.abandoned.inc()
+                return Response(status_code=499)
             except Unavailable as exc:
                 self.metrics.unavailable.inc()
                 raise _unavailable(exc, command_id) from exc
             except Unencodable as exc:
                 raise invalid_body(str(exc), "unencodable") from exc
-            if sent is None:  # the client went away; its wait is released
-                self.metrics.abandoned.inc()
-                return Response(status_code=499)
             self.metrics.answered(stage.label, sent)
             return _answer(sent.command_id, sent.known, stage, sent.replay)
 
@@ -380,8 +388,12 @@ def _unavailable(exc: Unavailable, command_id: str) -> ProblemError:
     )
 
 
-async def unless_gone(receive: Receive, work: Awaitable[Sent]) -> Sent | None:
-    """Run ``work`` unless the client disconnects first (then cancel it: None)."""
+class ClientGone(Exception):
+    """The client hung up while its request waited (its wait was released)."""
+
+
+async def unless_gone(receive: Receive, work: Awaitable[T]) -> T:
+    """Run ``work`` unless the client disconnects first (then cancel it: ClientGone)."""
     task = asyncio.ensure_future(work)
     gone = asyncio.ensure_future(_disconnect(receive))
     try:
@@ -392,7 +404,9 @@ async def unless_gone(receive: Receive, work: Awaitable[Sent]) -> Sent | None:
         if abandoned:  # the client left, or this request was cancelled: release the wait
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-    return None if abandoned else task.result()
+    if abandoned:
+        raise ClientGone
+    return task.result()
 
 
 async def _disconnect(receive: Receive) -> None:

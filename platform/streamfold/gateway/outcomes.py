@@ -51,7 +51,7 @@ from streamfold.contracts.results import RESULT_NAMESPACE, CommandResult, Outcom
 from streamfold.observability.logging import get_logger
 from streamfold.transport.settings import KafkaSettings
 
-__all__ = ["Answer", "Known", "OutcomeBook", "Stage"]
+__all__ = ["Answer", "Known", "OutcomeBook", "Registration", "Stage"]
 
 log = get_logger(__name__)
 
@@ -220,9 +220,9 @@ class OutcomeBook:
         """What is known of ``command_id`` (event loop only)."""
         return self._known.get(command_id)
 
-    def register(self, command_id: str, stage: Stage) -> _Registration:
+    def register(self, command_id: str, stage: Stage) -> Registration:
         """A wait for ``command_id``, open until the ``with`` block ends."""
-        return _Registration(self, _Wait(command_id, stage))
+        return Registration(self, _Wait(command_id, stage))
 
     def _open(self, wait: _Wait) -> None:
         self._waits.setdefault(wait.command_id, set()).add(wait)
@@ -359,14 +359,14 @@ class OutcomeBook:
         return True
 
 
-class _Registration:
+class Registration:
     """``with book.register(id, stage) as wait``: the wait is open inside the block."""
 
     def __init__(self, book: OutcomeBook, wait: _Wait) -> None:
         self._book = book
         self.wait = wait
 
-    def __enter__(self) -> _Registration:
+    def __enter__(self) -> Registration:
         self._book._open(self.wait)
         return self
 

@@ -9,6 +9,7 @@ version conflict), ``errors`` (each invalid field: its location and what is wron
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import Request
@@ -65,45 +66,34 @@ def problem_response(problem: Problem, headers: dict[str, str] | None = None) ->
     )
 
 
-def _field_errors(exc: RequestValidationError) -> list[FieldError]:
-    return [
+def _invalid(errors: Sequence[Any], where: tuple[str, ...] = ()) -> ProblemError:
+    """The 422 of pydantic's ``errors()``, each location under ``where``."""
+    fields = [
         FieldError(
-            loc=[str(part) if not isinstance(part, int) else part for part in error["loc"]],
+            loc=[*where, *(p if isinstance(p, int) else str(p) for p in error["loc"])],
             message=str(error.get("msg", "")),
             type=str(error.get("type", "")),
         )
-        for error in exc.errors()
+        for error in errors
     ]
-
-
-def _invalid(errors: list[FieldError]) -> ProblemError:
-    fields = ", ".join(".".join(str(p) for p in e.loc) for e in errors)
+    named = ", ".join(".".join(str(p) for p in e.loc) for e in fields)
     return ProblemError(
         422,
         "invalid-request",
         "The request is not valid",
-        f"invalid: {fields}" if fields else None,
-        errors=errors,
+        f"invalid: {named}" if named else None,
+        errors=fields,
     )
 
 
 def validation_problem(exc: ValidationError, where: str) -> ProblemError:
     """The 422 of a model that refused a request's ``where`` (``body``, ``header``)."""
-    return _invalid(
-        [
-            FieldError(
-                loc=[where, *(p if isinstance(p, int) else str(p) for p in error["loc"])],
-                message=str(error.get("msg", "")),
-                type=str(error.get("type", "")),
-            )
-            for error in exc.errors()
-        ]
-    )
+    return _invalid(exc.errors(), (where,))
 
 
 async def _validation(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, RequestValidationError)
-    problem = _invalid(_field_errors(exc)).problem
+    assert isinstance(exc, RequestValidationError)  # its locations start with body, header...
+    problem = _invalid(exc.errors()).problem
     return problem_response(problem.model_copy(update={"instance": request.url.path}))
 
 
