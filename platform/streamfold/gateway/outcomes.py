@@ -164,8 +164,7 @@ class OutcomeBook:
         self._stopping = threading.Event()
         self._ready = threading.Event()
         self._failure: BaseException | None = None
-        self._assigned: set[tuple[str, int]] = set()
-        #: (start, end at assignment) of each partition: what "ready" must have read.
+        #: (start, end at assignment) of each assigned partition: what "ready" must read.
         self._bounds: dict[tuple[str, int], tuple[int, int]] = {}
         self.decode_failures = 0
 
@@ -276,7 +275,7 @@ class OutcomeBook:
                     self._loop.call_soon_threadsafe(self._apply, batch)
                 if not self._ready.is_set() and self._caught_up(consumer):
                     self._ready.set()
-                    log.info("outcomes read up to the start", partitions=len(self._assigned))
+                    log.info("outcomes read up to the start", partitions=len(self._bounds))
         except Exception as exc:
             self._failure = exc
             log.exception("the outcome reader failed")
@@ -321,7 +320,7 @@ class OutcomeBook:
             for topic in topics
             if topic in metadata.topics and metadata.topics[topic].error is None
             for partition in metadata.topics[topic].partitions
-            if (topic, partition) not in self._assigned
+            if (topic, partition) not in self._bounds
         ]
         if not new:
             return
@@ -344,12 +343,11 @@ class OutcomeBook:
             starts.append(TopicPartition(tp.topic, tp.partition, offset))
             self._bounds[key] = (offset, ends[key])
         consumer.incremental_assign(starts)
-        self._assigned.update(new)
         log.info("reading outcomes", partitions=[f"{t}/{p}" for t, p in new])
 
     def _caught_up(self, consumer: Consumer) -> bool:
         """Whether every partition assigned so far was read up to its end at assignment."""
-        if not self._assigned:
+        if not self._bounds:
             return False
         behind = [tp for tp, (start, end) in self._bounds.items() if start < end]
         for tp in consumer.position([TopicPartition(*tp) for tp in behind]):

@@ -56,11 +56,10 @@ class ClickHouseReader:
         self.database = database
         self.max_rows = max_rows
         self.max_execution_s = max_execution_s
-        self._credentials = {"username": username, "password": password}
         self._client = (
             None
             if target.startswith("chdb:")
-            else ClickHouseTarget(target, database, **self._credentials)
+            else ClickHouseTarget(target, database, username=username, password=password)
         )
 
     def close(self) -> None:
