@@ -140,6 +140,25 @@ class _Base:
             headers["Request-Id"] = request_id
         return headers
 
+    def _state_request(
+        self, aggregate: str, aggregate_id: str, version: int | None, min_version: int | None
+    ) -> tuple[str, dict[str, int]]:
+        """The path and parameters of a state read."""
+        if self.context is None:
+            raise PermanentError("state() needs the client's context=")
+        params = {k: v for k, v in (("version", version), ("min_version", min_version)) if v}
+        return _quoted(self.context.name, aggregate, aggregate_id), params
+
+    def _query_path(self, name: str, context: str | None) -> str:
+        context = context or (self.context.name if self.context is not None else None)
+        if context is None:
+            raise PermanentError("query() needs a context")
+        return f"/{context}/queries/{name}"
+
+    @staticmethod
+    def _follow_headers(wait: Wait, timeout: float) -> dict[str, str]:
+        return {"Wait-Stage": wait, "Wait-Timeout-Ms": str(int(timeout * 1000))}
+
     def _state_from(self, aggregate: str, body: dict[str, Any]) -> AggregateState:
         state: Any = body["state"]
         if self.context is not None:
@@ -288,7 +307,7 @@ class Client(_Base):
         self, command_id: str, *, wait: Wait = "processed", timeout: float = 10.0
     ) -> CommandStatus:
         """Wait for a command sent earlier (by anyone) to reach ``wait``."""
-        headers = {"Wait-Stage": wait, "Wait-Timeout-Ms": str(int(timeout * 1000))}
+        headers = self._follow_headers(wait, timeout)
         return self._status(self._call("GET", f"/commands/{command_id}", timeout, headers=headers))
 
     def status(self, command_id: str) -> CommandStatus:
@@ -306,20 +325,15 @@ class Client(_Base):
         min_version: int | None = None,
     ) -> AggregateState:
         """An aggregate's projected state (a version of it, or at least ``min_version``)."""
-        if self.context is None:
-            raise PermanentError("state() needs the client's context=")
-        params = {k: v for k, v in (("version", version), ("min_version", min_version)) if v}
-        path = _quoted(self.context.name, aggregate, aggregate_id)
+        path, params = self._state_request(aggregate, aggregate_id, version, min_version)
         response = self._call("GET", path, 10.0, params=params)
         _raise_for(response)
         return self._state_from(aggregate, response.json())
 
     def query(self, name: str, context: str | None = None, **params: Any) -> QueryResult:
         """The rows of a named query."""
-        context = context or (self.context.name if self.context is not None else None)
-        if context is None:
-            raise PermanentError("query() needs a context")
-        response = self._call("GET", f"/{context}/queries/{name}", 30.0, params=_params(params))
+        path = self._query_path(name, context)
+        response = self._call("GET", path, 30.0, params=_params(params))
         _raise_for(response)
         return QueryResult.model_validate(response.json())
 
@@ -389,7 +403,7 @@ class AsyncClient(_Base):
     async def wait(
         self, command_id: str, *, wait: Wait = "processed", timeout: float = 10.0
     ) -> CommandStatus:
-        headers = {"Wait-Stage": wait, "Wait-Timeout-Ms": str(int(timeout * 1000))}
+        headers = self._follow_headers(wait, timeout)
         response = await self._call("GET", f"/commands/{command_id}", timeout, headers=headers)
         return self._status(response)
 
@@ -401,21 +415,14 @@ class AsyncClient(_Base):
         version: int | None = None,
         min_version: int | None = None,
     ) -> AggregateState:
-        if self.context is None:
-            raise PermanentError("state() needs the client's context=")
-        params = {k: v for k, v in (("version", version), ("min_version", min_version)) if v}
-        path = _quoted(self.context.name, aggregate, aggregate_id)
+        path, params = self._state_request(aggregate, aggregate_id, version, min_version)
         response = await self._call("GET", path, 10.0, params=params)
         _raise_for(response)
         return self._state_from(aggregate, response.json())
 
     async def query(self, name: str, context: str | None = None, **params: Any) -> QueryResult:
-        context = context or (self.context.name if self.context is not None else None)
-        if context is None:
-            raise PermanentError("query() needs a context")
-        response = await self._call(
-            "GET", f"/{context}/queries/{name}", 30.0, params=_params(params)
-        )
+        path = self._query_path(name, context)
+        response = await self._call("GET", path, 30.0, params=_params(params))
         _raise_for(response)
         return QueryResult.model_validate(response.json())
 
