@@ -159,6 +159,7 @@ class OutcomeBook:
         self._lookback_s = lookback_s
         self._known: OrderedDict[str, Known] = OrderedDict()
         self._waits: dict[str, set[_Wait]] = {}
+        self._open_waits = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -207,7 +208,8 @@ class OutcomeBook:
 
     @property
     def open_waits(self) -> int:
-        return sum(len(waits) for waits in self._waits.values())
+        """Waits open now (counted as they open and close: every send asks)."""
+        return self._open_waits
 
     @property
     def known_count(self) -> int:
@@ -225,13 +227,14 @@ class OutcomeBook:
 
     def _open(self, wait: _Wait) -> None:
         self._waits.setdefault(wait.command_id, set()).add(wait)
+        self._open_waits += 1
 
     def _close(self, wait: _Wait) -> None:
-        waits = self._waits.get(wait.command_id)
-        if waits is not None:
-            waits.discard(wait)
-            if not waits:
-                del self._waits[wait.command_id]
+        waits = self._waits[wait.command_id]
+        waits.remove(wait)
+        self._open_waits -= 1
+        if not waits:
+            del self._waits[wait.command_id]
 
     def _apply(self, batch: list[_Read]) -> None:
         """Record a batch of outcomes and wake their waits (runs on the event loop)."""
