@@ -127,6 +127,10 @@ CREATE TABLE IF NOT EXISTS `retail`.`retail_store_stock_state_last`
     `item_id` String,
     `on_hand` Int64,
     `sold_amount` Decimal(12, 2),
+    `supplier_id` Nullable(String),
+    `reorder_point` Int64,
+    `reorder_quantity` Int64,
+    `lead_time_seconds` Int64,
     `_topic` LowCardinality(String),
     `_partition` UInt32,
     `_offset` UInt64
@@ -147,6 +151,10 @@ CREATE TABLE IF NOT EXISTS `retail`.`retail_store_stock_state`
     `item_id` String,
     `on_hand` Int64,
     `sold_amount` Decimal(12, 2),
+    `supplier_id` Nullable(String),
+    `reorder_point` Int64,
+    `reorder_quantity` Int64,
+    `lead_time_seconds` Int64,
     `_topic` LowCardinality(String),
     `_partition` UInt32,
     `_offset` UInt64
@@ -176,6 +184,210 @@ CREATE TABLE IF NOT EXISTS `retail`.`retail_store_stock_events`
     `reason` LowCardinality(String),
     `note` Nullable(String),
     `adjusted_by` Nullable(String),
+    `reorder_point` Nullable(Int64),
+    `reorder_quantity` Nullable(Int64),
+    `lead_time_seconds` Nullable(Int64),
+    `on_hand` Nullable(Int64),
+    `purchase_id` Nullable(String),
+    `payload` String,
+    `_topic` LowCardinality(String),
+    `_partition` UInt32,
+    `_offset` UInt64
+)
+ENGINE = MergeTree
+ORDER BY (`tenant`, `aggregate_id`, `version`)
+SETTINGS non_replicated_deduplication_window = 10000;
+
+CREATE TABLE IF NOT EXISTS `retail`.`retail_purchase_order_state_last`
+(
+    `tenant` LowCardinality(String),
+    `aggregate_id` String,
+    `version` UInt64,
+    `deleted` UInt8,
+    `updated_at` DateTime64(3, 'UTC'),
+    `command_id` String,
+    `po_id` String,
+    `store_id` String,
+    `item_id` String,
+    `supplier_id` String,
+    `quantity` Int64,
+    `status` String,
+    `reorders` Int64,
+    `_topic` LowCardinality(String),
+    `_partition` UInt32,
+    `_offset` UInt64
+)
+ENGINE = ReplacingMergeTree(`version`, `deleted`)
+ORDER BY (`tenant`, `aggregate_id`)
+SETTINGS non_replicated_deduplication_window = 10000;
+
+CREATE TABLE IF NOT EXISTS `retail`.`retail_purchase_order_state`
+(
+    `tenant` LowCardinality(String),
+    `aggregate_id` String,
+    `version` UInt64,
+    `deleted` UInt8,
+    `updated_at` DateTime64(3, 'UTC'),
+    `command_id` String,
+    `po_id` String,
+    `store_id` String,
+    `item_id` String,
+    `supplier_id` String,
+    `quantity` Int64,
+    `status` String,
+    `reorders` Int64,
+    `_topic` LowCardinality(String),
+    `_partition` UInt32,
+    `_offset` UInt64
+)
+ENGINE = MergeTree
+ORDER BY (`tenant`, `aggregate_id`, `version`)
+SETTINGS non_replicated_deduplication_window = 10000;
+
+CREATE TABLE IF NOT EXISTS `retail`.`retail_purchase_order_events`
+(
+    `tenant` LowCardinality(String),
+    `aggregate_id` String,
+    `version` UInt64,
+    `event_type` LowCardinality(String),
+    `event_time` DateTime64(3, 'UTC'),
+    `command_id` String,
+    `po_id` String,
+    `store_id` Nullable(String),
+    `item_id` Nullable(String),
+    `supplier_id` Nullable(String),
+    `quantity` Nullable(Int64),
+    `reason` Nullable(String),
+    `payload` String,
+    `_topic` LowCardinality(String),
+    `_partition` UInt32,
+    `_offset` UInt64
+)
+ENGINE = MergeTree
+ORDER BY (`tenant`, `aggregate_id`, `version`)
+SETTINGS non_replicated_deduplication_window = 10000;
+
+CREATE TABLE IF NOT EXISTS `retail`.`retail_purchase_state_last`
+(
+    `tenant` LowCardinality(String),
+    `aggregate_id` String,
+    `version` UInt64,
+    `deleted` UInt8,
+    `updated_at` DateTime64(3, 'UTC'),
+    `command_id` String,
+    `purchase_id` String,
+    `customer_id` String,
+    `store_id` String,
+    `item_id` String,
+    `quantity` Int64,
+    `amount` Decimal(12, 2),
+    `status` String,
+    `reason` Nullable(String),
+    `_topic` LowCardinality(String),
+    `_partition` UInt32,
+    `_offset` UInt64
+)
+ENGINE = ReplacingMergeTree(`version`, `deleted`)
+ORDER BY (`tenant`, `aggregate_id`)
+SETTINGS non_replicated_deduplication_window = 10000;
+
+CREATE TABLE IF NOT EXISTS `retail`.`retail_purchase_state`
+(
+    `tenant` LowCardinality(String),
+    `aggregate_id` String,
+    `version` UInt64,
+    `deleted` UInt8,
+    `updated_at` DateTime64(3, 'UTC'),
+    `command_id` String,
+    `purchase_id` String,
+    `customer_id` String,
+    `store_id` String,
+    `item_id` String,
+    `quantity` Int64,
+    `amount` Decimal(12, 2),
+    `status` String,
+    `reason` Nullable(String),
+    `_topic` LowCardinality(String),
+    `_partition` UInt32,
+    `_offset` UInt64
+)
+ENGINE = MergeTree
+ORDER BY (`tenant`, `aggregate_id`, `version`)
+SETTINGS non_replicated_deduplication_window = 10000;
+
+CREATE TABLE IF NOT EXISTS `retail`.`retail_purchase_events`
+(
+    `tenant` LowCardinality(String),
+    `aggregate_id` String,
+    `version` UInt64,
+    `event_type` LowCardinality(String),
+    `event_time` DateTime64(3, 'UTC'),
+    `command_id` String,
+    `purchase_id` String,
+    `customer_id` String,
+    `store_id` Nullable(String),
+    `item_id` Nullable(String),
+    `quantity` Nullable(Int64),
+    `amount` Nullable(Decimal(12, 2)),
+    `reason` Nullable(String),
+    `payload` String,
+    `_topic` LowCardinality(String),
+    `_partition` UInt32,
+    `_offset` UInt64
+)
+ENGINE = MergeTree
+ORDER BY (`tenant`, `aggregate_id`, `version`)
+SETTINGS non_replicated_deduplication_window = 10000;
+
+CREATE TABLE IF NOT EXISTS `retail`.`retail_invoice_state_last`
+(
+    `tenant` LowCardinality(String),
+    `aggregate_id` String,
+    `version` UInt64,
+    `deleted` UInt8,
+    `updated_at` DateTime64(3, 'UTC'),
+    `command_id` String,
+    `purchase_id` String,
+    `status` String,
+    `amount` Decimal(12, 2),
+    `_topic` LowCardinality(String),
+    `_partition` UInt32,
+    `_offset` UInt64
+)
+ENGINE = ReplacingMergeTree(`version`, `deleted`)
+ORDER BY (`tenant`, `aggregate_id`)
+SETTINGS non_replicated_deduplication_window = 10000;
+
+CREATE TABLE IF NOT EXISTS `retail`.`retail_invoice_state`
+(
+    `tenant` LowCardinality(String),
+    `aggregate_id` String,
+    `version` UInt64,
+    `deleted` UInt8,
+    `updated_at` DateTime64(3, 'UTC'),
+    `command_id` String,
+    `purchase_id` String,
+    `status` String,
+    `amount` Decimal(12, 2),
+    `_topic` LowCardinality(String),
+    `_partition` UInt32,
+    `_offset` UInt64
+)
+ENGINE = MergeTree
+ORDER BY (`tenant`, `aggregate_id`, `version`)
+SETTINGS non_replicated_deduplication_window = 10000;
+
+CREATE TABLE IF NOT EXISTS `retail`.`retail_invoice_events`
+(
+    `tenant` LowCardinality(String),
+    `aggregate_id` String,
+    `version` UInt64,
+    `event_type` LowCardinality(String),
+    `event_time` DateTime64(3, 'UTC'),
+    `command_id` String,
+    `purchase_id` String,
+    `status` String,
+    `amount` Decimal(12, 2),
     `payload` String,
     `_topic` LowCardinality(String),
     `_partition` UInt32,

@@ -1,7 +1,8 @@
 """The Kafka headers streamfold reads and writes: one module owns their names.
 
 Commands carry, and everything a command causes (events, state, result, dead letter) carries
-on: ``command_id``, ``request_id``, ``tenant``, ``principal``, ``traceparent`` (W3C). Events
+on: ``command_id``, ``request_id``, ``tenant``, ``principal``, ``traceparent`` (W3C), and
+for a saga-sent command ``correlation_id``, ``causation_id``, ``saga`` and ``saga_id``. Events
 and state add ``message_type`` and ``aggregate_version``. A command may carry
 ``expected_version`` (optimistic concurrency) and ``issued_at`` (ISO 8601).
 
@@ -20,7 +21,9 @@ from enum import StrEnum
 
 __all__ = [
     "AGGREGATE_VERSION",
+    "CAUSATION_ID",
     "COMMAND_ID",
+    "CORRELATION_ID",
     "DLQ_ATTEMPTS",
     "DLQ_ERROR",
     "DLQ_EXCEPTION",
@@ -37,6 +40,10 @@ __all__ = [
     "PRINCIPAL",
     "PROPAGATED",
     "REQUEST_ID",
+    "SAGA",
+    "SAGA_ID",
+    "SAGA_INPUT",
+    "SAGA_SOURCE",
     "TENANT",
     "TRACEPARENT",
     "DeadLetterReason",
@@ -58,9 +65,30 @@ ISSUED_AT = "issued_at"
 #: On a command a worker forwarded to its aggregate's partition: ``topic/partition/offset``
 #: of where it had landed (another partitioner, no key, an explicit partition).
 FORWARDED_FROM = "forwarded_from"
+#: On a saga-sent command and all it causes: the process it belongs to, and the input
+#: (``topic/partition/offset``, or the timer) that caused it.
+CORRELATION_ID = "correlation_id"
+CAUSATION_ID = "causation_id"
+#: On a saga-sent command and its result: the saga (``context.saga``) and the instance's id,
+#: so the result finds its way back to that instance.
+SAGA = "saga"
+SAGA_ID = "saga_id"
+#: On a saga's input record: what it is (``event``, ``outcome``) and where it came from.
+SAGA_INPUT = "saga.input"
+SAGA_SOURCE = "saga.source"
 
 #: Headers copied from a command onto everything it causes.
-PROPAGATED = (COMMAND_ID, REQUEST_ID, TENANT, PRINCIPAL, TRACEPARENT)
+PROPAGATED = (
+    COMMAND_ID,
+    REQUEST_ID,
+    TENANT,
+    PRINCIPAL,
+    TRACEPARENT,
+    CORRELATION_ID,
+    CAUSATION_ID,
+    SAGA,
+    SAGA_ID,
+)
 
 DLQ_REASON = "dlq.reason"
 DLQ_ERROR = "dlq.error"  # the error message

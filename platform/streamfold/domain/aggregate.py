@@ -27,6 +27,11 @@ both run. Its steps, in order:
 5. reject a non-creating command to an aggregate that does not exist (``not_found``);
 6. call the decide function (it may raise :class:`~streamfold.errors.Rejected`);
 7. fold the events into the state with the evolve functions, one version per event.
+
+The context's command middleware (:meth:`~streamfold.domain.context.BoundedContext.
+middleware`) runs around steps 2-7, outermost first: each gets ``(command, metadata, state,
+next)`` and returns the decision, calling ``next(command, metadata)`` to go on (or raising
+:class:`~streamfold.errors.Rejected`, or returning without calling it).
 """
 
 from __future__ import annotations
@@ -59,6 +64,10 @@ S = TypeVar("S", bound=State)
 F = TypeVar("F", bound=Callable[..., Any])
 
 IdSpec = str | Callable[[Any], str]
+#: ``next(command, metadata) -> Decision``, the rest of the chain.
+Next = Callable[[Command, Metadata], "Decision[Any]"]
+#: ``(command, metadata, state, next) -> Decision``.
+Middleware = Callable[[Command, Metadata, Any, Next], "Decision[Any]"]
 
 
 class HandlerContractError(PermanentError):
@@ -144,6 +153,7 @@ class Aggregate(Generic[S]):
         id: IdSpec,
         soft_delete: bool = False,
         claim: Callable[[type[Message], Aggregate[Any]], None] | None = None,
+        middleware: list[Middleware] | None = None,
     ) -> None:
         if not (isinstance(state, type) and issubclass(state, State)):
             raise ConfigurationError(f"aggregate {name!r}: state must be a State subclass")
@@ -155,6 +165,8 @@ class Aggregate(Generic[S]):
         self.topics: AggregateTopics = aggregate_topics(context, name)
         self._id = id
         self._claim = claim
+        #: The context's middleware list itself (middleware declared later applies too).
+        self._middleware: list[Middleware] = middleware if middleware is not None else []
         self._deciders: dict[type[Command], _Decider] = {}
         self._evolvers: dict[type[Event], _Evolver] = {}
         self.soft_delete: SoftDelete | None = SoftDelete.for_state(state) if soft_delete else None
@@ -284,9 +296,45 @@ class Aggregate(Generic[S]):
             raise HandlerContractError(f"{self!r} has no decide for {type(command).__name__}")
         if aggregate_id is None:
             aggregate_id = self.aggregate_id(command)
+        meta = metadata if metadata is not None else Metadata()
+        if not self._middleware:
+            return self._decide(state, version, command, meta, deleted, aggregate_id, decider)
+        known = aggregate_id
+
+        def core(cmd: Command, md: Metadata) -> Decision[S]:
+            if cmd is not command and (
+                type(cmd) is not type(command) or self.aggregate_id(cmd) != known
+            ):
+                raise HandlerContractError(
+                    "middleware may change a command's fields, not its type or aggregate id"
+                )
+            return self._decide(state, version, cmd, md, deleted, known, decider)
+
+        chain: Next = core
+        for middleware in reversed(self._middleware):
+            chain = _link(middleware, state, chain)
+        decision = chain(command, meta)
+        if not isinstance(decision, Decision):
+            raise HandlerContractError(
+                f"middleware must return the Decision of next(), got {type(decision).__name__}"
+            )
+        return decision
+
+    def _decide(
+        self,
+        state: S | None,
+        version: int,
+        command: Command,
+        meta: Metadata,
+        deleted: bool,
+        aggregate_id: str | None,
+        decider: _Decider | None,
+    ) -> Decision[S]:
+        """Steps 2-7 of :meth:`handle`."""
+        if aggregate_id is None:
+            aggregate_id = self.aggregate_id(command)
         label = f"{self.name} {aggregate_id!r}"
         # 2. optimistic concurrency
-        meta = metadata if metadata is not None else Metadata()
         if meta.expected_version is not None and meta.expected_version != version:
             raise Rejected(
                 "version_conflict",
@@ -351,6 +399,13 @@ class Aggregate(Generic[S]):
                 state = self.evolve(state, event)
             version += 1
         return Snapshot(state, version, deleted)
+
+
+def _link(middleware: Middleware, state: Any, rest: Next) -> Next:
+    def step(command: Command, metadata: Metadata) -> Decision[Any]:
+        return middleware(command, metadata, state, rest)
+
+    return step
 
 
 def _as_events(result: object, fn: Callable[..., Any]) -> list[Event]:

@@ -1,20 +1,31 @@
-"""A bounded context: a named group of aggregates with one Avro namespace.
+"""A bounded context: a named group of aggregates and sagas with one Avro namespace.
 
 The context is the unit a topology deploys and the unit schemas are generated for
 (``schemas/<context>/``). It guarantees that every message type belongs to one aggregate and
 that record names are unique, so a command type alone routes to its aggregate and a record
 name alone identifies its schema.
+
+Command middleware is declared here too (:meth:`BoundedContext.middleware`): an explicit,
+ordered chain of functions ``(command, metadata, state, next) -> Decision`` around every
+decide of the context's aggregates, for authorisation by principal and tenant, preconditions
+and audit enrichment. The first declared is the outermost. It runs inside
+:meth:`~streamfold.domain.aggregate.Aggregate.handle`, so the worker applies it to every
+command whatever its source (HTTP, SDK, Kafka, a saga, a timer) and the test kit runs it
+too. It must do no I/O and read no clock: a command processed again after a crash must
+decide the same. A :class:`~streamfold.errors.Rejected` it raises is a normal rejection.
 """
 
 from __future__ import annotations
 
 import importlib
 import re
+from collections.abc import Iterable
 from typing import Any, TypeVar
 
-from streamfold.domain.aggregate import Aggregate, IdSpec
+from streamfold.domain.aggregate import Aggregate, IdSpec, Middleware
 from streamfold.domain.messages import Command, Event, Message, State
 from streamfold.domain.naming import ContextTopics, context_topics, validate_name
+from streamfold.domain.saga import Saga
 from streamfold.errors import ConfigurationError
 
 __all__ = ["BoundedContext", "import_context"]
@@ -34,7 +45,9 @@ class BoundedContext:
         self.namespace = namespace
         self.topics: ContextTopics = context_topics(name)
         self._aggregates: dict[str, Aggregate[Any]] = {}
-        self._owners: dict[type[Message], Aggregate[Any]] = {}
+        self._sagas: dict[str, Saga[Any]] = {}
+        self._middleware: list[Middleware] = []
+        self._owners: dict[type[Message], Aggregate[Any] | Saga[Any]] = {}
         self._names: dict[str, type[Message]] = {}
 
     def __repr__(self) -> str:
@@ -49,9 +62,7 @@ class BoundedContext:
         soft_delete: bool = False,
     ) -> Aggregate[S]:
         """Declare an aggregate type; ``id`` is a command field name or ``command -> str``."""
-        validate_name("aggregate", name)
-        if name in self._aggregates:
-            raise ConfigurationError(f"{self!r} already has an aggregate {name!r}")
+        self._check_new_name("aggregate", name)
         aggregate: Aggregate[S] = Aggregate(
             context=self.name,
             name=name,
@@ -59,11 +70,38 @@ class BoundedContext:
             id=id,
             soft_delete=soft_delete,
             claim=self._claim,
+            middleware=self._middleware,
         )
         self._aggregates[name] = aggregate
         return aggregate
 
-    def _claim(self, message: type[Message], aggregate: Aggregate[Any]) -> None:
+    def saga(self, name: str, *, state: type[S], sends: Iterable[type[Command]]) -> Saga[S]:
+        """Declare a saga (see :mod:`streamfold.domain.saga`); ``sends`` lists the command
+        types it may send, each handled by an aggregate of this context or of another."""
+        self._check_new_name("saga", name)
+        saga: Saga[S] = Saga(context=self.name, name=name, state=state, sends=sends)
+        self._claim(state, saga)
+        self._sagas[name] = saga
+        return saga
+
+    def middleware(self, fn: Middleware) -> Middleware:
+        """Add ``fn`` to the command middleware, after (inside) those declared before it."""
+        if not callable(fn):
+            raise ConfigurationError(f"middleware must be a function, got {fn!r}")
+        self._middleware.append(fn)
+        return fn
+
+    @property
+    def middlewares(self) -> tuple[Middleware, ...]:
+        """The command middleware, outermost first."""
+        return tuple(self._middleware)
+
+    def _check_new_name(self, kind: str, name: str) -> None:
+        validate_name(kind, name)
+        if name in self._aggregates or name in self._sagas:
+            raise ConfigurationError(f"{self!r} already has an aggregate or a saga {name!r}")
+
+    def _claim(self, message: type[Message], aggregate: Aggregate[Any] | Saga[Any]) -> None:
         owner = self._owners.get(message)
         if owner is not None and owner is not aggregate and not issubclass(message, Event):
             raise ConfigurationError(
@@ -85,6 +123,18 @@ class BoundedContext:
     def aggregates(self) -> tuple[Aggregate[Any], ...]:
         """The aggregates, in declaration order."""
         return tuple(self._aggregates.values())
+
+    @property
+    def sagas(self) -> tuple[Saga[Any], ...]:
+        """The sagas, in declaration order."""
+        return tuple(self._sagas.values())
+
+    def get_saga(self, name: str) -> Saga[Any]:
+        """The saga called ``name``."""
+        try:
+            return self._sagas[name]
+        except KeyError:
+            raise ConfigurationError(f"{self!r} has no saga {name!r}") from None
 
     def get(self, name: str) -> Aggregate[Any]:
         """The aggregate called ``name``."""
@@ -113,8 +163,11 @@ class BoundedContext:
         return tuple(dict.fromkeys(e for a in self.aggregates for e in a.events))
 
     def states(self) -> tuple[type[State], ...]:
-        """Every state type of the context."""
-        return tuple(a.state_type for a in self.aggregates)
+        """Every state type of the context: its aggregates', then its sagas'."""
+        return (
+            *(a.state_type for a in self.aggregates),
+            *(s.state_type for s in self.sagas),
+        )
 
 
 def import_context(reference: str) -> BoundedContext:

@@ -10,6 +10,8 @@ Every topic of a bounded context derives from its name and the aggregate's name:
 ``{context}.{aggregate}.changelog``       compacted changelog of the worker's store
 ``{context}.dlq``                         dead letters of the whole context
 ``{context}.projected``                   acknowledgements from sink connectors
+``{context}.{saga}.inputs``               a saga's inputs, keyed (repartitioned) by saga id
+``{context}.{saga}.changelog``            compacted changelog of a saga's store
 ========================================  =============================================
 
 Schema registry subjects follow Confluent's TopicRecordNameStrategy:
@@ -26,9 +28,11 @@ from streamfold.errors import ConfigurationError
 __all__ = [
     "AggregateTopics",
     "ContextTopics",
+    "SagaTopics",
     "aggregate_topics",
     "command_path",
     "context_topics",
+    "saga_topics",
     "snake_case",
     "subject_name",
     "validate_name",
@@ -80,6 +84,20 @@ def aggregate_topics(context: str, aggregate: str, prefix: str = "") -> Aggregat
         results=f"{prefix}.results",
         changelog=f"{prefix}.changelog",
     )
+
+
+@dataclass(frozen=True, slots=True)
+class SagaTopics:
+    """The topics of one saga type."""
+
+    inputs: str
+    changelog: str
+
+
+def saga_topics(context: str, saga: str, prefix: str = "") -> SagaTopics:
+    """Name the topics of ``saga`` in ``context`` (``prefix`` as for aggregate_topics)."""
+    prefix += f"{validate_name('context', context)}.{validate_name('saga', saga)}"
+    return SagaTopics(inputs=f"{prefix}.inputs", changelog=f"{prefix}.changelog")
 
 
 def context_topics(context: str, prefix: str = "") -> ContextTopics:

@@ -74,6 +74,16 @@ class WorkerMetrics:
         Changelog records still to restore before the partition can process commands.
     ``assigned_partitions`` / ``restoring_partitions`` (gauges)
         Partitions assigned to this worker, and how many of them are still restoring.
+    ``saga_inputs_total{saga, outcome}`` (counter)
+        Saga inputs (events, outcomes of its commands, timers): ``handled``, ``ignored``
+        (no instance and not a start, or no handler), ``dead_lettered``.
+    ``saga_commands_total{saga}`` (counter)
+        Commands sent by a saga.
+    ``saga_unhandled_outcomes_total{saga, outcome, code}`` (counter)
+        A saga's command rejected or invalid with no outcome handler (also logged, with
+        the saga id: never silent).
+    ``timers_fired_total{saga}`` (counter) and ``timer_lateness_seconds{saga}`` (histogram)
+        Timers fired, and how long after its due time each fired.
 
     The recording methods are meant for the hot path: a labelled series is created once and
     kept, so a call is a dict lookup and an increment. Label values are validated only when a
@@ -150,6 +160,31 @@ class WorkerMetrics:
             "Assigned partitions still restoring their state.",
             registry=r,
         )
+        self._saga_inputs = Counter(
+            f"{_PREFIX}saga_inputs_total",
+            "Saga inputs by saga and outcome (handled, ignored, dead_lettered).",
+            ("saga", "outcome"),
+            registry=r,
+        )
+        self._saga_commands = Counter(
+            f"{_PREFIX}saga_commands_total", "Commands sent by a saga.", ("saga",), registry=r
+        )
+        self._unhandled = Counter(
+            f"{_PREFIX}saga_unhandled_outcomes_total",
+            "Rejected or invalid saga commands that no outcome handler took.",
+            ("saga", "outcome", "code"),
+            registry=r,
+        )
+        self._timers_fired = Counter(
+            f"{_PREFIX}timers_fired_total", "Timers fired, by saga.", ("saga",), registry=r
+        )
+        self._timer_lateness = Histogram(
+            f"{_PREFIX}timer_lateness_seconds",
+            "Seconds from a timer's due time to its firing.",
+            ("saga",),
+            buckets=COMMIT_SECONDS_BUCKETS,
+            registry=r,
+        )
         self._command_children: dict[tuple[str, str], Counter] = {}
         self._dead_letter_children: dict[tuple[str, str], Counter] = {}
         self._forwarded_children: dict[str, Counter] = {}
@@ -190,6 +225,22 @@ class WorkerMetrics:
                 aggregate, self._forwarded.labels(aggregate)
             )
         child.inc()
+
+    def saga_input(self, saga: str, outcome: str, commands: int = 0) -> None:
+        """Count one input of ``saga`` (``handled``, ``ignored``, ``dead_lettered``) and the
+        commands it sent."""
+        self._saga_inputs.labels(saga, outcome).inc()
+        if commands:
+            self._saga_commands.labels(saga).inc(commands)
+
+    def unhandled_outcome(self, saga: str, outcome: str, code: str) -> None:
+        """Count a rejected or invalid saga command that no handler took."""
+        self._unhandled.labels(saga, outcome, code).inc()
+
+    def timer_fired(self, saga: str, lateness_seconds: float) -> None:
+        """Count a fired timer of ``saga`` and how late it fired."""
+        self._timers_fired.labels(saga).inc()
+        self._timer_lateness.labels(saga).observe(max(0.0, lateness_seconds))
 
     def lag(self, topic: str, partition: int, value: int) -> None:
         """Set how many records ``topic``/``partition`` is behind its end offset."""

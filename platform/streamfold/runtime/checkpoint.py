@@ -175,16 +175,29 @@ class Checkpoint:
         """Seconds until a transaction may begin."""
         return self._quiet_until - time.monotonic()
 
-    def track(self, topic: str, partition: int, offset: int, store: PartitionStore) -> None:
-        """An input is about to be processed (the batch begins with the first)."""
+    def track(self, topic: str, partition: int, offset: int, store: PartitionStore | None) -> None:
+        """An input is about to be processed (the batch begins with the first); ``store`` is
+        None for a processor without state."""
+        batch = self._open_batch()
+        key = (topic, partition)
+        batch.first_offsets.setdefault(key, offset)
+        if store is not None:
+            batch.stores[key] = store
+
+    def touch(self, topic: str, partition: int, store: PartitionStore) -> None:
+        """A synthetic input (a timer) of a store is processed in the batch: it has no
+        offset, so an abort only drops its writes, and it is processed again later."""
+        batch = self._open_batch()
+        batch.stores[(topic, partition)] = store
+        batch.count += 1
+
+    def _open_batch(self) -> _Batch:
         batch = self._batch
         if not batch.open:
             batch = self._batch = _Batch(
                 started=time.monotonic(), open=True, sending=not self.exactly_once
             )
-        key = (topic, partition)
-        batch.first_offsets.setdefault(key, offset)
-        batch.stores[key] = store
+        return batch
 
     def done(self, topic: str, partition: int, offset: int) -> None:
         """The input at ``offset`` is processed: its offset commits with the batch."""
@@ -262,7 +275,8 @@ class Checkpoint:
         finally:
             del held[:sent]  # what the producer took; the rest stays held
         batch.sending = True
-        self._pause_if_asked()
+        if sent:
+            self._pause_if_asked()
 
     def _emit(
         self, topic: str, key: bytes | None, value: bytes | None, headers: Headers, partition: int
@@ -484,7 +498,8 @@ class Checkpoint:
             log.warning("producer flush at close failed", error=str(exc))
 
     def _pause_if_asked(self) -> None:
-        """A test hook: while ``pause_file`` exists, hold the open transaction here."""
+        """A test hook: while ``pause_file`` exists, hold the open transaction here (once it
+        has sent records: a batch of offsets alone is not held)."""
         if self._pause_file is None or not self._pause_file.exists():
             return
         marker = self._pause_file.with_name(self._pause_file.name + ".held")

@@ -1,10 +1,12 @@
-"""Topology files: which aggregates one worker deployment runs, and how.
+"""Topology files: which aggregates and sagas one worker deployment runs, and how.
 
 A topology is a YAML file, by convention ``topologies/<name>/topology.yaml``::
 
     name: retail                                 # the consumer group is streamfold.retail
     context: topologies.retail.domain:retail     # module:attribute of the BoundedContext
     aggregates: [supplier, item, store_stock]    # default: every aggregate of the context
+    sagas: [replenishment, purchase]             # default: every saga, if aggregates is
+                                                 # not given either; else none
     topics:
       partitions: 6                              # of every topic the workers create
       replication_factor: 3                      # default: 3, or fewer brokers if fewer
@@ -25,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from streamfold.domain.aggregate import Aggregate
 from streamfold.domain.context import BoundedContext, import_context
+from streamfold.domain.saga import Saga
 from streamfold.errors import ConfigurationError
 
 __all__ = ["TopicSettings", "TopologySpec", "load_topology"]
@@ -49,6 +52,7 @@ class TopologySpec(BaseModel):
     name: str = Field(pattern=r"^[a-z][a-z0-9_.-]*$")
     context: str
     aggregates: list[str] | None = None
+    sagas: list[str] | None = None
     topics: TopicSettings = TopicSettings()
     worker: dict[str, Any] = {}
     source: Path | None = None
@@ -66,6 +70,14 @@ class TopologySpec(BaseModel):
         if self.aggregates is None:
             return list(context.aggregates)
         return [context.get(name) for name in self.aggregates]
+
+    def select_sagas(self, context: BoundedContext) -> list[Saga[Any]]:
+        """The sagas this topology runs: those it names; when it names neither aggregates
+        nor sagas, every saga of the context (a topology that picks its aggregates runs
+        only the sagas it names, so two deployments never run one saga twice)."""
+        if self.sagas is None:
+            return list(context.sagas) if self.aggregates is None else []
+        return [context.get_saga(name) for name in self.sagas]
 
 
 def load_topology(reference: str | Path, root: Path = Path("topologies")) -> TopologySpec:

@@ -1,13 +1,20 @@
 """The worker: the loop that runs processors over the partitions it owns, and its lifecycle.
 
-One worker process runs the processors of a topology (today: one
-:class:`~streamfold.runtime.command_processor.CommandProcessor` per aggregate). It consumes
-their input topics in one consumer group (cooperative-sticky), keeps one store per assigned
-partition (:class:`~streamfold.state.stores.PartitionStores`), and owns ONE transactional
+One worker process runs the processors of a topology: one
+:class:`~streamfold.runtime.command_processor.CommandProcessor` per aggregate, one
+:class:`~streamfold.runtime.saga_processor.SagaProcessor` per saga, and the
+:class:`~streamfold.runtime.saga_processor.SagaFeed` of each topic the sagas read (events,
+and the results of their commands), which keeps no store. It consumes their input topics
+in one consumer group (cooperative-sticky), keeps one store per assigned partition of a
+processor with state (:class:`~streamfold.state.stores.PartitionStores`), and owns ONE
+transactional
 producer whose ``transactional.id`` is ``<group>.<instance_id>``, so a restarted instance
 fences its zombie. The transaction is the :class:`~streamfold.runtime.checkpoint.Checkpoint`'s:
 the worker tracks which inputs a batch holds and when it is due; the checkpoint owns begin,
 send, commit, abort and rewind.
+
+Saga timers fire from the loop (at most every ``_TIMER_CHECK_S``), each in the open batch
+like an input.
 
 A batch commits when ``max_batch`` inputs are in it, when it has been open for
 ``commit_interval_ms``, or as soon as the consumer has nothing more to give right now (so a
@@ -37,8 +44,9 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from streamfold.contracts.codec import AvroCodec
 from streamfold.contracts.registry import RegistryUnavailableError
+from streamfold.domain.aggregate import Aggregate
 from streamfold.domain.context import BoundedContext
-from streamfold.domain.naming import aggregate_topics, context_topics
+from streamfold.domain.naming import aggregate_topics, context_topics, saga_topics
 from streamfold.errors import PermanentError, RetryableError
 from streamfold.observability.logging import get_logger
 from streamfold.runtime.checkpoint import (
@@ -50,6 +58,12 @@ from streamfold.runtime.checkpoint import (
 from streamfold.runtime.command_processor import CommandProcessor
 from streamfold.runtime.memory import release_free_memory
 from streamfold.runtime.processor import Processor, UnproducibleRecordError
+from streamfold.runtime.saga_processor import (
+    SagaFeed,
+    SagaProcessor,
+    namespace_of,
+    saga_routes,
+)
 from streamfold.runtime.settings import WorkerSettings
 from streamfold.runtime.topology import TopologySpec
 from streamfold.state.restore import ChangelogRestorer
@@ -65,6 +79,8 @@ _TIMEOUT = 30.0
 #: The broker's transaction.abort.timed.out.transaction.cleanup.interval.ms (10 s) and a margin.
 _TXN_ABORT_CHECK_S = 15.0
 _LAG_INTERVAL_S = 5.0
+#: How often the loop looks for due timers (and the idle poll's bound when sagas run).
+_TIMER_CHECK_S = 0.02
 
 
 class WorkerMetricsPort(Protocol):
@@ -90,6 +106,12 @@ class WorkerMetricsPort(Protocol):
 
     def forget_partition(self, topic: str, partition: int) -> None: ...
 
+    def saga_input(self, saga: str, outcome: str, commands: int = 0) -> None: ...
+
+    def unhandled_outcome(self, saga: str, outcome: str, code: str) -> None: ...
+
+    def timer_fired(self, saga: str, lateness_seconds: float) -> None: ...
+
 
 class AggregateWorker:
     """Runs a topology's aggregates; :meth:`run` until :meth:`stop` (or SIGTERM at the edge)."""
@@ -110,8 +132,12 @@ class AggregateWorker:
         self.codec = codec
         self.metrics = metrics
         self.aggregates = topology.select(context)
+        self.sagas = topology.select_sagas(context)
         self.group_id = f"{settings.topic_prefix}{topology.group_id}"
         self.processors: dict[str, Processor] = {}  # input topic -> its processor
+        self.feeds: dict[str, SagaFeed] = {}  # source topic -> the feed of its sagas
+        self._timed: list[SagaProcessor] = []
+        self._next_timer_check = 0.0
         self._running = False
         self._started = False
         self._consumer: Consumer | None = None
@@ -142,6 +168,7 @@ class AggregateWorker:
                 counters=self.metrics,
             )
             self.processors[processor.input_topic] = processor
+        self._add_sagas()
         changelogs = {topic: p.changelog_topic for topic, p in self.processors.items()}
         producer = self._producer()
         self._consumer = Consumer(self.kafka.consumer_config(self.group_id, **self._overrides()))
@@ -170,7 +197,7 @@ class AggregateWorker:
             changelog_ids,
         )
         self._consumer.subscribe(
-            list(self.processors),
+            [*self.processors, *self.feeds],
             on_assign=self._guarded(self._on_assign),
             on_revoke=self._guarded(self._on_revoke),
             on_lost=self._guarded(self._on_lost),
@@ -182,7 +209,51 @@ class AggregateWorker:
             group=self.group_id,
             transactional_id=self._transactional_id,
             aggregates=[a.name for a in self.aggregates],
+            sagas=[s.name for s in self.sagas],
+            middleware=[_qualname(m) for m in self.context.middlewares],
         )
+
+    def _add_sagas(self) -> None:
+        """A processor per saga, and a feed per topic the sagas read."""
+        prefix = self.settings.topic_prefix
+        events: dict[str, dict[Any, tuple[Any, ...]]] = {}
+        namespaces: dict[str, str] = {}
+        outcomes: dict[str, list[Any]] = {}
+        for saga in self.sagas:
+            processor = SagaProcessor(
+                saga,
+                self.context,
+                self.codec,
+                topic_prefix=prefix,
+                handler_retries=self.settings.handler_retries,
+                metrics=self.metrics,
+            )
+            self.processors[processor.input_topic] = processor
+            self._timed.append(processor)
+            sources, targets = saga_routes(saga, self.context)
+            for event, aggregate in sources.items():
+                topic = aggregate_topics(aggregate.context, aggregate.name, prefix).events
+                types = events.setdefault(topic, {})
+                types[saga] = (*types.get(saga, ()), event)
+                namespaces[topic] = namespace_of(aggregate, saga, self.context)
+            for aggregate in dict.fromkeys(targets.values()):
+                topic = aggregate_topics(aggregate.context, aggregate.name, prefix).results
+                outcomes.setdefault(topic, []).append(saga)
+        for topic, by_saga in events.items():
+            self.feeds[topic] = SagaFeed(
+                topic,
+                self.codec,
+                events=by_saga,
+                namespace=namespaces[topic],
+                topic_prefix=prefix,
+                metrics=self.metrics,
+            )
+        for topic, sagas in outcomes.items():
+            if topic in self.feeds:
+                raise PermanentError(f"{topic} cannot be both an events and a results topic")
+            self.feeds[topic] = SagaFeed(
+                topic, self.codec, outcomes=sagas, topic_prefix=prefix, metrics=self.metrics
+            )
 
     @property
     def _transactional_id(self) -> str:
@@ -310,7 +381,8 @@ class AggregateWorker:
                         checkpoint.commit()
                         return
                 else:
-                    first = consumer.poll(0.0 if stores.restoring else 0.1)
+                    idle = _TIMER_CHECK_S if self._timed else 0.1
+                    first = consumer.poll(0.0 if stores.restoring else idle)
                     messages = [first] if first is not None else []
         except KafkaException as exc:
             raise translate_kafka_error(exc, "consuming commands") from exc
@@ -324,6 +396,8 @@ class AggregateWorker:
         if self._held_back:
             checkpoint.seek(self._held_back)
             self._held_back.clear()
+        if self._timed and time.monotonic() >= self._next_timer_check:
+            self._fire_timers()
         if checkpoint.open and (
             checkpoint.count >= self.settings.max_batch
             or checkpoint.age() >= self.settings.commit_interval_ms / 1000
@@ -331,6 +405,36 @@ class AggregateWorker:
             checkpoint.commit()
         if time.monotonic() >= self._next_lag_report:
             self._report_lag()
+
+    def _fire_timers(self) -> None:
+        """Fire the due timers of the ready saga partitions, each in the open batch."""
+        checkpoint, stores = self._checkpoint, self._stores
+        assert checkpoint is not None and stores is not None
+        self._next_timer_check = time.monotonic() + _TIMER_CHECK_S
+        for processor in self._timed:
+            topic = processor.input_topic
+            for t, partition in list(stores.ready_partitions):
+                if t != topic:
+                    continue
+                store = stores.ready(topic, partition)
+                room = self.settings.max_batch - checkpoint.count
+                if store is None or room <= 0:
+                    continue
+                for index_key in processor.due(store, room):
+                    checkpoint.touch(topic, partition, store)
+                    try:
+                        processor.fire(store, checkpoint, index_key)
+                    except UnproducibleRecordError as exc:
+                        checkpoint.reject(exc)
+                        return
+                    except BatchAbortedError:
+                        return
+                    except RegistryUnavailableError:
+                        log.warning("schema registry unavailable; retrying the batch")
+                        checkpoint.abort()
+                        return
+                    if checkpoint.rewound is not None:
+                        return
 
     def _process(self, message: Message) -> None:
         checkpoint, stores = self._checkpoint, self._stores
@@ -342,6 +446,20 @@ class AggregateWorker:
             return
         topic, partition, offset = message.topic() or "", message.partition(), message.offset()
         assert partition is not None and offset is not None
+        feed = self.feeds.get(topic)
+        if feed is not None:
+            checkpoint.track(topic, partition, offset, None)
+            try:
+                feed.process(message, checkpoint)
+            except BatchAbortedError:
+                return
+            except RegistryUnavailableError:
+                log.warning("schema registry unavailable; retrying the batch")
+                checkpoint.abort()
+                time.sleep(1.0)
+                return
+            checkpoint.done(topic, partition, offset)
+            return
         store = stores.ready(topic, partition)
         if store is None:
             # Revoked (the next owner reads it) or still restoring (read it again later).
@@ -404,7 +522,7 @@ class AggregateWorker:
             self._checkpoint.commit()
         self._await_previous_owner(consumer, partitions)
         for tp in partitions:
-            if self._stores.open(tp.topic, tp.partition):
+            if tp.topic in self.feeds or self._stores.open(tp.topic, tp.partition):
                 consumer.resume([tp])
         self._joined = True
         log.info("partitions assigned", partitions=_names(partitions))
@@ -482,7 +600,8 @@ class AggregateWorker:
 
     def _close_store(self, topic: str, partition: int) -> None:
         assert self._stores is not None
-        self._stores.close(topic, partition)
+        if topic not in self.feeds:
+            self._stores.close(topic, partition)
         self.metrics.forget_partition(topic, partition)
 
     def _report_partitions(self) -> None:
@@ -500,8 +619,20 @@ class AggregateWorker:
         partitions = spec.partitions
         prefix = self.settings.topic_prefix
         topics = [TopicSpec(context_topics(self.context.name, prefix).dlq, partitions, replication)]
+        # The aggregates the sagas read from and send to get their topics too (created only
+        # when missing), so a feed never subscribes to a topic that does not exist yet.
+        touched: dict[tuple[str, str], Aggregate[Any]] = {}
         for aggregate in self.aggregates:
-            names = aggregate_topics(self.context.name, aggregate.name, prefix)
+            touched[(aggregate.context, aggregate.name)] = aggregate
+        for saga in self.sagas:
+            sources, targets = saga_routes(saga, self.context)
+            for aggregate in (*sources.values(), *targets.values()):
+                touched.setdefault((aggregate.context, aggregate.name), aggregate)
+            names_of = saga_topics(saga.context, saga.name, prefix)
+            topics.append(TopicSpec(names_of.inputs, partitions, replication))
+            topics.append(TopicSpec.compacted(names_of.changelog, partitions, replication))
+        for aggregate in touched.values():
+            names = aggregate_topics(aggregate.context, aggregate.name, prefix)
             for name in (names.commands, names.events, names.state, names.results):
                 topics.append(TopicSpec(name, partitions, replication))
             topics.append(TopicSpec.compacted(names.changelog, partitions, replication))
@@ -519,7 +650,21 @@ class AggregateWorker:
                 )
             counts[aggregate.name] = len(commands.partitions)
             changelogs.append(names.changelog)
+        for saga in self.sagas:
+            names_of = saga_topics(saga.context, saga.name, prefix)
+            inputs = admin.describe(names_of.inputs)
+            changelog = admin.describe(names_of.changelog)
+            if len(inputs.partitions) != len(changelog.partitions):
+                raise PermanentError(
+                    f"{names_of.changelog} has {len(changelog.partitions)} partitions, "
+                    f"{names_of.inputs} {len(inputs.partitions)}: they must match"
+                )
+            changelogs.append(names_of.changelog)
         return counts, admin.topic_ids(changelogs)
+
+
+def _qualname(fn: Callable[..., Any]) -> str:
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
 
 
 def _names(partitions: list[TopicPartition]) -> list[str]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import cast
 
@@ -135,6 +135,18 @@ class PartitionStore:
             if key not in _INTERNAL:
                 yield cast(bytes, key), cast(bytes, value)
 
+    def scan(self, start: bytes, stop: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Committed (key, value) pairs with ``start <= key < stop``, in key order, less the
+        keys a staged write deletes or replaces (staged puts are not scanned: they are
+        seen once committed) and the store's own keys."""
+        for key, value in self._db.items(from_key=start):
+            raw = cast(bytes, key)
+            if raw >= stop:
+                return
+            if raw in self._staged or raw in _INTERNAL:
+                continue
+            yield raw, cast(bytes, value)
+
     def digest(self) -> str:
         """SHA-256 over every committed (key, value): equal stores, equal digests."""
         hasher = hashlib.sha256()
@@ -176,9 +188,10 @@ class PartitionStore:
     def staged(self) -> int:
         return len(self._staged)
 
-    def staged_items(self) -> list[tuple[bytes, bytes]]:
-        """The staged (key, value) writes, in the order first staged (deletes excluded)."""
-        return [(k, v) for k, v in self._staged.items() if v is not None]
+    def staged_items(self) -> list[tuple[bytes, bytes | None]]:
+        """The staged (key, value) writes, in the order first staged (None: a delete, a
+        tombstone in the changelog)."""
+        return list(self._staged.items())
 
     def commit(self, changelog_offset: int | None) -> None:
         """Write the staged values and the changelog offset in one WriteBatch."""

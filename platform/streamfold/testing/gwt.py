@@ -11,38 +11,57 @@
 event index and the field path (``event 1 (SaleRecorded): amount: expected 6.00, got 4.00``).
 Each ``expect_*`` returns the outcome, so expectations chain.
 
-The subject is the first argument so that sagas can join later as a second kind of subject
-(``given(saga, *events).when(event).expect_commands(...)``) with the same reporting.
+The subject is the first argument: given a saga, ``given`` starts a saga scenario
+(``given(saga, *events).when(event).expect_commands(...)``, see
+:mod:`streamfold.testing.sagas`) with the same reporting.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any, Generic, TypeVar
-
-from pydantic import BaseModel
+from collections.abc import Iterable
+from typing import Any, Generic, TypeVar, overload
 
 from streamfold.domain.aggregate import Aggregate, Decision, Snapshot
 from streamfold.domain.messages import Command, Event, Metadata, State
+from streamfold.domain.saga import Saga
 from streamfold.errors import Rejected
+from streamfold.testing.diff import diff
+from streamfold.testing.sagas import SagaGiven, given_saga
 
 __all__ = ["Given", "Outcome", "given"]
 
 S = TypeVar("S", bound=State)
 
 
+@overload
 def given(
     aggregate: Aggregate[S],
     *history: Event | State | Iterable[Event],
     version: int | None = None,
     deleted: bool = False,
-) -> Given[S]:
+) -> Given[S]: ...
+
+
+@overload
+def given(aggregate: Saga[S], *history: Any, **options: Any) -> SagaGiven[S]: ...
+
+
+def given(
+    aggregate: Aggregate[S] | Saga[S],
+    *history: Any,
+    version: int | None = None,
+    deleted: bool = False,
+    **options: Any,
+) -> Given[S] | SagaGiven[S]:
     """Start a scenario from events (folded in order) or from one state.
 
     With a state, ``version`` defaults to 1; with events, it is the number of events.
-    With nothing, the aggregate does not exist yet.
+    With nothing, the aggregate does not exist yet. Given a saga, the options are those of
+    :func:`streamfold.testing.sagas.given_saga`.
     """
     __tracebackhide__ = True
+    if isinstance(aggregate, Saga):
+        return given_saga(aggregate, *history, **options)
     events: list[Event] = []
     states: list[State] = []
     for item in history:
@@ -171,36 +190,3 @@ class Outcome(Generic[S]):
                 f"rejection message {self.rejection.message!r} does not contain {message!r}"
             )
         return self
-
-
-def diff(expected: Any, actual: Any, path: str = "") -> list[str]:
-    """Describe how ``actual`` differs from ``expected``, one entry per differing path."""
-    where = f"{path}: " if path else ""
-    if isinstance(expected, BaseModel) and isinstance(actual, BaseModel):
-        if type(expected) is not type(actual):
-            return [f"{where}expected {type(expected).__name__}, got {type(actual).__name__}"]
-        return [
-            line
-            for name in type(expected).model_fields
-            for line in diff(getattr(expected, name), getattr(actual, name), _join(path, name))
-        ]
-    if isinstance(expected, list | tuple) and isinstance(actual, list | tuple):
-        if len(expected) != len(actual):
-            return [f"{where}expected {len(expected)} item(s), got {len(actual)}"]
-        return [
-            line
-            for i, (e, a) in enumerate(zip(expected, actual, strict=True))
-            for line in diff(e, a, f"{path}[{i}]")
-        ]
-    if isinstance(expected, Mapping) and isinstance(actual, Mapping):
-        keys = sorted({*expected, *actual}, key=str)
-        return [
-            line for k in keys for line in diff(expected.get(k), actual.get(k), f"{path}[{k!r}]")
-        ]
-    if expected != actual or type(expected) is not type(actual):
-        return [f"{where}expected {expected!r}, got {actual!r}"]
-    return []
-
-
-def _join(path: str, name: str) -> str:
-    return f"{path}.{name}" if path else name

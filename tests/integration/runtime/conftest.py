@@ -6,7 +6,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,12 @@ from topologies.retail.domain import retail, stock
 from streamfold.contracts.codec import AvroCodec
 from streamfold.contracts.registry import ConfluentSchemaRegistry
 from streamfold.contracts.results import RESULT_NAMESPACE, CommandResult
-from streamfold.domain.naming import AggregateTopics, aggregate_topics, context_topics
+from streamfold.domain.naming import (
+    AggregateTopics,
+    aggregate_topics,
+    context_topics,
+    saga_topics,
+)
 from streamfold.embedded.ports import free_ports
 from streamfold.runtime.process import WorkerProcess
 from streamfold.testing.invariants import Report, check_aggregate
@@ -97,9 +102,11 @@ class RetailRun:
         """
         names = [
             name
-            for aggregate in ("supplier", "item", "store_stock")
-            for name in aggregate_topics("retail", aggregate, self.prefix).all()
+            for aggregate in retail.aggregates
+            for name in aggregate_topics("retail", aggregate.name, self.prefix).all()
         ]
+        for saga in retail.sagas:
+            names.extend(astuple(saga_topics("retail", saga.name, self.prefix)))
         wanted = [TopicPartition(n, p) for n in names for p in range(partitions)]
         admin = AdminClient(self.settings.admin_config())
 

@@ -39,9 +39,41 @@ def test_retail_plan_puts_each_record_on_its_aggregate_topic() -> None:
         "retail.item.commands": ["AddItem", "ChangePrice", "DeleteItem", "RecoverItem"],
         "retail.item.events": ["ItemAdded", "PriceChanged", "ItemDeleted", "ItemRecovered"],
         "retail.item.state": ["Item"],
-        "retail.store_stock.commands": ["ReceiveSupply", "RecordSale", "AdjustStock"],
-        "retail.store_stock.events": ["SupplyReceived", "SaleRecorded", "StockAdjusted"],
+        "retail.store_stock.commands": [
+            "ReceiveSupply",
+            "SetReorderPolicy",
+            "RecordSale",
+            "ShipPurchase",
+            "AdjustStock",
+        ],
+        "retail.store_stock.events": [
+            "SupplyReceived",
+            "ReorderPolicySet",
+            "SaleRecorded",
+            "StockBelowReorderPoint",
+            "PurchaseShipped",
+            "StockAdjusted",
+        ],
         "retail.store_stock.state": ["StoreStock"],
+        "retail.purchase_order.commands": [
+            "RaisePurchaseOrder",
+            "ConfirmDelivery",
+            "ReorderPurchaseOrder",
+            "CancelPurchaseOrder",
+        ],
+        "retail.purchase_order.events": [
+            "PurchaseOrderRaised",
+            "DeliveryConfirmed",
+            "PurchaseOrderReordered",
+            "PurchaseOrderCancelled",
+        ],
+        "retail.purchase_order.state": ["PurchaseOrder"],
+        "retail.purchase.commands": ["PlacePurchase", "ClosePurchase"],
+        "retail.purchase.events": ["PurchasePlaced", "PurchaseClosed"],
+        "retail.purchase.state": ["Purchase"],
+        "retail.invoice.commands": ["IssueInvoice", "RecordPayment", "VoidInvoice"],
+        "retail.invoice.events": ["InvoiceChanged"],
+        "retail.invoice.state": ["Invoice"],
     }
     subjects = {f"{topic}-{NS}.{name}" for topic, names in expected.items() for name in names}
     assert set(plan) == subjects

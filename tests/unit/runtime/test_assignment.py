@@ -118,6 +118,7 @@ def test_an_assignment_commits_the_open_batch_before_waiting_for_the_previous_ow
     worker = SimpleNamespace(
         settings=WorkerSettings(),
         _checkpoint=fake,
+        feeds={},
         _stores=stores,
         _joined=False,
         _await_previous_owner=lambda c, p: AggregateWorker._await_previous_owner(
