@@ -32,6 +32,7 @@ from streamfold.transport.reading import read_to_end
 from streamfold.transport.settings import KafkaSettings
 
 from .faulty import faulty
+from .timed import timed
 
 TOPOLOGY = Path(__file__).resolve().parents[3] / "topologies" / "retail" / "topology.yaml"
 
@@ -107,6 +108,7 @@ class RetailRun:
         ]
         for saga in retail.sagas:
             names.extend(astuple(saga_topics("retail", saga.name, self.prefix)))
+        names.append(context_topics("retail", self.prefix).dlq)
         wanted = [TopicPartition(n, p) for n in names for p in range(partitions)]
         admin = AdminClient(self.settings.admin_config())
 
@@ -235,3 +237,62 @@ def faulty_run(
 
 
 WaitFor = Callable[[Callable[[], bool], float], None]
+
+
+@dataclass
+class TimedRun:
+    """Workers of the timed domain (reminders, the alarm saga, middleware)."""
+
+    settings: KafkaSettings
+    registry_url: str
+    prefix: str
+    codec: AvroCodec
+    producer: CommandProducer
+    directory: Path
+    topology: Path
+    workers: list[WorkerProcess]
+
+    @property
+    def topics(self) -> AggregateTopics:
+        return aggregate_topics("timed", "reminder", self.prefix)
+
+    def worker(self, instance: str = "t1", **env: str) -> WorkerProcess:
+        (port,) = free_ports(1)
+        process = WorkerProcess(
+            self.topology,
+            bootstrap_servers=self.settings.bootstrap_servers,
+            registry_url=self.registry_url,
+            instance_id=instance,
+            state_dir=self.directory / f"state-{instance}",
+            health_port=port,
+            log_file=self.directory / f"worker-{instance}.log",
+            extra_env={"STREAMFOLD_WORKER_TOPIC_PREFIX": self.prefix, **env},
+        )
+        process.start(timeout=120)
+        self.workers.append(process)
+        return process
+
+    def results(self) -> dict[str, list[Any]]:
+        return results_by_command(self.settings, self.codec, self.topics.results)
+
+
+@pytest.fixture
+def timed_run(
+    kafka_settings: KafkaSettings, schema_registry: Any, tmp_path: Path
+) -> Iterator[TimedRun]:
+    prefix = f"t{uuid.uuid4().hex[:8]}."
+    topology = tmp_path / "topology.yaml"
+    topology.write_text(
+        "name: timed\ncontext: tests.integration.runtime.timed:timed\n", encoding="utf-8"
+    )
+    codec = AvroCodec(ConfluentSchemaRegistry.from_url(schema_registry.url))
+    producer = CommandProducer(kafka_settings, codec, timed, topic_prefix=prefix)
+    run = TimedRun(
+        kafka_settings, schema_registry.url, prefix, codec, producer, tmp_path, topology, []
+    )
+    try:
+        yield run
+    finally:
+        producer.close()
+        for worker in run.workers:
+            worker.stop()
