@@ -48,11 +48,11 @@ from topologies.retail.domain import (
     SupplyReceived,
     adjust_stock,
     receive_supply,
-    record_sale,
     retail,
     sale_recorded,
     stock_adjusted,
     supply_received,
+    take_stock,
 )
 
 from streamfold.contracts.codec import AvroCodec, RecordWriter
@@ -79,6 +79,15 @@ CONSUMER_TUNING: dict[str, Any] = {
     "queued.max.messages.kbytes": 16 * 1024,
     "fetch.queue.backoff.ms": 10,
 }
+
+
+def record_sale(state: StoreStock, cmd: RecordSale, meta: Any) -> SaleRecorded:
+    """The retail decider of a sale: one event, as the benchmark's stock has no reorder
+    policy (``take_stock`` returns a list)."""
+    (event,) = take_stock(state, cmd, meta)
+    assert isinstance(event, SaleRecorded)
+    return event
+
 
 DECIDE: dict[type[Any], tuple[Callable[..., Any], bool]] = {
     ReceiveSupply: (receive_supply, True),

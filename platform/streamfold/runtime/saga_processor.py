@@ -43,7 +43,7 @@ from __future__ import annotations
 import struct
 import time
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -282,7 +282,7 @@ class SagaProcessor:
         topic_prefix: str = "",
         handler_retries: int,
         metrics: SagaMetrics,
-        clock: Any = time.time,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.saga = saga
         self.name = saga.name

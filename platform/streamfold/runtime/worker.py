@@ -124,6 +124,8 @@ class AggregateWorker:
         kafka: KafkaSettings,
         codec: AvroCodec,
         metrics: WorkerMetricsPort,
+        *,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.topology = topology
         self.context = context
@@ -131,6 +133,8 @@ class AggregateWorker:
         self.kafka = kafka
         self.codec = codec
         self.metrics = metrics
+        #: The wall clock saga timers fire by (seconds since the epoch).
+        self.clock = clock
         self.aggregates = topology.select(context)
         self.sagas = topology.select_sagas(context)
         self.group_id = f"{settings.topic_prefix}{topology.group_id}"
@@ -227,6 +231,7 @@ class AggregateWorker:
                 topic_prefix=prefix,
                 handler_retries=self.settings.handler_retries,
                 metrics=self.metrics,
+                clock=self.clock,
             )
             self.processors[processor.input_topic] = processor
             self._timed.append(processor)
