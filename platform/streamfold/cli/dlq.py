@@ -1,4 +1,5 @@
-"""``streamfold dlq``: list, show and replay the dead letters of a bounded context.
+"""``streamfold dlq``: list, show and replay the dead letters of a bounded context; list,
+retry and skip the aggregates an event handler has parked.
 
 A context's dead letters live on ``{context}.dlq``; ``--topic`` names a dead-letter topic
 directly instead. A dead letter is addressed by ``partition:offset``, as ``list`` prints it.
@@ -26,7 +27,7 @@ from streamfold.contracts.registry import ConfluentSchemaRegistry
 from streamfold.contracts.schema_files import discover_contexts, load_contexts
 from streamfold.domain.context import BoundedContext
 from streamfold.domain.messages import Command
-from streamfold.domain.naming import context_topics
+from streamfold.domain.naming import context_topics, handler_topics
 from streamfold.errors import ConfigurationError
 from streamfold.runtime.dead_letters import (
     DeadLetter,
@@ -333,3 +334,89 @@ def _validated(command: type[Command], path: Path) -> Command:
             f"{'.'.join(map(str, e['loc'])) or '(document)'}: {e['msg']}" for e in exc.errors()
         )
         raise ConfigurationError(f"{path} is not a valid {command.__name__}: {problems}") from exc
+
+
+# --- event handlers: parked aggregates ---------------------------------------------------
+
+HandlerOpt = Annotated[str, typer.Option("--handler", help="The event handler's name.")]
+PrefixOpt = Annotated[
+    str, typer.Option("--prefix", help="The deployment's topic prefix (worker topic_prefix).")
+]
+
+
+@app.command("parked")
+def parked_(
+    context: Annotated[str, typer.Argument(metavar="CONTEXT", help="Bounded context name.")],
+    handler: HandlerOpt,
+    prefix: PrefixOpt = "",
+    bootstrap: BootstrapOpt = None,
+) -> None:
+    """List the aggregates an event handler holds parked, and the requests not yet handled.
+
+    Their dead letters are on {context}.{handler}.dlq (`dlq list --topic` shows them)."""
+    from streamfold.runtime.handler_worker import parked_aggregates  # noqa: PLC0415
+
+    setup_logging()
+    topics = handler_topics(context, handler, prefix)
+    found = parked_aggregates(kafka_settings(bootstrap), topics.parked)
+    if not found:
+        typer.echo(f"no aggregate is parked by {context}.{handler}")
+        return
+    table = Table("events topic", "aggregate", "state", "pending", "error", title=topics.parked)
+    for key, value in sorted(found.items()):
+        asked = key.startswith(b"\x01")
+        topic, _, aggregate = key.lstrip(b"\x01").partition(b"\x00")
+        table.add_row(
+            Text(topic.decode(errors="replace")),
+            Text(aggregate.decode(errors="replace")),
+            f"{value.get('state')} (asked)" if asked else str(value.get("state")),
+            "" if asked else str(value.get("pending", "")),
+            Text(_truncated(str(value.get("error", "")), ERROR_WIDTH)),
+        )
+    _console().print(table)
+
+
+def _ask(
+    context: str, handler: str, aggregate: str, prefix: str, bootstrap: str | None, action: str
+) -> None:
+    from streamfold.runtime.handler_worker import ask, parked_aggregates  # noqa: PLC0415
+
+    setup_logging()
+    settings = kafka_settings(bootstrap)
+    topics = handler_topics(context, handler, prefix)
+    keys = [
+        key
+        for key in parked_aggregates(settings, topics.parked)
+        if not key.startswith(b"\x01") and key.partition(b"\x00")[2] == aggregate.encode()
+    ]
+    if not keys:
+        raise ConfigurationError(f"{context}.{handler} holds no aggregate {aggregate!r} parked")
+    for key in keys:
+        ask(settings, topics.parked, key, action)
+        typer.echo(f"asked {context}.{handler} to {action} {key.decode(errors='replace')!r}")
+
+
+@app.command("retry")
+def retry_(
+    context: Annotated[str, typer.Argument(metavar="CONTEXT", help="Bounded context name.")],
+    aggregate: Annotated[str, typer.Argument(metavar="AGGREGATE_ID", help="As `parked` shows.")],
+    handler: HandlerOpt,
+    prefix: PrefixOpt = "",
+    bootstrap: BootstrapOpt = None,
+) -> None:
+    """Ask an event handler to handle a parked aggregate's events again, in order, and
+    release it if they all succeed."""
+    _ask(context, handler, aggregate, prefix, bootstrap, "retry")
+
+
+@app.command("skip")
+def skip_(
+    context: Annotated[str, typer.Argument(metavar="CONTEXT", help="Bounded context name.")],
+    aggregate: Annotated[str, typer.Argument(metavar="AGGREGATE_ID", help="As `parked` shows.")],
+    handler: HandlerOpt,
+    prefix: PrefixOpt = "",
+    bootstrap: BootstrapOpt = None,
+) -> None:
+    """Ask an event handler to drop the event it failed on and handle the ones waiting
+    behind it, in order."""
+    _ask(context, handler, aggregate, prefix, bootstrap, "skip")

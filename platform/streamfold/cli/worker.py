@@ -1,4 +1,5 @@
-"""``streamfold worker <topology>``: run a topology's aggregate workers in this process."""
+"""``streamfold worker <topology>``: run a topology's aggregates, sagas and event handlers
+in this process (each handler in a consumer group and a thread of its own)."""
 
 from __future__ import annotations
 
@@ -39,7 +40,9 @@ def worker(
     from streamfold.observability.health import HealthServer  # noqa: PLC0415
     from streamfold.observability.metrics import WorkerMetrics  # noqa: PLC0415
     from streamfold.observability.tracing import TracingSettings, configure_tracing  # noqa: PLC0415
+    from streamfold.runtime.handler_worker import HandlerWorker  # noqa: PLC0415
     from streamfold.runtime.settings import WorkerSettings  # noqa: PLC0415
+    from streamfold.runtime.supervisor import Runner, Supervisor  # noqa: PLC0415
     from streamfold.runtime.topology import load_topology  # noqa: PLC0415
     from streamfold.runtime.worker import AggregateWorker  # noqa: PLC0415
 
@@ -57,14 +60,16 @@ def worker(
         raise ConfigurationError(f"invalid tracing settings: {exc}") from exc
     client = SchemaRegistryClient(registry_settings(registry).client_config())
     metrics = WorkerMetrics()
-    runner = AggregateWorker(
-        spec,
-        context,
-        settings,
-        kafka_settings(bootstrap),
-        AvroCodec(ConfluentSchemaRegistry(client)),
-        metrics,
-    )
+    kafka = kafka_settings(bootstrap)
+    codec = AvroCodec(ConfluentSchemaRegistry(client))
+    runners: list[Runner] = []
+    if spec.select(context) or spec.select_sagas(context):
+        runners.append(AggregateWorker(spec, context, settings, kafka, codec, metrics))
+    for handler in spec.select_handlers(context):
+        runners.append(HandlerWorker(spec, context, handler, settings, kafka, codec, metrics))
+    if not runners:
+        raise ConfigurationError(f"topology {spec.name!r} runs no aggregate, saga or handler")
+    runner = Supervisor(runners)
     signal.signal(signal.SIGTERM, lambda *_: runner.stop())
     signal.signal(signal.SIGINT, lambda *_: runner.stop())
     health = (

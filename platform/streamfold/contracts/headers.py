@@ -119,6 +119,7 @@ class DeadLetterReason(StrEnum):
     RECORD_TOO_LARGE = "record_too_large"  # a record it causes exceeds the size limit
     UNENCODABLE = "unencodable"  # a record it causes cannot be encoded (e.g. its state)
     CORRUPT_STATE = "corrupt_state"  # its aggregate's stored entry or state cannot be read
+    PARKED_BEHIND = "parked_behind"  # an event handler's: an earlier event of its aggregate failed
 
 
 RawHeaders = Sequence[tuple[str, str | bytes | None]] | Mapping[str, str | bytes | None] | None

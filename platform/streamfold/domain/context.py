@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import importlib
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from streamfold.domain.aggregate import Aggregate, IdSpec, Middleware
+from streamfold.domain.handlers import EventHandler, declare
 from streamfold.domain.messages import Command, Event, Message, State
 from streamfold.domain.naming import ContextTopics, context_topics, validate_name
 from streamfold.domain.saga import Saga
@@ -31,6 +33,7 @@ from streamfold.errors import ConfigurationError
 __all__ = ["BoundedContext", "import_context"]
 
 S = TypeVar("S", bound=State)
+F = TypeVar("F", bound=Callable[..., Any])
 
 _NAMESPACE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
@@ -46,6 +49,7 @@ class BoundedContext:
         self.topics: ContextTopics = context_topics(name)
         self._aggregates: dict[str, Aggregate[Any]] = {}
         self._sagas: dict[str, Saga[Any]] = {}
+        self._handlers: dict[str, EventHandler] = {}
         self._middleware: list[Middleware] = []
         self._owners: dict[type[Message], Aggregate[Any] | Saga[Any]] = {}
         self._names: dict[str, type[Message]] = {}
@@ -83,6 +87,41 @@ class BoundedContext:
         self._claim(state, saga)
         self._sagas[name] = saga
         return saga
+
+    def handler(
+        self,
+        name: str,
+        *,
+        on: Iterable[type[Event]],
+        retries: int = 3,
+        backoff: timedelta = timedelta(milliseconds=200),
+        sends: Iterable[type[Command]] = (),
+        produces: Iterable[str] = (),
+    ) -> Callable[[F], F]:
+        """Declare an event handler ``(event, context) -> None`` (see
+        :mod:`streamfold.domain.handlers`) on the event types ``on``; it may send the
+        command types ``sends`` and produce to the topics ``produces``."""
+
+        def register(fn: F) -> F:
+            if name in self._handlers:
+                raise ConfigurationError(f"{self!r} already has a handler {name!r}")
+            self._handlers[name] = declare(
+                self.name, name, fn, on, retries, backoff, sends, produces
+            )
+            return fn
+
+        return register
+
+    @property
+    def handlers(self) -> tuple[EventHandler, ...]:
+        """The event handlers, in declaration order."""
+        return tuple(self._handlers.values())
+
+    def get_handler(self, name: str) -> EventHandler:
+        try:
+            return self._handlers[name]
+        except KeyError:
+            raise ConfigurationError(f"{self!r} has no event handler {name!r}") from None
 
     def middleware(self, fn: Middleware) -> Middleware:
         """Add ``fn`` to the command middleware, after (inside) those declared before it."""

@@ -12,6 +12,8 @@ Every topic of a bounded context derives from its name and the aggregate's name:
 ``{context}.projected``                   acknowledgements from sink connectors
 ``{context}.{saga}.inputs``               a saga's inputs, keyed (repartitioned) by saga id
 ``{context}.{saga}.changelog``            compacted changelog of a saga's store
+``{context}.{handler}.dlq``               an event handler's dead letters and waiting events
+``{context}.{handler}.parked``            compacted: an event handler's parked aggregates
 ========================================  =============================================
 
 Schema registry subjects follow Confluent's TopicRecordNameStrategy:
@@ -28,10 +30,12 @@ from streamfold.errors import ConfigurationError
 __all__ = [
     "AggregateTopics",
     "ContextTopics",
+    "HandlerTopics",
     "SagaTopics",
     "aggregate_topics",
     "command_path",
     "context_topics",
+    "handler_topics",
     "saga_topics",
     "snake_case",
     "subject_name",
@@ -98,6 +102,20 @@ def saga_topics(context: str, saga: str, prefix: str = "") -> SagaTopics:
     """Name the topics of ``saga`` in ``context`` (``prefix`` as for aggregate_topics)."""
     prefix += f"{validate_name('context', context)}.{validate_name('saga', saga)}"
     return SagaTopics(inputs=f"{prefix}.inputs", changelog=f"{prefix}.changelog")
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerTopics:
+    """The topics of one event handler."""
+
+    dlq: str
+    parked: str
+
+
+def handler_topics(context: str, handler: str, prefix: str = "") -> HandlerTopics:
+    """Name the topics of event handler ``handler`` of ``context``."""
+    prefix += f"{validate_name('context', context)}.{validate_name('handler', handler)}"
+    return HandlerTopics(dlq=f"{prefix}.dlq", parked=f"{prefix}.parked")
 
 
 def context_topics(context: str, prefix: str = "") -> ContextTopics:

@@ -84,6 +84,11 @@ class WorkerMetrics:
         the saga id: never silent).
     ``timers_fired_total{saga}`` (counter) and ``timer_lateness_seconds{saga}`` (histogram)
         Timers fired, and how long after its due time each fired.
+    ``handler_events_total{handler, outcome}`` (counter)
+        An event handler's events: ``handled``, ``failed`` (an attempt), ``handler_error``
+        (dead-lettered, its aggregate parked), ``parked_behind``, ``released``, ``skipped``.
+    ``handler_parked_aggregates{handler}`` (gauge)
+        Aggregates an event handler holds parked.
 
     The recording methods are meant for the hot path: a labelled series is created once and
     kept, so a call is a dict lookup and an increment. Label values are validated only when a
@@ -185,6 +190,18 @@ class WorkerMetrics:
             buckets=COMMIT_SECONDS_BUCKETS,
             registry=r,
         )
+        self._handler_events = Counter(
+            f"{_PREFIX}handler_events_total",
+            "Events of an event handler, by outcome.",
+            ("handler", "outcome"),
+            registry=r,
+        )
+        self._parked = Gauge(
+            f"{_PREFIX}handler_parked_aggregates",
+            "Aggregates an event handler holds parked.",
+            ("handler",),
+            registry=r,
+        )
         self._command_children: dict[tuple[str, str], Counter] = {}
         self._dead_letter_children: dict[tuple[str, str], Counter] = {}
         self._forwarded_children: dict[str, Counter] = {}
@@ -241,6 +258,14 @@ class WorkerMetrics:
         """Count a fired timer of ``saga`` and how late it fired."""
         self._timers_fired.labels(saga).inc()
         self._timer_lateness.labels(saga).observe(max(0.0, lateness_seconds))
+
+    def handler_event(self, handler: str, outcome: str) -> None:
+        """Count one event of an event handler by outcome."""
+        self._handler_events.labels(handler, outcome).inc()
+
+    def parked(self, handler: str, aggregates: int) -> None:
+        """Set how many aggregates an event handler holds parked."""
+        self._parked.labels(handler).set(aggregates)
 
     def lag(self, topic: str, partition: int, value: int) -> None:
         """Set how many records ``topic``/``partition`` is behind its end offset."""

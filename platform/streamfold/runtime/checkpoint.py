@@ -184,11 +184,12 @@ class Checkpoint:
         if store is not None:
             batch.stores[key] = store
 
-    def touch(self, topic: str, partition: int, store: PartitionStore) -> None:
-        """A synthetic input (a timer) of a store is processed in the batch: it has no
+    def touch(self, topic: str, partition: int, store: PartitionStore | None) -> None:
+        """A synthetic input (a timer, a retry) is processed in the batch: it has no
         offset, so an abort only drops its writes, and it is processed again later."""
         batch = self._open_batch()
-        batch.stores[(topic, partition)] = store
+        if store is not None:
+            batch.stores[(topic, partition)] = store
         batch.count += 1
 
     def _open_batch(self) -> _Batch:

@@ -5,8 +5,9 @@ A topology is a YAML file, by convention ``topologies/<name>/topology.yaml``::
     name: retail                                 # the consumer group is streamfold.retail
     context: topologies.retail.domain:retail     # module:attribute of the BoundedContext
     aggregates: [supplier, item, store_stock]    # default: every aggregate of the context
-    sagas: [replenishment, purchase]             # default: every saga, if aggregates is
+    sagas: [replenishment, purchase_flow]        # default: every saga, if aggregates is
                                                  # not given either; else none
+    handlers: [notify_customer]                  # the same rule: each its own group
     topics:
       partitions: 6                              # of every topic the workers create
       replication_factor: 3                      # default: 3, or fewer brokers if fewer
@@ -27,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from streamfold.domain.aggregate import Aggregate
 from streamfold.domain.context import BoundedContext, import_context
+from streamfold.domain.handlers import EventHandler
 from streamfold.domain.saga import Saga
 from streamfold.errors import ConfigurationError
 
@@ -53,6 +55,7 @@ class TopologySpec(BaseModel):
     context: str
     aggregates: list[str] | None = None
     sagas: list[str] | None = None
+    handlers: list[str] | None = None
     topics: TopicSettings = TopicSettings()
     worker: dict[str, Any] = {}
     source: Path | None = None
@@ -78,6 +81,16 @@ class TopologySpec(BaseModel):
         if self.sagas is None:
             return list(context.sagas) if self.aggregates is None else []
         return [context.get_saga(name) for name in self.sagas]
+
+    def select_handlers(self, context: BoundedContext) -> list[EventHandler]:
+        """The event handlers this topology runs (the same rule as :meth:`select_sagas`)."""
+        if self.handlers is None:
+            return list(context.handlers) if self.aggregates is None else []
+        return [context.get_handler(name) for name in self.handlers]
+
+    def handler_group_id(self, handler: EventHandler) -> str:
+        """The consumer group of one event handler: each has its own."""
+        return f"{self.group_id}.handler.{handler.name}"
 
 
 def load_topology(reference: str | Path, root: Path = Path("topologies")) -> TopologySpec:

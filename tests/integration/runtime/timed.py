@@ -2,17 +2,23 @@
 
 A reminder is scheduled with a delay; the ``alarm`` saga sets a timer for it and rings it
 when it comes due. The middleware refuses every command of the principal ``mallory``, and
-lets the alarm saga ring no VIP reminder (``vip-`` ids): both are ``forbidden``.
+lets the alarm saga ring no VIP reminder (``vip-`` ids): both are ``forbidden``. The
+``echo`` event handler copies every event to a topic, and fails on ``bad-`` reminders
+until it is "fixed".
 """
 
 from __future__ import annotations
 
+import json
+import os
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from pydantic import PositiveInt
 
 from streamfold.domain import BoundedContext, Command, Event, Metadata, Rejected, State
+from streamfold.domain.handlers import HandlerContext
 from streamfold.domain.saga import SagaStep
 
 timed = BoundedContext("timed", namespace="io.streamfold.timed")
@@ -95,3 +101,27 @@ def set_alarm(state: Alarm | None, event: Scheduled) -> SagaStep[Alarm]:
 @alarm.on_timer("ring")
 def ring_now(state: Alarm, timer: object) -> SagaStep[Alarm]:
     return SagaStep(None, send=[Ring(reminder_id=state.reminder_id)], end=True)
+
+
+#: While this file (named by the environment) does not exist, the echo handler fails on
+#: ``bad-`` reminders, as a webhook that is down would.
+FIXED = os.environ.get("TIMED_ECHO_FIXED_FILE", "")
+
+
+@timed.handler(
+    "echo",
+    on=[Scheduled, Rang],
+    retries=2,
+    backoff=timedelta(milliseconds=50),
+    produces=["timed.echoes"],
+)
+def echo(event: Scheduled | Rang, context: HandlerContext) -> None:
+    """Copy each event to ``timed.echoes`` (exactly once: through the context)."""
+    if event.reminder_id.startswith("bad-") and not (FIXED and Path(FIXED).exists()):
+        raise ConnectionError(f"the echo endpoint refused {event.reminder_id}")
+    record = {
+        "reminder_id": event.reminder_id,
+        "event": type(event).__name__,
+        "key": context.idempotency_key,
+    }
+    context.produce("timed.echoes", event.reminder_id, json.dumps(record))

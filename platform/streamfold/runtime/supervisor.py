@@ -1,0 +1,77 @@
+"""Several runners in one worker process: the aggregate worker and each event handler's.
+
+A runner has ``run()``, ``stop()`` and ``ready``. :class:`Supervisor` runs the first in the
+calling thread and the others in threads of their own; when any of them ends (a stop, or
+an error) it stops the rest, waits for them, and raises the first error, so a failing
+handler takes its process down instead of dying unseen.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Protocol
+
+from streamfold.observability.logging import get_logger
+
+__all__ = ["Runner", "Supervisor"]
+
+log = get_logger(__name__)
+
+
+class Runner(Protocol):
+    def run(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    @property
+    def ready(self) -> bool: ...
+
+
+class Supervisor:
+    """Runs ``runners`` together until one ends; see the module docstring."""
+
+    def __init__(self, runners: Sequence[Runner]) -> None:
+        if not runners:
+            raise ValueError("nothing to run")
+        self.runners = list(runners)
+        self._errors: list[BaseException] = []
+        self._ended = threading.Event()
+
+    @property
+    def ready(self) -> bool:
+        return all(r.ready for r in self.runners)
+
+    def stop(self) -> None:
+        """Ask every runner to stop (safe from a signal handler)."""
+        for runner in self.runners:
+            runner.stop()
+
+    def run(self) -> None:
+        threads = [
+            threading.Thread(target=self._guarded, args=(r,), name=f"runner-{i}", daemon=True)
+            for i, r in enumerate(self.runners[1:], start=1)
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            self._guarded(self.runners[0])
+        finally:
+            self.stop()
+            for thread in threads:
+                thread.join()
+        if self._errors:
+            raise self._errors[0]
+
+    def _guarded(self, runner: Runner) -> None:
+        try:
+            runner.run()
+        except BaseException as exc:  # noqa: BLE001 - re-raised by run() once all stopped
+            log.error(
+                "a runner failed; stopping the others",
+                runner=type(runner).__name__,
+                error=str(exc)[:500],
+            )
+            self._errors.append(exc)
+        finally:
+            self.stop()
