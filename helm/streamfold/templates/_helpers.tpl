@@ -286,11 +286,30 @@ Combinations of values the schema cannot express; each message names what to set
 {{- fail "registry.enabled is false: set registryClient.url to your schema registry" -}}
 {{- end -}}
 {{- $seen := dict -}}
-{{- range .Values.workers.groups -}}
+{{- $placed := dict -}}
+{{- $groups := .Values.workers.groups -}}
+{{- range $groups -}}
 {{- if hasKey $seen .name -}}
 {{- fail (printf "workers.groups: the name %q is used twice" .name) -}}
 {{- end -}}
 {{- $_ := set $seen .name true -}}
+{{- $group := . -}}
+{{- if include "streamfold.groupNamesMembers" $group -}}
+{{- if not (or $group.aggregates $group.sagas $group.handlers) -}}
+{{- fail (printf "workers.groups: group %q runs nothing: list its aggregates, sagas or handlers (or leave all three out to run everything of the topology's context)" $group.name) -}}
+{{- end -}}
+{{- range $kind := list "aggregates" "sagas" "handlers" -}}
+{{- range $member := (get $group $kind | default list) -}}
+{{- $key := printf "%s %s" $kind $member -}}
+{{- if hasKey $placed $key -}}
+{{- fail (printf "workers.groups: %s %q is in groups %q and %q: put it in one" (trimSuffix "s" $kind) $member (get $placed $key) $group.name) -}}
+{{- end -}}
+{{- $_ := set $placed $key $group.name -}}
+{{- end -}}
+{{- end -}}
+{{- else if gt (len $groups) 1 -}}
+{{- fail (printf "workers.groups: group %q names no aggregates, sagas or handlers, so it runs everything, as another group does: list what each group runs" $group.name) -}}
+{{- end -}}
 {{- end -}}
 {{- $sinks := dict -}}
 {{- range .Values.sinks -}}

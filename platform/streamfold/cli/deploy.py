@@ -31,8 +31,9 @@ def render(
     group: Annotated[
         list[str] | None,
         typer.Option(
-            help="A worker group, name=aggregate[,aggregate...]; repeat it to split the"
-            " aggregates over several StatefulSets (default: one group runs all)."
+            help="A worker group, name=aggregate[,saga:name,handler:name...]; repeat it to"
+            " split the topology's aggregates, sagas and handlers over several StatefulSets"
+            " (default: one group runs all)."
         ),
     ] = None,
     replicas: Annotated[
@@ -81,7 +82,8 @@ def render(
         raise ConfigurationError("--sink and --no-sinks exclude each other")
     sys.path.insert(0, str(Path.cwd()))  # topology packages live in the project
     spec = load_topology(topology)
-    aggregates = [a.name for a in spec.select(spec.load_context())]
+    context = spec.load_context()
+    aggregates = [a.name for a in spec.select(context)]
     if sink:
         references = list(sink)
     elif not no_sinks and (Path("connectors") / spec.name / "sink.yaml").is_file():
@@ -94,6 +96,8 @@ def render(
     values = render_values(
         spec,
         aggregates,
+        sagas=[s.name for s in spec.select_sagas(context)],
+        handlers=[h.name for h in spec.select_handlers(context)],
         groups=[parse_group(g) for g in group or []],
         sinks=sinks,
         replicas=replicas,

@@ -6,13 +6,16 @@ engineer reviews them, adds what the cluster needs (Kafka credentials, resources
 
 - ``topology``: the name, the BoundedContext, the partitions and replication factor of the
   topics the workers create, and the ``topic_prefix`` of the file's ``worker:`` section;
-- ``workers.groups``: one StatefulSet each, running some of the topology's aggregates. A
-  topology file runs all its aggregates in one consumer group; groups split them over several
-  (the hot aggregate apart, say). Each group gets a topology file of its own from the chart,
-  named ``<topology>.<group>`` (so its consumer group is ``streamfold.<topology>.<group>``);
-  a single group keeps the topology's own name, so it continues ``streamfold worker``'s group.
-  Keep an aggregate in its group: in another group it would start from the beginning of its
-  commands topic;
+- ``workers.groups``: one StatefulSet each, running some of the aggregates, sagas and event
+  handlers the topology runs. A topology file runs its aggregates and sagas in one consumer
+  group (and each handler in one of its own); groups split them over several (the hot
+  aggregate apart, say, or the handlers away from the state). Each group names its
+  ``aggregates``, ``sagas`` and ``handlers`` explicitly (``[]`` for none), and gets a topology
+  file of its own from the chart, named ``<topology>.<group>`` (so its consumer group is
+  ``streamfold.<topology>.<group>``, and a handler's ``streamfold.<topology>.<group>.handler.
+  <name>``); a single group keeps the topology's own name, so it continues ``streamfold
+  worker``'s groups. Keep an aggregate, saga or handler in its group: in another it would
+  start over in a new consumer group (an aggregate or saga from the beginning of its topic);
 - ``workers.config``: the file's ``worker:`` settings, each one ``STREAMFOLD_WORKER_*``
   variable, except the ones the chart sets per pod (:data:`CHART_OWNED_SETTINGS`);
 - ``sinks``: the connector specs for the topology's context, without their target (the
@@ -31,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from streamfold.errors import ConfigurationError
 from streamfold.runtime.settings import WorkerSettings
@@ -84,30 +87,73 @@ GATEWAY_CHART_OWNED_SETTINGS = frozenset(
 #: Connector spec fields the chart sets itself: ``--target``, ``--topic-prefix`` and the
 #: password from a Secret.
 _SINK_FIELDS_SET_BY_CHART = frozenset({"target", "password", "topic_prefix"})
-_GROUP = re.compile(r"^(?P<name>[^=]+)=(?P<aggregates>.+)$")
+_GROUP = re.compile(r"^(?P<name>[^=]+)=(?P<members>.+)$")
+#: What a group runs, as ``--group`` writes each kind (a plain name is an aggregate).
+_KINDS = ("aggregate", "saga", "handler")
+_GROUP_FORM = "name=aggregate[,saga:name,handler:name...], e.g. stock=store_stock"
 
 
 class WorkerGroup(BaseModel):
-    """Some of a topology's aggregates, run by one StatefulSet."""
+    """Some of a topology's aggregates, sagas and event handlers, run by one StatefulSet."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=20)
-    aggregates: tuple[str, ...] = Field(min_length=1)
+    aggregates: tuple[str, ...] = ()
+    sagas: tuple[str, ...] = ()
+    handlers: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _runs_something_once(self) -> WorkerGroup:
+        if not (self.aggregates or self.sagas or self.handlers):
+            raise ValueError("it runs no aggregate, saga or handler")
+        for kind, names in zip(_KINDS, self.members(), strict=True):
+            twice = sorted({n for n in names if names.count(n) > 1})
+            if twice:
+                raise ValueError(f"it names {kind} {twice[0]!r} twice")
+        return self
+
+    def members(self) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+        """Its aggregates, sagas and handlers, in the order of ``_KINDS``."""
+        return self.aggregates, self.sagas, self.handlers
 
 
 def parse_group(text: str) -> WorkerGroup:
-    """``name=aggregate[,aggregate...]``, as ``--group`` takes it."""
+    """``name=aggregate[,aggregate...][,saga:name...][,handler:name...]``, as ``--group``
+    takes it: a plain name is an aggregate (``aggregate:name`` says so too)."""
     match = _GROUP.match(text.strip())
     if match is None:
-        raise ConfigurationError(
-            f"--group {text!r}: write name=aggregate[,aggregate...], e.g. stock=store_stock"
-        )
-    aggregates = tuple(a.strip() for a in match["aggregates"].split(",") if a.strip())
+        raise ConfigurationError(f"--group {text!r}: write {_GROUP_FORM}")
+    members: dict[str, list[str]] = {kind: [] for kind in _KINDS}
+    for item in (i.strip() for i in match["members"].split(",")):
+        if not item:
+            continue
+        kind, colon, name = item.partition(":")
+        if not colon:
+            kind, name = "aggregate", item
+        kind, name = kind.strip(), name.strip()
+        if kind not in members:
+            raise ConfigurationError(
+                f"--group {text!r}: {item!r} is no aggregate, saga:name or handler:name"
+                f" ({kind!r} is not one of {', '.join(_KINDS)})"
+            )
+        if not name:
+            raise ConfigurationError(f"--group {text!r}: {item!r} names no {kind}")
+        members[kind].append(name)
+    if not any(members.values()):
+        raise ConfigurationError(f"--group {text!r}: write {_GROUP_FORM}")
     try:
-        return WorkerGroup(name=match["name"].strip(), aggregates=aggregates)
+        return WorkerGroup(
+            name=match["name"].strip(),
+            aggregates=tuple(members["aggregate"]),
+            sagas=tuple(members["saga"]),
+            handlers=tuple(members["handler"]),
+        )
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'group'}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()
+        )
         raise ConfigurationError(f"--group {text!r}: {problems}") from exc
 
 
@@ -117,30 +163,56 @@ def chart_owned_settings(topology: TopologySpec) -> list[str]:
     return sorted(set(topology.worker) & (CHART_OWNED_SETTINGS - {"topic_prefix"}))
 
 
+def _written(kind: str, name: str) -> str:
+    """``name`` as ``--group`` writes it: an aggregate plain, else ``kind:name``."""
+    return name if kind == "aggregate" else f"{kind}:{name}"
+
+
 def _check_groups(
-    topology: TopologySpec, aggregates: Sequence[str], groups: Sequence[WorkerGroup]
+    topology: TopologySpec,
+    runs: Mapping[str, Sequence[str]],
+    groups: Sequence[WorkerGroup],
 ) -> None:
+    """Each aggregate, saga and handler of ``runs`` (by kind) in exactly one group, and
+    nothing else in any."""
     names = [g.name for g in groups]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise ConfigurationError(f"worker group {twice[0]!r} is named twice")
-    placed: dict[str, str] = {}
+    placed: dict[tuple[str, str], str] = {}
     for group in groups:
-        for aggregate in group.aggregates:
-            if aggregate not in aggregates:
-                raise ConfigurationError(
-                    f"worker group {group.name!r}: topology {topology.name!r} runs no aggregate"
-                    f" {aggregate!r} (it runs {', '.join(aggregates)})"
-                )
-            if aggregate in placed:
-                raise ConfigurationError(
-                    f"aggregate {aggregate!r} is in worker groups {placed[aggregate]!r} and"
-                    f" {group.name!r}: put it in one"
-                )
-            placed[aggregate] = group.name
-    missing = [a for a in aggregates if a not in placed]
+        for kind, members in zip(_KINDS, group.members(), strict=True):
+            for name in members:
+                if name not in runs[kind]:
+                    raise ConfigurationError(
+                        f"worker group {group.name!r}: topology {topology.name!r} runs no"
+                        f" {kind} {name!r} ({_what_it_runs(kind, runs[kind])})"
+                        + _other_kind_hint(kind, name, runs)
+                    )
+                if (kind, name) in placed:
+                    raise ConfigurationError(
+                        f"{kind} {name!r} is in worker groups {placed[kind, name]!r} and"
+                        f" {group.name!r}: put it in one"
+                    )
+                placed[kind, name] = group.name
+    missing = [
+        _written(kind, name) for kind in _KINDS for name in runs[kind] if (kind, name) not in placed
+    ]
     if missing:
         raise ConfigurationError(f"no worker group runs {', '.join(missing)}: add it to a --group")
+
+
+def _what_it_runs(kind: str, names: Sequence[str]) -> str:
+    return f"it runs {', '.join(names)}" if names else f"it runs no {kind}"
+
+
+def _other_kind_hint(kind: str, name: str, runs: Mapping[str, Sequence[str]]) -> str:
+    """``; 'x' is a saga: write saga:x`` when the name is one of another kind."""
+    for other in _KINDS:
+        if other != kind and name in runs[other]:
+            article = "an" if other == "aggregate" else "a"
+            return f"; {name!r} is {article} {other}: write {_written(other, name)}"
+    return ""
 
 
 def _worker_config(topology: TopologySpec) -> dict[str, Any]:
@@ -205,6 +277,8 @@ def render_values(
     topology: TopologySpec,
     aggregates: Sequence[str],
     *,
+    sagas: Sequence[str] = (),
+    handlers: Sequence[str] = (),
     groups: Sequence[WorkerGroup] = (),
     sinks: Sequence[ConnectorSpec] = (),
     replicas: int | None = None,
@@ -215,12 +289,18 @@ def render_values(
     gateway: bool = True,
     queries: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The chart's values for ``topology``, whose aggregates are ``aggregates``.
+    """The chart's values for ``topology``, which runs ``aggregates``, ``sagas`` and event
+    ``handlers`` (as :meth:`TopologySpec.select`, :meth:`~TopologySpec.select_sagas` and
+    :meth:`~TopologySpec.select_handlers` find them).
 
     Without ``groups`` one group (:data:`DEFAULT_GROUP`) runs them all under the topology's
-    own name. ``replicas`` (default: :data:`DEFAULT_REPLICAS`, at most the partitions) is each
-    group's replica count; more than the partitions is refused, since the extra pods would
-    have no partition to work on. ``registry_url`` turns the chart's registry off.
+    own name; ``groups`` must place each of them in exactly one group. Every group lists its
+    aggregates, sagas and handlers, ``[]`` for none: the chart writes them into its topology
+    file as they are, so no group falls back to the context's defaults.
+
+    ``replicas`` (default: :data:`DEFAULT_REPLICAS`, at most the partitions) is each group's
+    replica count; more than the partitions is refused, since the extra pods would have no
+    partition to work on. ``registry_url`` turns the chart's registry off.
     ``gateway`` runs the command gateway, with ``queries`` (name to SQL) as its named
     queries; without sinks it has no state to read, and queries are refused.
     """
@@ -233,9 +313,16 @@ def render_values(
             f" more workers would have no partition to work on)"
         )
     if groups:
-        _check_groups(topology, aggregates, groups)
+        runs = {"aggregate": aggregates, "saga": sagas, "handler": handlers}
+        _check_groups(topology, runs, groups)
         group_values = [
-            {"name": g.name, "aggregates": list(g.aggregates), "replicaCount": replicas}
+            {
+                "name": g.name,
+                "aggregates": list(g.aggregates),
+                "sagas": list(g.sagas),
+                "handlers": list(g.handlers),
+                "replicaCount": replicas,
+            }
             for g in groups
         ]
     else:
@@ -243,7 +330,9 @@ def render_values(
             {
                 "name": DEFAULT_GROUP,
                 "topologyName": topology.name,
-                "aggregates": list(topology.aggregates or []),
+                "aggregates": list(aggregates),
+                "sagas": list(sagas),
+                "handlers": list(handlers),
                 "replicaCount": replicas,
             }
         ]

@@ -223,6 +223,8 @@ def test_several_worker_groups_each_get_a_statefulset_a_topology_and_a_budget(
     assert {name: s["spec"]["replicas"] for name, s in statefulsets.items()} == {
         "shop-streamfold-worker-stock": 6,
         "shop-streamfold-worker-catalog": 2,
+        "shop-streamfold-worker-orders": 3,
+        "shop-streamfold-worker-notify": 2,
     }
     topologies = {
         c["metadata"]["name"]: c["data"]["topology.yaml"]
@@ -231,9 +233,18 @@ def test_several_worker_groups_each_get_a_statefulset_a_topology_and_a_budget(
     }
     assert topologies["shop-streamfold-worker-stock-topology"].startswith(
         "name: retail.stock\ncontext: topologies.retail.domain:retail\n"
-        "aggregates:\n  - store_stock\n"
+        "aggregates:\n  - store_stock\nsagas: []\nhandlers: []\n"
     )
     assert "  - supplier\n  - item\n" in topologies["shop-streamfold-worker-catalog-topology"]
+    assert (
+        "aggregates:\n  - purchase_order\n  - purchase\n  - invoice\n"
+        "sagas:\n  - replenishment\n  - purchase_flow\nhandlers: []\n"
+    ) in topologies["shop-streamfold-worker-orders-topology"]
+    # A group that leaves lists out gets them as []: it never falls back to "everything".
+    assert (
+        "aggregates: []\nsagas: []\nhandlers:\n  - notify_customer\n"
+        in (topologies["shop-streamfold-worker-notify-topology"])
+    )
     budgets = {p["metadata"]["name"]: p["spec"] for p in rendered.of_kind("PodDisruptionBudget")}
     for name, statefulset in statefulsets.items():
         assert budgets[name]["maxUnavailable"] == 1
@@ -245,6 +256,65 @@ def test_several_worker_groups_each_get_a_statefulset_a_topology_and_a_budget(
     assert env["STREAMFOLD_WORKER_ROCKSDB__BLOCK_CACHE_MB"] == "256"
     (claim,) = stock["volumeClaimTemplates"]
     assert claim["spec"]["resources"]["requests"]["storage"] == "50Gi"
+    # The sagas' stores are on claims as the aggregates' are; the handler keeps no state.
+    assert statefulsets["shop-streamfold-worker-orders"]["spec"]["volumeClaimTemplates"]
+    notify = statefulsets["shop-streamfold-worker-notify"]["spec"]
+    assert "volumeClaimTemplates" not in notify
+    volumes = {v["name"]: v for v in notify["template"]["spec"]["volumes"]}
+    assert volumes["state"] == {"name": "state", "emptyDir": {}}
+    assert notify["serviceName"] == "shop-streamfold-worker-notify-headless"  # stable pod names
+
+
+def test_a_group_with_no_lists_runs_everything_of_the_context(
+    rendered_scenarios: dict[str, Rendered], tmp_path: Path
+) -> None:
+    rendered = rendered_scenarios["values-minimal.yaml"]
+    (statefulset,) = rendered.of_kind("StatefulSet")
+    name = statefulset["metadata"]["name"]
+    text = rendered.named("ConfigMap", f"{name}-topology")["data"]["topology.yaml"]
+    path = tmp_path / "topology.yaml"
+    path.write_text(text)
+    topology = load_topology(path)
+    context = topology.load_context()
+    assert (topology.aggregates, topology.sagas, topology.handlers) == (None, None, None)
+    assert [s.name for s in topology.select_sagas(context)] == [s.name for s in context.sagas]
+    assert [h.name for h in topology.select_handlers(context)] == [h.name for h in context.handlers]
+    assert statefulset["spec"]["volumeClaimTemplates"]
+
+
+@pytest.mark.parametrize(
+    ("groups", "message"),
+    [
+        (
+            "    - name: main\n      aggregates: []\n",
+            'group "main" runs nothing: list its aggregates, sagas or handlers',
+        ),
+        (
+            "    - name: a\n      aggregates: [item]\n      sagas: [replenishment]\n"
+            "    - name: b\n      sagas: [replenishment]\n",
+            'saga "replenishment" is in groups "a" and "b": put it in one',
+        ),
+        (
+            "    - name: a\n      handlers: [notify_customer]\n"
+            "    - name: b\n      aggregates: [item]\n      handlers: [notify_customer]\n",
+            'handler "notify_customer" is in groups "a" and "b"',
+        ),
+        (
+            "    - name: a\n    - name: b\n      aggregates: [item]\n",
+            'group "a" names no aggregates, sagas or handlers, so it runs everything',
+        ),
+    ],
+)
+def test_groups_that_would_run_nothing_or_twice_are_refused(
+    helm: Path, tmp_path: Path, groups: str, message: str
+) -> None:
+    bad = tmp_path / "values-bad.yaml"
+    bad.write_text("workers:\n  groups:\n" + groups)
+    done = run_helm(
+        helm, "template", "t", str(CHART), "-f", str(bad), "--kube-version", KUBE_VERSION
+    )
+    assert done.returncode != 0
+    assert message in done.stderr, done.stderr
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda p: p.stem)
@@ -262,7 +332,12 @@ def test_the_mounted_files_load_as_the_processes_load_them(
             path.write_text(config_map["data"]["topology.yaml"])
             assert args[1] == "/etc/streamfold/topology/topology.yaml"
             topology = load_topology(path)
-            assert topology.select(topology.load_context())
+            context = topology.load_context()
+            assert (
+                topology.select(context)
+                or topology.select_sagas(context)
+                or topology.select_handlers(context)
+            )
         elif args[0] == "sink":
             config_map = rendered.named("ConfigMap", volumes["connector"]["configMap"]["name"])
             path = tmp_path / workload["metadata"]["name"] / "sink.yaml"

@@ -24,6 +24,8 @@ pytestmark = pytest.mark.unit
 
 CONTEXT = "topologies.retail.domain:retail"
 AGGREGATES = ["supplier", "item", "store_stock"]
+SAGAS = ["replenishment", "purchase_flow"]
+HANDLERS = ["notify_customer"]
 ROOT = Path(__file__).resolve().parents[3]
 
 
@@ -43,7 +45,14 @@ def test_one_group_runs_every_aggregate_under_the_topology_name() -> None:
     assert values["workers"] == {
         "config": {"commit_interval_ms": 100, "max_batch": 1000},
         "groups": [
-            {"name": "main", "topologyName": "retail", "aggregates": AGGREGATES, "replicaCount": 3}
+            {
+                "name": "main",
+                "topologyName": "retail",
+                "aggregates": AGGREGATES,
+                "sagas": [],
+                "handlers": [],
+                "replicaCount": 3,
+            }
         ],
     }
     assert values["topology"] == {
@@ -75,9 +84,114 @@ def test_groups_split_the_aggregates_and_take_no_topology_name() -> None:
     groups = [parse_group("stock=store_stock"), parse_group("catalog = supplier, item")]
     values = render_values(topology(), AGGREGATES, groups=groups, replicas=2)
     assert values["workers"]["groups"] == [
-        {"name": "stock", "aggregates": ["store_stock"], "replicaCount": 2},
-        {"name": "catalog", "aggregates": ["supplier", "item"], "replicaCount": 2},
+        {
+            "name": "stock",
+            "aggregates": ["store_stock"],
+            "sagas": [],
+            "handlers": [],
+            "replicaCount": 2,
+        },
+        {
+            "name": "catalog",
+            "aggregates": ["supplier", "item"],
+            "sagas": [],
+            "handlers": [],
+            "replicaCount": 2,
+        },
     ]
+
+
+def test_the_one_group_runs_every_saga_and_handler_the_topology_runs() -> None:
+    values = render_values(topology(), AGGREGATES, sagas=SAGAS, handlers=HANDLERS)
+    (group,) = values["workers"]["groups"]
+    assert group["aggregates"] == AGGREGATES
+    assert group["sagas"] == SAGAS
+    assert group["handlers"] == HANDLERS
+
+
+def test_groups_place_sagas_and_handlers_as_they_place_aggregates() -> None:
+    groups = [
+        parse_group("stock=store_stock,saga:replenishment"),
+        parse_group("catalog=supplier, item, saga:purchase_flow"),
+        parse_group("notify=handler:notify_customer"),
+    ]
+    values = render_values(
+        topology(), AGGREGATES, sagas=SAGAS, handlers=HANDLERS, groups=groups, replicas=2
+    )
+    runs = {
+        g["name"]: (g["aggregates"], g["sagas"], g["handlers"]) for g in values["workers"]["groups"]
+    }
+    assert runs == {
+        "stock": (["store_stock"], ["replenishment"], []),
+        "catalog": (["supplier", "item"], ["purchase_flow"], []),
+        "notify": ([], [], ["notify_customer"]),
+    }
+
+
+@pytest.mark.parametrize(
+    ("groups", "message"),
+    [
+        (
+            ["a=store_stock,item,supplier,saga:replenishment", "b=handler:notify_customer"],
+            "no worker group runs saga:purchase_flow: add it to a --group",
+        ),
+        (
+            ["a=store_stock,item,supplier,saga:replenishment,saga:purchase_flow"],
+            "no worker group runs handler:notify_customer: add it to a --group",
+        ),
+        (
+            [
+                "a=store_stock,item,supplier,saga:replenishment,saga:purchase_flow",
+                "b=saga:replenishment,handler:notify_customer",
+            ],
+            "saga 'replenishment' is in worker groups 'a' and 'b': put it in one",
+        ),
+        (
+            [
+                "a=store_stock,item,supplier,saga:replenishment,saga:purchase_flow",
+                "b=handler:notify_customer,handler:notify_customer",
+            ],
+            "handler 'notify_customer' twice",
+        ),
+        (
+            ["a=store_stock,item,supplier,saga:restock"],
+            r"topology 'retail' runs no saga 'restock' \(it runs replenishment, purchase_flow\)",
+        ),
+        (
+            ["a=store_stock,item,supplier,saga:replenishment,saga:purchase_flow,handler:mail"],
+            r"runs no handler 'mail' \(it runs notify_customer\)",
+        ),
+        (
+            ["a=store_stock,item,supplier,replenishment"],
+            "runs no aggregate 'replenishment' .*; 'replenishment' is a saga:"
+            " write saga:replenishment",
+        ),
+        (
+            ["a=store_stock,item,supplier,handler:item"],
+            "runs no handler 'item' .*; 'item' is an aggregate: write item",
+        ),
+    ],
+)
+def test_groups_must_place_every_saga_and_handler_once(groups: list[str], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        render_values(
+            topology(),
+            AGGREGATES,
+            sagas=SAGAS,
+            handlers=HANDLERS,
+            groups=[parse_group(g) for g in groups],
+        )
+
+
+def test_a_topology_that_runs_no_saga_says_so() -> None:
+    with pytest.raises(
+        ConfigurationError, match=r"runs no saga 'replenishment' \(it runs no saga\)"
+    ):
+        render_values(
+            topology(),
+            AGGREGATES,
+            groups=[parse_group("a=store_stock,item,supplier,saga:replenishment")],
+        )
 
 
 @pytest.mark.parametrize(
@@ -103,6 +217,9 @@ def test_groups_must_place_every_aggregate_once(groups: list[str], message: str)
         ("store_stock", "write name=aggregate"),
         ("Stock=store_stock", "name: String should match pattern"),
         ("stock=,", "write name=aggregate|aggregates"),
+        ("stock=task:x", "'task:x' is no aggregate, saga:name or handler:name"),
+        ("stock=saga:", "'saga:' names no saga"),
+        ("stock=item,item", "it names aggregate 'item' twice"),
     ],
 )
 def test_a_bad_group_is_refused_with_the_form_to_use(text: str, message: str) -> None:
@@ -112,6 +229,20 @@ def test_a_bad_group_is_refused_with_the_form_to_use(text: str, message: str) ->
 
 def test_parse_group_reads_the_name_and_the_aggregates() -> None:
     assert parse_group("hot=store_stock") == WorkerGroup(name="hot", aggregates=("store_stock",))
+
+
+def test_parse_group_reads_sagas_and_handlers_by_their_kind() -> None:
+    assert parse_group(
+        "flows = purchase, aggregate:invoice, saga:purchase_flow, handler: notify_customer"
+    ) == WorkerGroup(
+        name="flows",
+        aggregates=("purchase", "invoice"),
+        sagas=("purchase_flow",),
+        handlers=("notify_customer",),
+    )
+    assert parse_group("notify=handler:notify_customer") == WorkerGroup(
+        name="notify", handlers=("notify_customer",)
+    )
 
 
 def test_settings_the_chart_sets_per_pod_leave_the_config() -> None:

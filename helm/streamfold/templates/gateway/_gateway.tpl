@@ -1,19 +1,23 @@
 {{/*
 What the gateway reads: a topology file over every aggregate some worker group runs (a group
-with no aggregates runs them all, and so does the gateway's file then), and a connector
-directory: the spec of one sink (gateway.connector, default the first) and the named queries.
+that names no aggregates, sagas or handlers runs them all, and so does the gateway's file
+then; it runs no saga or handler either way), and a connector directory: the spec of one
+sink (gateway.connector, default the first) and the named queries.
 */}}
 {{- define "streamfold.gatewayTopologyFile" -}}
 {{- $all := false -}}
 {{- $aggregates := list -}}
 {{- range .Values.workers.groups -}}
-{{- if .aggregates -}}
-{{- $aggregates = concat $aggregates .aggregates -}}
+{{- if include "streamfold.groupNamesMembers" . -}}
+{{- $aggregates = concat $aggregates (default list .aggregates) -}}
 {{- else -}}
 {{- $all = true -}}
 {{- end -}}
 {{- end -}}
-{{- $group := dict "name" "gateway" "topologyName" .Values.topology.name "aggregates" (ternary list (uniq $aggregates) $all) -}}
+{{- $group := dict "name" "gateway" "topologyName" .Values.topology.name -}}
+{{- if not $all -}}
+{{- $_ := set $group "aggregates" (uniq $aggregates) -}}
+{{- end -}}
 {{- include "streamfold.topologyFile" (dict "context" . "group" $group) -}}
 {{- end -}}
 
