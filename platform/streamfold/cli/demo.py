@@ -1,14 +1,19 @@
 """``streamfold demo``: the retail example end to end, from commands to BI reports.
 
 It brings up a stack of its own (Kafka from the fetched jars, the schema registry, the retail
-workers, the retail sink on chDB and the command gateway, on free ports, with its data in
-``.streamfold/demo``, wiped at the start), sends a day of retail traffic
-(:mod:`topologies.retail.day`, fixed seed; the commands of a tenth of the aggregates
-through the command gateway with the SDK, until PROJECTED, the rest produced to Kafka),
-waits until every command is projected (a PROJECTED ack for each), prints the BI reports
-(the named queries of ``connectors/retail/queries``, through the sink's query port), reads
-one of them again through the gateway's query API, and stops the stack, or keeps it until
-Ctrl-C with ``--keep``.
+workers with their sagas and event handler, the retail sink on chDB and the command gateway,
+on free ports, with its data in ``.streamfold/demo``, wiped at the start) and sends a day of
+retail traffic (:mod:`topologies.retail.day`, fixed seed) phase by phase: the trading day
+(the commands of a tenth of the aggregates through the command gateway with the SDK, until
+PROJECTED, the rest produced to Kafka); once the ``replenishment`` saga has raised its
+purchase orders, the confirmed deliveries and the customers' purchases; once their invoices
+are issued, the payments. It waits until every saga instance has ended (each purchase order
+delivered or cancelled, its timers fired, each purchase closed) and every command, the
+sagas' too, is projected; prints the BI reports (the named queries of
+``connectors/retail/queries``, through the sink's query port) and the customer notifications
+``notify_customer`` wrote; checks them against :meth:`~topologies.retail.day.Day.expected`;
+reads two reports again through the gateway's query API; and stops the stack, or keeps it
+until Ctrl-C with ``--keep``.
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -120,10 +127,36 @@ def run_demo(
             codec = AvroCodec(ConfluentSchemaRegistry.from_url(registry.url))
             day = retail_day(commands=commands, seed=seed)
             ids = _send_and_wait(out, settings, codec, retail, day, CommandProducer, gateway.url)
+            orders = set(day.purchase_orders())
+            _wait_for(
+                out,
+                f"the replenishment saga raises {len(orders)} purchase orders",
+                lambda: orders <= _keys(settings, _state_topic(retail, "purchase_order")),
+            )
+            second = day.deliveries + day.purchases
+            ids |= _send_phase(out, settings, codec, retail, second, CommandProducer)
+            bought = {r.command.purchase_id for r in day.purchases}
+            _wait_for(
+                out,
+                f"the purchase saga issues {len(bought)} invoices",
+                lambda: bought <= _keys(settings, _state_topic(retail, "invoice")),
+            )
+            ids |= _send_phase(out, settings, codec, retail, day.payments, CommandProducer)
+            sagas = {"replenishment": orders, "purchase_flow": bought}
+            _wait_for(
+                out,
+                "the sagas finish (deliveries received, late orders reordered and cancelled, "
+                "purchases closed)",
+                lambda: _sagas_ended(settings, retail, sagas),
+            )
+            replenished_on = datetime.now(UTC).date()  # the sagas' commands carry the clock's
+            everything = _command_ids(settings, retail)
+            _wait_projected(out, settings, retail, everything - ids, "the sagas' commands")
+            notices = _notifications(out, settings, retail)
             _wait_caught_up(out, settings, root / "connectors" / "retail", retail)
             out.print(
-                f"{len(ids):,} records sent and projected in {time.monotonic() - started:.1f} s "
-                "since the start"
+                f"{len(ids):,} records sent, {len(everything - ids):,} commands sent by the "
+                f"sagas, all projected in {time.monotonic() - started:.1f} s since the start"
             )
             results: dict[str, tuple[list[str], list[Sequence[Any]]]] = {}
             queries = root / "connectors" / "retail" / "queries"
@@ -132,7 +165,16 @@ def run_demo(
                 columns, rows = run_sql(target, "retail", report.sql, parameters=parameters)
                 results[report.name] = (columns, rows)
                 _print(out, report.title, columns, rows)
-            _query_through_the_gateway(out, gateway.url, results)
+            results["notifications"] = (["customer_id", "purchase_id", "reason"], notices)
+            _print(out, "Customer notifications (notify_customer)", *results["notifications"])
+            cancelled = [r for r in results["purchases"][1] if r[6] == "cancelled"]
+            out.print(
+                f"notify_customer wrote {len(notices)} notifications to "
+                f"{_notifications_topic()}; {len(cancelled)} purchases were cancelled"
+            )
+            _check(out, results, day.expected(replenished_on=replenished_on))
+            for name in ("store_daily_sales", "purchase_orders"):
+                _query_through_the_gateway(out, gateway.url, results, name)
             if keep:
                 out.print(
                     "The stack keeps running (Ctrl-C stops it). Try: "
@@ -168,9 +210,7 @@ def _send_and_wait(
     """Send the day's records; wait for a PROJECTED ack of each; return their command ids."""
     import uuid  # noqa: PLC0415
 
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition  # noqa: PLC0415
-
-    from streamfold.domain.naming import aggregate_topics, context_topics  # noqa: PLC0415
+    from streamfold.domain.naming import aggregate_topics  # noqa: PLC0415
 
     producer = producer_type(settings, codec, context)
     garbage_topic = aggregate_topics(context.name, "store_stock").commands
@@ -220,32 +260,187 @@ def _send_and_wait(
         producer.flush()
         producer.close()
         projected = progress.add_task("projected into ClickHouse", total=len(ids))
-        consumer = Consumer(settings.consumer_config(f"demo-{uuid.uuid4().hex}"))
-        topic = context_topics(context.name).projected
-        partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
-        seen: set[str] = set()
-        deadline = time.monotonic() + 300
-        try:
-            while not ids <= seen:
-                if time.monotonic() > deadline:
-                    missing = len(ids - seen)
-                    raise TimeoutError(f"{missing} commands were not projected in 300 s")
-                first = consumer.poll(0.2)  # then what else is there, without waiting
-                for message in [first, *consumer.consume(1000, 0)] if first else []:
-                    if message.error() is None:
-                        command_id = (message.key() or b"").decode()
-                        if command_id in ids and command_id not in seen:
-                            seen.add(command_id)
-                            progress.advance(projected)
-        finally:
-            consumer.close()
+        _await_acks(settings, context, ids, lambda: progress.advance(projected))
         gateway.join()
     if sum(outcomes.values()) != len(chosen):
         raise RuntimeError("the gateway's share of the day did not all get an answer")
     summary = ", ".join(f"{n} {outcome}" for outcome, n in sorted(outcomes.items()))
     out.print(f"{len(chosen):,} commands sent through the gateway: {summary}")
     return ids
+
+
+def _await_acks(settings: Any, context: Any, ids: set[str], advance: Callable[[], None]) -> None:
+    """Wait for a PROJECTED ack of each of ``ids`` (``advance`` at each)."""
+    import uuid  # noqa: PLC0415
+
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition  # noqa: PLC0415
+
+    from streamfold.domain.naming import context_topics  # noqa: PLC0415
+
+    consumer = Consumer(settings.consumer_config(f"demo-{uuid.uuid4().hex}"))
+    topic = context_topics(context.name).projected
+    partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+    seen: set[str] = set()
+    deadline = time.monotonic() + 300
+    try:
+        while not ids <= seen:
+            if time.monotonic() > deadline:
+                missing = len(ids - seen)
+                raise TimeoutError(f"{missing} commands were not projected in 300 s")
+            first = consumer.poll(0.2)  # then what else is there, without waiting
+            for message in [first, *consumer.consume(1000, 0)] if first else []:
+                if message.error() is None:
+                    command_id = (message.key() or b"").decode()
+                    if command_id in ids and command_id not in seen:
+                        seen.add(command_id)
+                        advance()
+    finally:
+        consumer.close()
+
+
+def _send_phase(
+    out: Console, settings: Any, codec: Any, context: Any, records: list[Any], producer_type: Any
+) -> set[str]:
+    """Produce one phase of the day to Kafka; wait for a PROJECTED ack of each command."""
+    producer = producer_type(settings, codec, context)
+    ids = set()
+    for record in records:
+        headers = {"issued_at": record.issued_at.isoformat(), "principal": record.principal}
+        ids.add(producer.send(record.command, **headers))
+    producer.flush()
+    producer.close()
+    kinds = sorted({type(r.command).__name__ for r in records})
+    _wait_projected(out, settings, context, ids, f"{', '.join(kinds)}")
+    return ids
+
+
+def _wait_projected(out: Console, settings: Any, context: Any, ids: set[str], what: str) -> None:
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, TimeElapsedColumn(), console=out) as progress:
+        task = progress.add_task(f"{what}: projected into ClickHouse", total=len(ids))
+        _await_acks(settings, context, ids, lambda: progress.advance(task))
+
+
+def _wait_for(out: Console, what: str, done: Callable[[], bool], timeout: float = 300) -> None:
+    """Poll ``done`` until it holds (or fail after ``timeout`` seconds)."""
+    since = time.monotonic()
+    with out.status(what):
+        while not done():
+            if time.monotonic() - since > timeout:
+                raise TimeoutError(f"not done in {timeout:.0f} s: {what}")
+            time.sleep(0.25)
+    out.print(f"{what}: done in {time.monotonic() - since:.1f} s")
+
+
+def _state_topic(context: Any, aggregate: str) -> str:
+    from streamfold.domain.naming import aggregate_topics  # noqa: PLC0415
+
+    return aggregate_topics(context.name, aggregate).state
+
+
+def _keys(settings: Any, topic: str) -> set[str]:
+    """The keys of ``topic``'s records (an aggregate's ids, in its state topic)."""
+    from streamfold.transport.reading import read_to_end  # noqa: PLC0415
+
+    return {(m.key() or b"").decode() for m in read_to_end(settings, topic) if m.value()}
+
+
+def _sagas_ended(settings: Any, context: Any, expected: dict[str, set[str]]) -> bool:
+    """Whether each saga's ``expected`` instances have ended and no other one is running:
+    its changelog (its store's) holds a tombstone as the latest record of each instance."""
+    from streamfold.domain.naming import saga_topics  # noqa: PLC0415
+    from streamfold.state.timers import TIMER_PREFIX  # noqa: PLC0415
+    from streamfold.transport.reading import read_to_end  # noqa: PLC0415
+
+    for saga, instances in expected.items():
+        latest: dict[bytes, bool] = {}
+        for message in read_to_end(settings, saga_topics(context.name, saga).changelog):
+            key = message.key() or b""
+            if not key.startswith(TIMER_PREFIX):
+                latest[key] = message.value() is not None
+        ended = {k.decode() for k, running in latest.items() if not running}
+        if any(latest.values()) or not instances <= ended:
+            return False
+    return True
+
+
+def _command_ids(settings: Any, context: Any) -> set[str]:
+    """The id of every record on the context's commands topics (the sagas' commands too)."""
+    from streamfold.contracts.headers import COMMAND_ID  # noqa: PLC0415
+    from streamfold.domain.naming import aggregate_topics  # noqa: PLC0415
+    from streamfold.transport.reading import read_to_end  # noqa: PLC0415
+
+    ids = set()
+    for aggregate in context.aggregates:
+        for message in read_to_end(
+            settings, aggregate_topics(context.name, aggregate.name).commands
+        ):
+            for name, value in message.headers() or []:
+                if name == COMMAND_ID:
+                    ids.add(value.decode())
+    return ids
+
+
+def _notifications_topic() -> str:
+    from topologies.retail.handlers import NOTIFICATIONS  # noqa: PLC0415
+
+    return NOTIFICATIONS  # the demo's deployment has no topic prefix
+
+
+def _notifications(out: Console, settings: Any, context: Any) -> list[Sequence[Any]]:
+    """Once ``notify_customer`` has handled every purchase event: the notices it wrote,
+    (customer, purchase, reason) in order."""
+    import json  # noqa: PLC0415
+
+    from streamfold.domain.naming import aggregate_topics  # noqa: PLC0415
+    from streamfold.sink.progress import caught_up, record_ends  # noqa: PLC0415
+    from streamfold.transport.reading import read_to_end  # noqa: PLC0415
+
+    ends = record_ends(settings, [aggregate_topics(context.name, "purchase").events])
+    group = f"streamfold.{context.name}.handler.notify_customer"  # the topology's group
+    _wait_for(
+        out,
+        "notify_customer handles the purchases' events",
+        lambda: caught_up(settings, group, ends),
+    )
+    notices = [
+        json.loads(m.value() or b"{}") for m in read_to_end(settings, _notifications_topic())
+    ]
+    return sorted((n["customer_id"], n["purchase_id"], n["reason"]) for n in notices)
+
+
+def _comparable(value: Any) -> Any:
+    """One comparable form for a value from ClickHouse (through JSON) or from Python."""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).replace(tzinfo=None)
+    text = str(value)
+    try:
+        return Decimal(text)
+    except InvalidOperation:
+        pass
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return text
+    return parsed.astimezone(UTC).replace(tzinfo=None) if parsed.tzinfo else parsed
+
+
+def _check(
+    out: Console,
+    reports: dict[str, tuple[list[str], list[Sequence[Any]]]],
+    expected: dict[str, list[tuple[Any, ...]]],
+) -> None:
+    """Every report must be what the day's independent computation says."""
+    differ = sorted(set(reports) ^ set(expected)) + [
+        name
+        for name in sorted(set(reports) & set(expected))
+        if [tuple(map(_comparable, r)) for r in reports[name][1]]
+        != [tuple(map(_comparable, r)) for r in expected[name]]
+    ]
+    if differ:
+        raise RuntimeError(f"reports that differ from Day.expected(): {', '.join(differ)}")
+    out.print(f"All {len(expected)} reports equal Day.expected(), computed from the commands alone")
 
 
 async def _send_through_the_gateway(
@@ -289,21 +484,20 @@ async def _send_through_the_gateway(
 
 
 def _query_through_the_gateway(
-    out: Console, url: str, reports: dict[str, tuple[list[str], list[Sequence[Any]]]]
+    out: Console, url: str, reports: dict[str, tuple[list[str], list[Sequence[Any]]]], name: str
 ) -> None:
     """Read one report through the gateway's query API; it must be what ClickHouse said."""
     from streamfold.client import Client  # noqa: PLC0415
     from streamfold.sink.queries import jsonable  # noqa: PLC0415
 
     with Client(url) as client:
-        answer = client.query("store_daily_sales", context="retail")
-    columns, rows = reports["store_daily_sales"]
+        answer = client.query(name, context="retail")
+    columns, rows = reports[name]
     same = answer.columns == columns and answer.rows == jsonable([list(r) for r in rows])
     if not same:
-        raise RuntimeError("the gateway's store_daily_sales differs from ClickHouse's")
+        raise RuntimeError(f"the gateway's {name} differs from ClickHouse's")
     out.print(
-        f"GET {url}/retail/queries/store_daily_sales: {len(answer.rows)} rows, "
-        "the same as the report above"
+        f"GET {url}/retail/queries/{name}: {len(answer.rows)} rows, the same as the report above"
     )
 
 

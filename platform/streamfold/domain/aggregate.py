@@ -38,8 +38,9 @@ from __future__ import annotations
 
 import inspect
 import typing
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 from pydantic import create_model
@@ -58,12 +59,21 @@ from streamfold.domain.messages import (
 from streamfold.domain.naming import AggregateTopics, aggregate_topics
 from streamfold.errors import ConfigurationError, PermanentError, Rejected
 
-__all__ = ["Aggregate", "Decision", "HandlerContractError", "Snapshot", "SoftDelete"]
+__all__ = [
+    "Aggregate",
+    "Decision",
+    "HandlerContractError",
+    "Snapshot",
+    "SoftDelete",
+    "WithTimers",
+]
 
 S = TypeVar("S", bound=State)
 F = TypeVar("F", bound=Callable[..., Any])
 
 IdSpec = str | Callable[[Any], str]
+#: In :attr:`Decision.timers`: the timer is cancelled.
+CANCELLED = datetime.min.replace(tzinfo=UTC)
 #: ``next(command, metadata) -> Decision``, the rest of the chain.
 Next = Callable[[Command, Metadata], "Decision[Any]"]
 #: ``(command, metadata, state, next) -> Decision``.
@@ -84,6 +94,22 @@ class Snapshot(Generic[S]):
 
 
 @dataclass(frozen=True, slots=True)
+class WithTimers:
+    """What a decide returns to set or cancel the aggregate's timers beside its events::
+
+        return WithTimers([SeatReserved(...)], timers={"expire": timedelta(minutes=15)})
+
+    A delay counts from the command's ``issued_at`` (a timer's: its due time), so a
+    decision made again decides the same instant; setting a name again replaces it. An
+    ``on_timer`` decide of the aggregate handles the timer when it comes due.
+    """
+
+    events: Sequence[Event] | Event = ()
+    timers: Mapping[str, datetime | timedelta] = field(default_factory=dict)
+    cancel: Sequence[str] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Decision(Generic[S]):
     """The outcome of an accepted command: its events and the aggregate after them."""
 
@@ -92,6 +118,8 @@ class Decision(Generic[S]):
     state: S | None
     version: int
     deleted: bool = False
+    #: Timers to set (name -> due, aware UTC) or cancel (:data:`CANCELLED`).
+    timers: Mapping[str, datetime] = field(default_factory=dict)
 
     @property
     def event_versions(self) -> range:
@@ -168,6 +196,7 @@ class Aggregate(Generic[S]):
         #: The context's middleware list itself (middleware declared later applies too).
         self._middleware: list[Middleware] = middleware if middleware is not None else []
         self._deciders: dict[type[Command], _Decider] = {}
+        self._timers: dict[str, _Decider] = {}
         self._evolvers: dict[type[Event], _Evolver] = {}
         self.soft_delete: SoftDelete | None = SoftDelete.for_state(state) if soft_delete else None
         self._claim_type(state)
@@ -226,6 +255,71 @@ class Aggregate(Generic[S]):
             return fn
 
         return register
+
+    def on_timer(self, name: str) -> Callable[[F], F]:
+        """Register the decide ``(state, timer[, metadata]) -> event(s)`` of the timer
+        ``name`` (set by a decide returning :class:`WithTimers`); it runs when the timer
+        comes due, on the aggregate as it is then."""
+
+        def register(fn: F) -> F:
+            params = _positional_params(fn, expected=(2, 3), role="timer decide")
+            if name in self._timers:
+                raise ConfigurationError(f"{self!r}: timer {name!r} already has a decide")
+            self._timers[name] = _Decider(fn, False, wants_metadata=len(params) == 3)
+            return fn
+
+        return register
+
+    @property
+    def timer_names(self) -> tuple[str, ...]:
+        return tuple(self._timers)
+
+    def handle_timer(
+        self,
+        state: S | None,
+        version: int,
+        timer: Any,
+        metadata: Metadata,
+        *,
+        aggregate_id: str,
+        deleted: bool = False,
+    ) -> Decision[S] | None:
+        """Decide the due timer ``timer`` (a :class:`~streamfold.domain.saga.TimerFired`);
+        None when the aggregate no longer exists or is deleted. No middleware runs: no
+        command did this."""
+        decider = self._timers.get(timer.name)
+        if decider is None:
+            raise HandlerContractError(f"{self!r} has no decide for timer {timer.name!r}")
+        if state is None or deleted:
+            return None
+        args = (state, timer, metadata) if decider.wants_metadata else (state, timer)
+        events, timers = self._decided(decider.fn(*args), decider.fn, metadata)
+        after = self.fold(events, Snapshot(state, version, deleted))
+        return Decision(
+            aggregate_id, tuple(events), after.state, after.version, after.deleted, timers
+        )
+
+    def _decided(
+        self, result: object, fn: Callable[..., Any], meta: Metadata
+    ) -> tuple[list[Event], dict[str, datetime]]:
+        """A decide's events, and its timers resolved to due instants."""
+        if not isinstance(result, WithTimers):
+            return _as_events(result, fn), {}
+        timers: dict[str, datetime] = {}
+        for name, when in result.timers.items():
+            if name not in self._timers:
+                raise HandlerContractError(f"{self!r} sets timer {name!r} it has no decide for")
+            if isinstance(when, timedelta):
+                timers[name] = (meta.issued_at + when).astimezone(UTC)
+            elif isinstance(when, datetime) and when.tzinfo is not None:
+                timers[name] = when.astimezone(UTC)
+            else:
+                raise HandlerContractError(
+                    f"timer {name!r} must be a timedelta or an aware datetime, got {when!r}"
+                )
+        for name in result.cancel:
+            timers.setdefault(name, CANCELLED)
+        return _as_events(result.events, fn), timers
 
     def _claim_type(self, message: type[Message]) -> None:
         if self._claim is not None:
@@ -341,6 +435,7 @@ class Aggregate(Generic[S]):
                 f"{label} is at version {version}, expected {meta.expected_version}",
             )
         # 3. built-in soft delete / recover
+        timers: dict[str, datetime] = {}
         if decider is None:
             events = self._soft_delete(state, command, label, deleted=deleted)
         else:
@@ -350,10 +445,12 @@ class Aggregate(Generic[S]):
             if state is None and not decider.creates:
                 raise Rejected("not_found", f"{label} does not exist")
             args = (state, command, meta) if decider.wants_metadata else (state, command)
-            events = _as_events(decider.fn(*args), decider.fn)
+            events, timers = self._decided(decider.fn(*args), decider.fn, meta)
         # 7. fold
         after = self.fold(events, Snapshot(state, version, deleted))
-        return Decision(aggregate_id, tuple(events), after.state, after.version, after.deleted)
+        return Decision(
+            aggregate_id, tuple(events), after.state, after.version, after.deleted, timers
+        )
 
     def _soft_delete(
         self, state: S | None, command: Command, label: str, *, deleted: bool

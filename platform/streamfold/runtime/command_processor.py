@@ -47,7 +47,8 @@ from __future__ import annotations
 import time
 import traceback
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -77,9 +78,10 @@ from streamfold.contracts.results import (
     CommandResult,
     Outcome,
 )
-from streamfold.domain.aggregate import Aggregate, Decision
+from streamfold.domain.aggregate import CANCELLED, Aggregate, Decision
 from streamfold.domain.messages import Command, Metadata
 from streamfold.domain.naming import aggregate_topics, context_topics
+from streamfold.domain.saga import TimerFired
 from streamfold.errors import Rejected
 from streamfold.observability.logging import (
     MessageCorrelation,
@@ -91,6 +93,7 @@ from streamfold.observability.tracing import parent_context, traceparent_of, tra
 from streamfold.runtime.processor import Outbox, UnproducibleRecordError
 from streamfold.state.entry import AggregateEntry, CorruptEntryError, StoredResult
 from streamfold.state.rocksdb import PartitionStore
+from streamfold.state.timers import due_timers, parse_timer_key, stage_timers
 from streamfold.transport.partitioning import partition_for
 
 __all__ = ["MESSAGE_LIMIT", "CommandProcessor", "Processed"]
@@ -111,12 +114,16 @@ _CODEC_REASONS: list[tuple[type[CodecError], DeadLetterReason]] = [
     (ModelInvalidError, DeadLetterReason.MODEL_INVALID),
 ]
 _EMPTY = AggregateEntry()
+#: The namespace of the command ids of timer firings (uuid5).
+_TIMERS = uuid.UUID("3e8d2c71-5f4a-4b6e-9c1d-7a2b0e9f6d53")
 
 
 class Processed(Protocol):
     """Counts what happened, for metrics (see streamfold.observability.metrics)."""
 
     def command(self, aggregate: str, outcome: str, n: int = 1) -> None: ...
+
+    def timer_fired(self, saga: str, lateness_seconds: float) -> None: ...
 
     def dead_letter(self, aggregate: str, reason: str) -> None: ...
 
@@ -148,6 +155,7 @@ class CommandProcessor:
         handler_retries: int,
         counters: Processed,
         tracer_provider: trace.TracerProvider | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.aggregate = aggregate
         #: The commands topic's partition count: where each aggregate lives (murmur2).
@@ -157,6 +165,7 @@ class CommandProcessor:
         self.window = idempotency_window
         self.retries = handler_retries
         self.counters = counters
+        self.clock = clock
         self.name = aggregate.name
         self._commands = codec.reader(*aggregate.commands, namespace=namespace)
         self._states = codec.reader(aggregate.state_type, namespace=namespace)
@@ -355,6 +364,7 @@ class CommandProcessor:
             reason = DeadLetterReason.UNENCODABLE
             raise UnproducibleRecordError(about.command_id, reason, str(exc)) from exc
         result = StoredResult(Outcome.ACCEPTED.value, decision.version, tuple(event_types))
+        timers = self._timers(store, akey, entry.timers, decision) if decision.timers else None
         after = entry.after(
             version=decision.version,
             deleted=decision.deleted,
@@ -363,11 +373,109 @@ class CommandProcessor:
             result=result,
             window=self.window,
             tenant=tenant,
+            timers=timers,
         )
         self._stage(store, outbox, about, akey, after)
         self._send_result(outbox, about, aggregate_id, command_type, result)
         self.counters.command(self.name, Outcome.ACCEPTED.value)
         return Outcome.ACCEPTED.value
+
+    # ------------------------------------------------------------------ timers
+
+    @property
+    def has_timers(self) -> bool:
+        return bool(self.aggregate.timer_names)
+
+    def due(self, store: PartitionStore, limit: int) -> list[bytes]:
+        """The index keys of up to ``limit`` of this partition's timers due now."""
+        return due_timers(store, int(self.clock() * 1000), limit)
+
+    def fire(self, store: PartitionStore, outbox: Outbox, index_key: bytes) -> str:
+        """Decide a due timer (one of :meth:`due`) in the open transaction, as a command
+        would be decided: its events and state go out with a command id derived from the
+        aggregate, the timer and its due time, and no result (no one sent it)."""
+        due_ms, akey, name = parse_timer_key(index_key)
+        store.stage(index_key, None)
+        raw = store.get(akey)
+        try:
+            entry = AggregateEntry.decode(raw) if raw is not None else None
+        except CorruptEntryError as exc:
+            log.error(
+                "a timer's aggregate cannot be read; the timer is dropped",
+                aggregate_id=akey.decode(errors="replace"),
+                timer=name,
+                error=str(exc),
+            )
+            return "dropped"
+        if entry is None or entry.timers.get(name) != due_ms:
+            return "stale"  # replaced or cancelled
+        left = {k: v for k, v in entry.timers.items() if k != name}
+        due = datetime.fromtimestamp(due_ms / 1000, UTC)
+        aggregate_id = akey.decode(errors="replace")
+        timer_id = f"{self.topics.commands}/{aggregate_id}/{name}/{due_ms}"
+        command_id = str(uuid.uuid5(_TIMERS, timer_id))
+        cause = f"timer/{name}/{due_ms}"
+        propagated = [(h.COMMAND_ID, command_id.encode()), (h.CAUSATION_ID, cause.encode())]
+        if entry.tenant:
+            propagated.append((h.TENANT, entry.tenant.encode()))
+        about = _Command(command_id, propagated, None, -1)
+        meta = Metadata.model_construct(
+            command_id=uuid.UUID(command_id),
+            request_id=None,
+            tenant=entry.tenant,
+            principal=f"timer:{name}",
+            issued_at=due,
+            expected_version=None,
+        )
+        self.counters.timer_fired(self.name, self.clock() - due_ms / 1000)
+        try:
+            state = (
+                self._states.decode_as(entry.state, self.aggregate.state_type)
+                if entry.state is not None
+                else None
+            )
+            decision = self.aggregate.handle_timer(
+                state,
+                entry.version,
+                TimerFired(name, due),
+                meta,
+                aggregate_id=aggregate_id,
+                deleted=entry.deleted,
+            )
+        except Exception as exc:  # noqa: BLE001 - a user decide; logged, the timer dropped
+            log.error(
+                "a timer's decide failed; the timer is dropped",
+                aggregate_id=aggregate_id,
+                timer=name,
+                error=repr(exc)[:500],
+            )
+            self._stage(store, outbox, about, akey, replace(entry, timers=left))
+            return "dropped"
+        if decision is None:
+            self._stage(store, outbox, about, akey, replace(entry, timers=left))
+            return "ignored"
+        try:
+            state_bytes, _types = self._send_changes(outbox, about, akey, decision)
+        except EncodeError as exc:
+            raise UnproducibleRecordError(cause, DeadLetterReason.UNENCODABLE, str(exc)) from exc
+        timers = self._timers(store, akey, left, decision)
+        after = AggregateEntry(
+            decision.version, decision.deleted, state_bytes, entry.recent, entry.tenant, timers
+        )
+        self._stage(store, outbox, about, akey, after)
+        return "fired"
+
+    def _timers(
+        self, store: PartitionStore, akey: bytes, before: Mapping[str, int], decision: Decision[Any]
+    ) -> dict[str, int]:
+        """The aggregate's timers after ``decision``, their index keys staged."""
+        after = dict(before)
+        for name, due in decision.timers.items():
+            after.pop(name, None)
+            if due != CANCELLED:
+                after[name] = int(due.timestamp() * 1000)
+        stage_timers(store, akey, dict(before), after)
+        return after
 
     # ------------------------------------------------------------------ helpers
 

@@ -40,7 +40,6 @@ history too.
 
 from __future__ import annotations
 
-import struct
 import time
 import traceback
 from collections.abc import Callable, Iterable
@@ -74,13 +73,21 @@ from streamfold.errors import ConfigurationError, PermanentError
 from streamfold.observability.logging import get_logger
 from streamfold.runtime.processor import Outbox, UnproducibleRecordError
 from streamfold.state.rocksdb import PartitionStore
+from streamfold.state.timers import due_timers, parse_timer_key, stage_timers, timer_key
 
-__all__ = ["SagaEntry", "SagaFeed", "SagaMetrics", "SagaProcessor", "namespace_of", "saga_routes"]
+__all__ = [
+    "SagaEntry",
+    "SagaFeed",
+    "SagaMetrics",
+    "SagaProcessor",
+    "namespace_of",
+    "parse_timer_key",
+    "saga_routes",
+    "timer_key",
+]
 
 log = get_logger(__name__)
 
-_TIMER_PREFIX = b"\x00t"
-_DUE = struct.Struct(">Q")
 _EVENT, _OUTCOME = "event", "outcome"
 
 
@@ -131,16 +138,6 @@ class SagaEntry:
         ):
             raise CorruptSagaEntryError("not a saga entry: a field has the wrong type")
         return cls(state, timers, tenant, correlation_id)
-
-
-def timer_key(due_ms: int, saga_id: bytes, name: str) -> bytes:
-    return _TIMER_PREFIX + _DUE.pack(due_ms) + saga_id + b"\x00" + name.encode()
-
-
-def parse_timer_key(key: bytes) -> tuple[int, bytes, str]:
-    (due,) = _DUE.unpack_from(key, len(_TIMER_PREFIX))
-    saga_id, _, name = key[len(_TIMER_PREFIX) + _DUE.size :].rpartition(b"\x00")
-    return due, saga_id, name.decode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -459,17 +456,15 @@ class SagaProcessor:
                 target.writer.encode(command),
                 [(h.COMMAND_ID, str(command_id).encode()), *base],
             )
+        before = dict(entry.timers)
         for name, due in decided.timers.items():
-            old = entry.timers.pop(name, None)
-            if old is not None:
-                store.stage(timer_key(old, key, name), None)
+            entry.timers.pop(name, None)
             if not is_cancelled(due):
-                due_ms = int(due.timestamp() * 1000)
-                entry.timers[name] = due_ms
-                store.stage(timer_key(due_ms, key, name), b"")
+                entry.timers[name] = int(due.timestamp() * 1000)
         if decided.ended:
-            for name, due_ms in entry.timers.items():
-                store.stage(timer_key(due_ms, key, name), None)
+            entry.timers.clear()
+        stage_timers(store, key, before, entry.timers)
+        if decided.ended:
             store.stage(key, None)
             return
         entry.state = self._state_writer.encode(decided.state)
@@ -501,14 +496,7 @@ class SagaProcessor:
 
     def due(self, store: PartitionStore, limit: int) -> list[bytes]:
         """The index keys of up to ``limit`` timers due now, earliest first."""
-        now_ms = int(self.clock() * 1000)
-        stop = _TIMER_PREFIX + _DUE.pack(now_ms + 1)
-        keys = []
-        for key, _value in store.scan(_TIMER_PREFIX, stop):
-            keys.append(key)
-            if len(keys) >= limit:
-                break
-        return keys
+        return due_timers(store, int(self.clock() * 1000), limit)
 
     def fire(self, store: PartitionStore, outbox: Outbox, index_key: bytes) -> str:
         """Fire the timer of ``index_key`` (one of :meth:`due`) in the open transaction."""

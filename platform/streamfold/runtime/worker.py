@@ -13,8 +13,8 @@ fences its zombie. The transaction is the :class:`~streamfold.runtime.checkpoint
 the worker tracks which inputs a batch holds and when it is due; the checkpoint owns begin,
 send, commit, abort and rewind.
 
-Saga timers fire from the loop (at most every ``_TIMER_CHECK_S``), each in the open batch
-like an input.
+Timers (of sagas, and of aggregates that set them) fire from the loop (at most every
+``_TIMER_CHECK_S``), each in the open batch like an input.
 
 A batch commits when ``max_batch`` inputs are in it, when it has been open for
 ``commit_interval_ms``, or as soon as the consumer has nothing more to give right now (so a
@@ -140,7 +140,7 @@ class AggregateWorker:
         self.group_id = f"{settings.topic_prefix}{topology.group_id}"
         self.processors: dict[str, Processor] = {}  # input topic -> its processor
         self.feeds: dict[str, SagaFeed] = {}  # source topic -> the feed of its sagas
-        self._timed: list[SagaProcessor] = []
+        self._timed: list[SagaProcessor | CommandProcessor] = []
         self._next_timer_check = 0.0
         self._running = False
         self._started = False
@@ -170,8 +170,11 @@ class AggregateWorker:
                 idempotency_window=self.settings.idempotency_window,
                 handler_retries=self.settings.handler_retries,
                 counters=self.metrics,
+                clock=self.clock,
             )
             self.processors[processor.input_topic] = processor
+            if processor.has_timers:
+                self._timed.append(processor)
         self._add_sagas()
         changelogs = {topic: p.changelog_topic for topic, p in self.processors.items()}
         producer = self._producer()

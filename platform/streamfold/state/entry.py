@@ -16,14 +16,18 @@ an entry's size, and so the changelog's, proportional to the aggregate, not to i
 Tenant: the entry keeps the ``tenant`` header of the command that created the aggregate
 (None when it had none); every later command must carry the same tenant.
 
-Encoding: msgpack of ``[version, deleted, state, [[command_id, result...], ...], tenant]``
-(entries written before tenants were kept have four elements: tenant None).
+Timers: an aggregate that sets timers keeps them here too (name -> due, ms since the epoch;
+see :mod:`streamfold.state.timers`).
+
+Encoding: msgpack of ``[version, deleted, state, [[command_id, result...], ...], tenant]``,
+with ``timers`` as a sixth element when there are any (entries written before tenants
+were kept have four elements: tenant None).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
@@ -67,6 +71,8 @@ class AggregateEntry:
     recent: tuple[Sequence[Any], ...] = ()
     #: The tenant the aggregate belongs to (that of the command that created it).
     tenant: str | None = None
+    #: Its timers: name -> due (ms since the epoch).
+    timers: Mapping[str, int] = field(default_factory=dict)
 
     def result_of(self, command_id: str) -> StoredResult | None:
         """The stored result of ``command_id`` if it is among the recent commands."""
@@ -85,17 +91,23 @@ class AggregateEntry:
         result: StoredResult,
         window: int,
         tenant: str | None = None,
+        timers: Mapping[str, int] | None = None,
     ) -> AggregateEntry:
         """The entry after a command: new version and state, its result remembered (a new
-        aggregate takes ``tenant``; an existing one keeps its own)."""
+        aggregate takes ``tenant``; an existing one keeps its own), its timers ``timers``
+        (unchanged when None)."""
         recent = (*self.recent, [command_id, result.pack()])
         owner = self.tenant if self.version else tenant
-        return AggregateEntry(version, deleted, state, recent[-window:] if window else (), owner)
+        kept = recent[-window:] if window else ()
+        now = self.timers if timers is None else timers
+        return AggregateEntry(version, deleted, state, kept, owner, now)
 
     def encode(self) -> bytes:
         fields: list[Any] = [self.version, self.deleted, self.state, self.recent]
-        if self.tenant is not None:
+        if self.tenant is not None or self.timers:
             fields.append(self.tenant)
+        if self.timers:
+            fields.append(dict(self.timers))
         return msgpack.packb(fields, use_bin_type=True)  # type: ignore[no-any-return]
 
     @classmethod
@@ -103,8 +115,13 @@ class AggregateEntry:
         try:
             version, deleted, state, recent, *rest = msgpack.unpackb(data, raw=False)
             tenant = rest[0] if rest else None
-            if len(rest) > 1 or not (tenant is None or isinstance(tenant, str)):
+            timers = rest[1] if len(rest) > 1 else {}
+            if (
+                len(rest) > 2
+                or not (tenant is None or isinstance(tenant, str))
+                or not isinstance(timers, dict)
+            ):
                 raise ValueError("unexpected fields after the recent results")
-            return cls(version, deleted, state, tuple(recent), tenant)
+            return cls(version, deleted, state, tuple(recent), tenant, timers)
         except (ValueError, TypeError, msgpack.UnpackException) as exc:
             raise CorruptEntryError(f"not an aggregate entry ({len(data)} bytes): {exc}") from exc

@@ -19,11 +19,12 @@ The subject is the first argument: given a saga, ``given`` starts a saga scenari
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any, Generic, TypeVar, overload
 
-from streamfold.domain.aggregate import Aggregate, Decision, Snapshot
+from streamfold.domain.aggregate import CANCELLED, Aggregate, Decision, Snapshot
 from streamfold.domain.messages import Command, Event, Metadata, State
-from streamfold.domain.saga import Saga
+from streamfold.domain.saga import Saga, TimerFired
 from streamfold.errors import Rejected
 from streamfold.testing.diff import diff
 from streamfold.testing.sagas import SagaGiven, given_saga
@@ -92,6 +93,26 @@ class Given(Generic[S]):
         self.aggregate = aggregate
         self.snapshot = snapshot
 
+    def when_timer(self, name: str, due: datetime, metadata: Metadata | None = None) -> Outcome[S]:
+        """Fire the aggregate's timer ``name`` due at ``due``, as a worker would then."""
+        snap = self.snapshot
+        meta = metadata or Metadata(issued_at=due)
+        try:
+            decision = self.aggregate.handle_timer(
+                snap.state,
+                snap.version,
+                TimerFired(name, due),
+                meta,
+                aggregate_id="given",
+                deleted=snap.deleted,
+            )
+        except Rejected as rejected:
+            return Outcome(TimerFired(name, due), None, rejected)
+        if decision is None:
+            empty: Decision[S] = Decision("given", (), snap.state, snap.version, snap.deleted)
+            return Outcome(TimerFired(name, due), empty, None)
+        return Outcome(TimerFired(name, due), decision, None)
+
     def when(self, command: Command, metadata: Metadata | None = None) -> Outcome[S]:
         """Handle ``command`` as a worker would; a rejection is captured, not raised."""
         snap = self.snapshot
@@ -108,7 +129,10 @@ class Outcome(Generic[S]):
     """What happened to the command; assert on it with the ``expect_*`` methods."""
 
     def __init__(
-        self, command: Command, decision: Decision[S] | None, rejection: Rejected | None
+        self,
+        command: Command | TimerFired,
+        decision: Decision[S] | None,
+        rejection: Rejected | None,
     ) -> None:
         self.command = command
         self.decision = decision
@@ -165,6 +189,21 @@ class Outcome(Generic[S]):
         actual = self._accepted(f"version {version}").version
         if actual != version:
             raise AssertionError(f"expected version {version}, got {actual}")
+        return self
+
+    def expect_timer(
+        self, name: str, *, at: datetime | None = None, cancelled: bool = False
+    ) -> Outcome[S]:
+        """Expect the decision to set the aggregate's timer ``name`` (due ``at``, if given)
+        or, with ``cancelled``, to cancel it."""
+        __tracebackhide__ = True
+        timers = self._accepted(f"timer {name!r}").timers
+        if name not in timers:
+            raise AssertionError(f"expected timer {name!r}; set: {sorted(timers)}")
+        if cancelled != (timers[name] == CANCELLED):
+            raise AssertionError(f"expected timer {name!r} {'cancelled' if cancelled else 'set'}")
+        if at is not None and timers[name] != at:
+            raise AssertionError(f"timer {name!r}: expected due {at}, got {timers[name]}")
         return self
 
     def expect_deleted(self, deleted: bool = True) -> Outcome[S]:

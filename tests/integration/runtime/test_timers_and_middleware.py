@@ -14,7 +14,7 @@ from streamfold.testing.pytest_plugin import scaled
 from streamfold.transport.reading import read_to_end
 
 from .conftest import TimedRun, worker_metrics
-from .timed import Rang, Ring, Schedule, timed
+from .timed import Hold, Rang, Ring, Schedule, timed
 
 pytestmark = [pytest.mark.integration]
 
@@ -135,3 +135,37 @@ def test_middleware_rejects_a_forbidden_principal_from_kafka_and_from_a_saga(
     log = (timed_run.directory / "worker-t1.log").read_text(encoding="utf-8")
     assert '"saga_id": "vip-1"' in log and "no handler took its outcome" in log
     assert "tests.integration.runtime.timed.guard" in log  # the order printed at start
+
+
+def test_an_aggregates_own_timer_fires_once_after_a_sigkill_and_never_early(
+    timed_run: TimedRun,
+) -> None:
+    worker = timed_run.worker("t1")
+    timed_run.producer.send(Schedule(reminder_id="h-1", delay_seconds=3600))
+    held_at = time.time()
+    timed_run.producer.send(Hold(reminder_id="h-1", seconds=8))
+    timed_run.producer.flush()
+    wait_for(lambda: "Held" in event_types(timed_run, "h-1"), 60, "the hold")
+    worker.kill()  # the timer is in the committed entry and the changelog
+    time.sleep(2)
+    worker.start(timeout=120)
+    wait_for(lambda: "Released" in event_types(timed_run, "h-1"), 60, "the release")
+    time.sleep(3)
+    assert event_types(timed_run, "h-1") == ["Scheduled", "Held", "Released"]
+    released = next(
+        m
+        for m in read_to_end(timed_run.settings, timed_run.topics.events)
+        if h.header_map(m.headers()).get(h.MESSAGE_TYPE) == "Released"
+    )
+    assert released.timestamp()[1] / 1000 >= held_at + 8 - 1
+    headers = h.header_map(released.headers())
+    assert headers[h.CAUSATION_ID].startswith("timer/release/")
+    assert headers[h.AGGREGATE_VERSION] == "3"
+
+
+def event_types(run: TimedRun, reminder: str) -> list[str]:
+    return [
+        h.header_map(m.headers()).get(h.MESSAGE_TYPE, "")
+        for m in read_to_end(run.settings, run.topics.events)
+        if m.key() == reminder.encode()
+    ]

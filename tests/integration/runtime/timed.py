@@ -18,8 +18,9 @@ from typing import Any
 from pydantic import PositiveInt
 
 from streamfold.domain import BoundedContext, Command, Event, Metadata, Rejected, State
+from streamfold.domain.aggregate import WithTimers
 from streamfold.domain.handlers import HandlerContext
-from streamfold.domain.saga import SagaStep
+from streamfold.domain.saga import SagaStep, TimerFired
 
 timed = BoundedContext("timed", namespace="io.streamfold.timed")
 
@@ -63,6 +64,43 @@ def ring(state: Reminder, cmd: Ring) -> Rang:
     if state.rang:
         raise Rejected("already_rang", f"reminder {cmd.reminder_id} rang already")
     return Rang(reminder_id=cmd.reminder_id)
+
+
+class Hold(Command):
+    """Hold the reminder for ``seconds``: an aggregate's own timer releases it."""
+
+    reminder_id: str
+    seconds: PositiveInt
+
+
+class Held(Event):
+    reminder_id: str
+    seconds: int
+
+
+class Released(Event):
+    reminder_id: str
+
+
+@reminders.decides(Hold)
+def hold(state: Reminder, cmd: Hold) -> WithTimers:
+    held = Held(reminder_id=cmd.reminder_id, seconds=cmd.seconds)
+    return WithTimers([held], timers={"release": timedelta(seconds=cmd.seconds)})
+
+
+@reminders.on_timer("release")
+def release(state: Reminder, timer: TimerFired) -> Released:
+    return Released(reminder_id=state.reminder_id)
+
+
+@reminders.evolves(Held)
+def held(state: Reminder, event: Held) -> Reminder:
+    return state
+
+
+@reminders.evolves(Released)
+def released(state: Reminder, event: Released) -> Reminder:
+    return state
 
 
 @reminders.evolves(Scheduled, creates=True)
