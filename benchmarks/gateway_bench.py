@@ -63,7 +63,8 @@ from streamfold.transport.settings import KafkaSettings
 from transaction_floor import measure_floor
 
 ROOT = Path(__file__).resolve().parents[1]
-TOPOLOGY = ROOT / "topologies" / "retail" / "topology.yaml"
+#: The retail write path alone (no sagas or handlers), as before they existed.
+TOPOLOGY = ROOT / "topologies" / "retail" / "stock-only.yaml"
 REPORT = ROOT / "benchmarks" / "reports" / "gateway.md"
 AGGREGATES = 2000
 

@@ -46,7 +46,8 @@ from streamfold.transport.reading import reader, watermarks
 from streamfold.transport.settings import KafkaSettings
 
 ROOT = Path(__file__).resolve().parents[1]
-TOPOLOGY = ROOT / "topologies" / "retail" / "topology.yaml"
+#: The retail write path alone (no sagas or handlers), as before they existed.
+TOPOLOGY = ROOT / "topologies" / "retail" / "stock-only.yaml"
 WARM_UP = 200
 
 

@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import typer
 from rich.console import Console
@@ -135,7 +135,7 @@ def run_demo(
             )
             second = day.deliveries + day.purchases
             ids |= _send_phase(out, settings, codec, retail, second, CommandProducer)
-            bought = {r.command.purchase_id for r in day.purchases}
+            bought = {cast(Any, r.command).purchase_id for r in day.purchases}
             _wait_for(
                 out,
                 f"the purchase saga issues {len(bought)} invoices",
@@ -150,12 +150,12 @@ def run_demo(
                 lambda: _sagas_ended(settings, retail, sagas),
             )
             replenished_on = datetime.now(UTC).date()  # the sagas' commands carry the clock's
-            everything = _command_ids(settings, retail)
+            everything, by_sagas = _command_ids(settings, retail)
             _wait_projected(out, settings, retail, everything - ids, "the sagas' commands")
             notices = _notifications(out, settings, retail)
             _wait_caught_up(out, settings, root / "connectors" / "retail", retail)
             out.print(
-                f"{len(ids):,} records sent, {len(everything - ids):,} commands sent by the "
+                f"{len(ids):,} records sent, {len(by_sagas):,} commands sent by the "
                 f"sagas, all projected in {time.monotonic() - started:.1f} s since the start"
             )
             results: dict[str, tuple[list[str], list[Sequence[Any]]]] = {}
@@ -365,21 +365,22 @@ def _sagas_ended(settings: Any, context: Any, expected: dict[str, set[str]]) -> 
     return True
 
 
-def _command_ids(settings: Any, context: Any) -> set[str]:
-    """The id of every record on the context's commands topics (the sagas' commands too)."""
-    from streamfold.contracts.headers import COMMAND_ID  # noqa: PLC0415
+def _command_ids(settings: Any, context: Any) -> tuple[set[str], set[str]]:
+    """The id of every record on the context's commands topics, and of those the sagas sent."""
+    from streamfold.contracts.headers import COMMAND_ID, PRINCIPAL, header_map  # noqa: PLC0415
     from streamfold.domain.naming import aggregate_topics  # noqa: PLC0415
     from streamfold.transport.reading import read_to_end  # noqa: PLC0415
 
-    ids = set()
+    ids, by_sagas = set(), set()
     for aggregate in context.aggregates:
-        for message in read_to_end(
-            settings, aggregate_topics(context.name, aggregate.name).commands
-        ):
-            for name, value in message.headers() or []:
-                if name == COMMAND_ID:
-                    ids.add(value.decode())
-    return ids
+        topic = aggregate_topics(context.name, aggregate.name).commands
+        for message in read_to_end(settings, topic):
+            headers = header_map(message.headers())
+            if command_id := headers.get(COMMAND_ID):
+                ids.add(command_id)
+                if headers.get(PRINCIPAL, "").startswith("saga:"):
+                    by_sagas.add(command_id)
+    return ids, by_sagas
 
 
 def _notifications_topic() -> str:
@@ -407,7 +408,9 @@ def _notifications(out: Console, settings: Any, context: Any) -> list[Sequence[A
     notices = [
         json.loads(m.value() or b"{}") for m in read_to_end(settings, _notifications_topic())
     ]
-    return sorted((n["customer_id"], n["purchase_id"], n["reason"]) for n in notices)
+    return [
+        list(n) for n in sorted((n["customer_id"], n["purchase_id"], n["reason"]) for n in notices)
+    ]
 
 
 def _comparable(value: Any) -> Any:

@@ -44,6 +44,7 @@ __all__ = [
     "SAGA_ID",
     "SAGA_INPUT",
     "SAGA_SOURCE",
+    "SAGA_TIME",
     "TENANT",
     "TRACEPARENT",
     "DeadLetterReason",
@@ -76,6 +77,8 @@ SAGA_ID = "saga_id"
 #: On a saga's input record: what it is (``event``, ``outcome``) and where it came from.
 SAGA_INPUT = "saga.input"
 SAGA_SOURCE = "saga.source"
+#: On a saga's input record: the source record's timestamp (ms), the input's time.
+SAGA_TIME = "saga.time"
 
 #: Headers copied from a command onto everything it causes.
 PROPAGATED = (

@@ -219,6 +219,7 @@ class SagaFeed:
         raw = message.headers() or []
         headers = h.header_list(raw)
         source = f"{message.topic()}/{message.partition()}/{message.offset()}"
+        stamp = str(message.timestamp()[1]).encode()
         if self._outcomes:
             saga: str | None = None
             saga_id: bytes | None = None
@@ -230,7 +231,11 @@ class SagaFeed:
             inputs = self._outcomes.get(saga) if saga is not None else None
             if inputs is None or saga_id is None:
                 return "skipped"
-            extra = [(h.SAGA_INPUT, _OUTCOME.encode()), (h.SAGA_SOURCE, source.encode())]
+            extra = [
+                (h.SAGA_INPUT, _OUTCOME.encode()),
+                (h.SAGA_SOURCE, source.encode()),
+                (h.SAGA_TIME, stamp),
+            ]
             outbox.send(inputs, saga_id, message.value(), [*headers, *extra])
             return "forwarded"
         message_type = next(
@@ -260,6 +265,7 @@ class SagaFeed:
         extra = [
             (h.SAGA_INPUT, _EVENT.encode()),
             (h.SAGA_SOURCE, source.encode()),
+            (h.SAGA_TIME, stamp),
             ("saga.aggregate_id", key),
         ]
         for instance, inputs in targets:
@@ -337,7 +343,8 @@ class SagaProcessor:
             return self._dead_letter(message, DeadLetterReason.UNDECODABLE_PAYLOAD, exc, outbox)
         if item is None:
             return "skipped"
-        _kind, millis = message.timestamp()
+        stamp = raw.get(h.SAGA_TIME, "")
+        millis = int(stamp) if stamp.isdigit() else message.timestamp()[1]
         occurred = datetime.fromtimestamp(millis / 1000, UTC) if millis > 0 else _now()
         version = raw.get(h.AGGREGATE_VERSION)
         meta = SagaMetadata(

@@ -34,7 +34,11 @@ from streamfold.transport.settings import KafkaSettings
 from .faulty import faulty
 from .timed import timed
 
-TOPOLOGY = Path(__file__).resolve().parents[3] / "topologies" / "retail" / "topology.yaml"
+RETAIL = Path(__file__).resolve().parents[3] / "topologies" / "retail"
+#: The write path alone (no sagas, no handlers): what the write-side tests run.
+TOPOLOGY = RETAIL / "stock-only.yaml"
+#: Every aggregate, saga and handler of retail.
+FULL_TOPOLOGY = RETAIL / "topology.yaml"
 
 
 @dataclass
@@ -53,11 +57,13 @@ class RetailRun:
     def stock_topics(self) -> AggregateTopics:
         return aggregate_topics("retail", "store_stock", self.prefix)
 
-    def worker(self, instance: str = "w1", **env: str) -> WorkerProcess:
+    def worker(
+        self, instance: str = "w1", *, topology: Path = TOPOLOGY, **env: str
+    ) -> WorkerProcess:
         """Start a worker instance (its own state dir and health port) and wait until ready."""
         (port,) = free_ports(1)
         process = WorkerProcess(
-            TOPOLOGY,
+            topology,
             bootstrap_servers=self.settings.bootstrap_servers,
             registry_url=self.registry_url,
             instance_id=instance,

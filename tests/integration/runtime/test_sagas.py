@@ -23,7 +23,7 @@ from streamfold.domain.naming import aggregate_topics
 from streamfold.testing.pytest_plugin import scaled
 from streamfold.transport.reading import read_to_end
 
-from .conftest import RetailRun, worker_metrics
+from .conftest import FULL_TOPOLOGY, RetailRun, worker_metrics
 
 pytestmark = [pytest.mark.integration]
 
@@ -91,7 +91,7 @@ def purchase(index: int, store: int, quantity: int = 1) -> d.PlacePurchase:
 
 
 def test_a_purchase_is_invoiced_shipped_and_completed_or_cancelled(retail_run: RetailRun) -> None:
-    retail_run.worker("w1")
+    retail_run.worker("w1", topology=FULL_TOPOLOGY)
     stock_up(retail_run, 1, quantity=3)
     for index in range(4):  # the fourth cannot ship: 3 on hand
         retail_run.producer.send(purchase(index, 0))
@@ -135,7 +135,7 @@ def test_a_purchase_is_invoiced_shipped_and_completed_or_cancelled(retail_run: R
 def test_a_late_delivery_is_reordered_once_then_cancelled_by_timers(
     retail_run: RetailRun,
 ) -> None:
-    worker = retail_run.worker("w1")
+    worker = retail_run.worker("w1", topology=FULL_TOPOLOGY)
     stock_up(retail_run, 2, quantity=10)
     for store in range(2):
         retail_run.producer.send(
@@ -198,10 +198,12 @@ def test_a_late_delivery_is_reordered_once_then_cancelled_by_timers(
 def test_purchases_under_sigkills_send_each_command_exactly_once(
     retail_run: RetailRun, test_scale: float
 ) -> None:
-    retail_run.worker("w1")
+    retail_run.worker("w1", topology=FULL_TOPOLOGY)
     hold = retail_run.directory / "hold-w2"
     held = hold.with_name("hold-w2.held")
-    victim = retail_run.worker("w2", STREAMFOLD_WORKER_PAUSE_IN_TRANSACTION_FILE=str(hold))
+    victim = retail_run.worker(
+        "w2", topology=FULL_TOPOLOGY, STREAMFOLD_WORKER_PAUSE_IN_TRANSACTION_FILE=str(hold)
+    )
     stores = 12
     least = scaled(3_000, test_scale, 600)
     stock_up(retail_run, stores, quantity=100_000)

@@ -26,6 +26,8 @@ def test_queries_fill_only_a_checked_database_name() -> None:
         "current_stock",
         "low_stock",
         "rejected_sales",
+        "purchase_orders",
+        "purchases",
     ]
     assert all("{database}" not in r.sql and "`retail`." in r.sql for r in reports)
     with pytest.raises(Exception, match="identifier"):
