@@ -115,8 +115,9 @@ class RetailRun:
         for saga in retail.sagas:
             names.extend(astuple(saga_topics("retail", saga.name, self.prefix)))
         names.append(context_topics("retail", self.prefix).dlq)
-        wanted = [TopicPartition(n, p) for n in names for p in range(partitions)]
         admin = AdminClient(self.settings.admin_config())
+        existing = set(admin.list_topics(timeout=30).topics)  # the topology's, of these
+        wanted = [TopicPartition(n, p) for n in names if n in existing for p in range(partitions)]
 
         def ends(isolation: IsolationLevel) -> dict[tuple[str, int], int]:
             futures = admin.list_offsets(

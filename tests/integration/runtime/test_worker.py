@@ -88,6 +88,10 @@ def test_state_get_reads_the_committed_state(retail_run: RetailRun) -> None:
         "item_id": "i1",
         "on_hand": 5,
         "sold_amount": "3.00",
+        "supplier_id": None,  # no reorder policy
+        "reorder_point": 0,
+        "reorder_quantity": 0,
+        "lead_time_seconds": 0,
     }
     missing = CliRunner().invoke(app, ["state", "get", "store_stock", "nobody/none", *common])
     assert missing.exit_code == 3
