@@ -16,6 +16,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigurationError",
+    "HandlerContractError",
     "HostEnvironmentError",
     "PermanentError",
     "Rejected",
@@ -38,6 +39,11 @@ class PermanentError(StreamfoldError):
 
 class ConfigurationError(PermanentError):
     """A setting, file or argument is wrong; the message names it."""
+
+
+class HandlerContractError(PermanentError):
+    """A decide, evolve or saga handler broke its contract (wrong return type, unknown
+    event, a timer it has no handler for)."""
 
 
 class HostEnvironmentError(PermanentError):

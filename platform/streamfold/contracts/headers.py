@@ -49,9 +49,11 @@ __all__ = [
     "TRACEPARENT",
     "DeadLetterReason",
     "Headers",
+    "dead_letter_headers",
     "derived_command_id",
     "header_list",
     "header_map",
+    "qualified_name",
 ]
 
 COMMAND_ID = "command_id"
@@ -153,6 +155,39 @@ def _text(value: str | bytes | None) -> str:
 def derived_command_id(topic: str, partition: int, offset: int) -> str:
     """The stable command id of a record that carries none."""
     return str(uuid.uuid5(_NAMESPACE, f"{topic}/{partition}/{offset}"))
+
+
+def dead_letter_headers(
+    original: RawHeaders,
+    reason: DeadLetterReason,
+    error: str,
+    exception: str,
+    source: tuple[str, int, int],
+    attempts: int,
+) -> Headers:
+    """A dead letter's headers: the record's own (earlier ``dlq.*`` ones dropped), then the
+    reason, the error (cut to 4,000 characters), the exception's qualified class name, the
+    source topic/partition/offset, the failure time (now) and the attempts."""
+    from datetime import UTC, datetime  # noqa: PLC0415 - this module's other users need none
+
+    topic, partition, offset = source
+    kept = [(k, v) for k, v in header_list(original) if not k.startswith("dlq.")]
+    return [
+        *kept,
+        (DLQ_REASON, reason.value.encode()),
+        (DLQ_ERROR, error[:4000].encode()),
+        (DLQ_EXCEPTION, exception.encode()),
+        (DLQ_SOURCE_TOPIC, topic.encode()),
+        (DLQ_SOURCE_PARTITION, str(partition).encode()),
+        (DLQ_SOURCE_OFFSET, str(offset).encode()),
+        (DLQ_FAILED_AT, datetime.now(UTC).isoformat().encode()),
+        (DLQ_ATTEMPTS, str(attempts).encode()),
+    ]
+
+
+def qualified_name(error: BaseException) -> str:
+    """``module.Class`` of an exception, as ``dlq.exception`` names it."""
+    return f"{type(error).__module__}.{type(error).__qualname__}"
 
 
 def encode(pairs: Iterable[tuple[str, str | None]]) -> Headers:

@@ -40,7 +40,7 @@ import inspect
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 from pydantic import create_model
@@ -57,9 +57,11 @@ from streamfold.domain.messages import (
     State,
 )
 from streamfold.domain.naming import AggregateTopics, aggregate_topics
-from streamfold.errors import ConfigurationError, PermanentError, Rejected
+from streamfold.domain.timers import CANCELLED, resolve_due
+from streamfold.errors import ConfigurationError, HandlerContractError, Rejected
 
 __all__ = [
+    "CANCELLED",
     "Aggregate",
     "Decision",
     "HandlerContractError",
@@ -72,16 +74,11 @@ S = TypeVar("S", bound=State)
 F = TypeVar("F", bound=Callable[..., Any])
 
 IdSpec = str | Callable[[Any], str]
-#: In :attr:`Decision.timers`: the timer is cancelled.
-CANCELLED = datetime.min.replace(tzinfo=UTC)
+
 #: ``next(command, metadata) -> Decision``, the rest of the chain.
 Next = Callable[[Command, Metadata], "Decision[Any]"]
 #: ``(command, metadata, state, next) -> Decision``.
 Middleware = Callable[[Command, Metadata, Any, Next], "Decision[Any]"]
-
-
-class HandlerContractError(PermanentError):
-    """A decide or evolve function broke its contract (wrong return type, unknown event)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,14 +306,7 @@ class Aggregate(Generic[S]):
         for name, when in result.timers.items():
             if name not in self._timers:
                 raise HandlerContractError(f"{self!r} sets timer {name!r} it has no decide for")
-            if isinstance(when, timedelta):
-                timers[name] = (meta.issued_at + when).astimezone(UTC)
-            elif isinstance(when, datetime) and when.tzinfo is not None:
-                timers[name] = when.astimezone(UTC)
-            else:
-                raise HandlerContractError(
-                    f"timer {name!r} must be a timedelta or an aware datetime, got {when!r}"
-                )
+            timers[name] = resolve_due(name, when, meta.issued_at)
         for name in result.cancel:
             timers.setdefault(name, CANCELLED)
         return _as_events(result.events, fn), timers

@@ -38,13 +38,13 @@ import typing
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
-from streamfold.domain.aggregate import HandlerContractError
 from streamfold.domain.messages import Command, Event, State
-from streamfold.errors import ConfigurationError
+from streamfold.domain.timers import CANCELLED, is_cancelled, resolve_due
+from streamfold.errors import ConfigurationError, HandlerContractError
 
 __all__ = [
     "CommandOutcome",
@@ -54,6 +54,7 @@ __all__ = [
     "SagaMetadata",
     "SagaStep",
     "TimerFired",
+    "is_cancelled",
     "saga_command_id",
 ]
 
@@ -340,27 +341,11 @@ class Saga(Generic[S]):
         for name, when in step.timers.items():
             if name not in self._timers:
                 raise HandlerContractError(f"{self!r} sets timer {name!r} it has no handler for")
-            if isinstance(when, timedelta):
-                due = metadata.occurred_at + when
-            elif isinstance(when, datetime) and when.tzinfo is not None:
-                due = when
-            else:
-                raise HandlerContractError(
-                    f"timer {name!r} must be a timedelta or an aware datetime, got {when!r}"
-                )
-            timers[name] = due.astimezone(UTC)
+            timers[name] = resolve_due(name, when, metadata.occurred_at)
         for name in step.cancel:
-            timers.setdefault(name, _CANCELLED)
+            timers.setdefault(name, CANCELLED)
         state = None if step.end else step.state
         return Decided(state, tuple(commands), timers, step.end)
-
-
-#: In :attr:`Decided.timers`: the timer is cancelled.
-_CANCELLED = datetime.min.replace(tzinfo=UTC)
-
-
-def is_cancelled(due: datetime) -> bool:
-    return due == _CANCELLED
 
 
 def _check_input_annotation(fn: Callable[..., Any], name: str, key: Any) -> None:

@@ -627,23 +627,18 @@ class CommandProcessor:
     ) -> str:
         """Send the record to the dead-letter topic and answer ``invalid``."""
         topic, partition, offset = message.topic(), message.partition(), message.offset()
-        original = [(k, v) for k, v in h.header_list(message.headers()) if not k.startswith("dlq.")]
-        exception = f"{type(error).__module__}.{type(error).__qualname__}"
         outbox.send(
             self.dlq_topic,
             message.key(),
             message.value(),
-            [
-                *original,
-                (h.DLQ_REASON, reason.value.encode()),
-                (h.DLQ_ERROR, str(error)[:4000].encode()),
-                (h.DLQ_EXCEPTION, exception.encode()),
-                (h.DLQ_SOURCE_TOPIC, (topic or "").encode()),
-                (h.DLQ_SOURCE_PARTITION, str(partition).encode()),
-                (h.DLQ_SOURCE_OFFSET, str(offset).encode()),
-                (h.DLQ_FAILED_AT, datetime.now(UTC).isoformat().encode()),
-                (h.DLQ_ATTEMPTS, str(attempts).encode()),
-            ],
+            h.dead_letter_headers(
+                message.headers(),
+                reason,
+                str(error),
+                h.qualified_name(error),
+                (topic or "", partition or 0, offset or 0),
+                attempts,
+            ),
         )
         result = StoredResult(
             Outcome.INVALID.value, 0, (), reason.value, str(error)[:MESSAGE_LIMIT]

@@ -59,6 +59,7 @@ from streamfold.domain.naming import aggregate_topics, handler_topics
 from streamfold.errors import ConfigurationError, RetryableError
 from streamfold.observability.logging import get_logger
 from streamfold.runtime.checkpoint import BatchAbortedError, Checkpoint, FencedError
+from streamfold.runtime.rebalance import CallbackGuard
 from streamfold.runtime.settings import WorkerSettings
 from streamfold.runtime.topology import TopologySpec
 from streamfold.transport.admin import KafkaAdmin, TopicSpec, translate_kafka_error
@@ -167,7 +168,7 @@ class HandlerWorker:
         self._running = False
         self._started = False
         self._joined = False
-        self._callback_error: Exception | None = None
+        self._callbacks = CallbackGuard()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -221,8 +222,8 @@ class HandlerWorker:
         self._read_parked(to_end=True)
         self._consumer.subscribe(
             self.sources,
-            on_assign=self._guarded(self._on_assign),
-            on_revoke=self._guarded(self._on_revoke),
+            on_assign=self._callbacks.guard(self._on_assign),
+            on_revoke=self._callbacks.guard(self._on_revoke),
         )
         self._started = True
         log.info(
@@ -283,7 +284,7 @@ class HandlerWorker:
             messages = consumer.consume(self.settings.max_batch, 0.05)
         except KafkaException as exc:
             raise translate_kafka_error(exc, "consuming events") from exc
-        self._raise_callback_error()
+        self._callbacks.raise_pending()
         for index, message in enumerate(messages):
             if message.error() is not None:
                 if message.error().code() != KafkaError._PARTITION_EOF:  # type: ignore[union-attr]
@@ -303,6 +304,9 @@ class HandlerWorker:
                 self._rewind(messages[index + 1 :])
                 return
             checkpoint.done(topic, partition, offset)
+            if checkpoint.age() >= self.settings.commit_interval_ms / 1000:
+                # Retries sleep: a batch of failing events must not outlast its transaction.
+                self._commit()
         if checkpoint.open:
             self._commit()
 
@@ -429,24 +433,14 @@ class HandlerWorker:
     ) -> None:
         assert self._checkpoint is not None
         topic = message.topic() or ""
-        original = [(k, v) for k, v in h.header_list(message.headers()) if not k.startswith("dlq.")]
-        what = "" if error is None else f"{type(error).__module__}.{type(error).__qualname__}"
-        detail = str(error)[:4000] if error is not None else "an earlier event of its aggregate"
+        what = "" if error is None else h.qualified_name(error)
+        detail = str(error) if error is not None else "an earlier event of its aggregate failed"
+        source = (topic, message.partition() or 0, message.offset() or 0)
         self._checkpoint.send(
             self.topics.dlq,
             message.key(),
             message.value(),
-            [
-                *original,
-                (h.DLQ_REASON, reason.value.encode()),
-                (h.DLQ_ERROR, detail.encode()),
-                (h.DLQ_EXCEPTION, what.encode()),
-                (h.DLQ_SOURCE_TOPIC, topic.encode()),
-                (h.DLQ_SOURCE_PARTITION, str(message.partition()).encode()),
-                (h.DLQ_SOURCE_OFFSET, str(message.offset()).encode()),
-                (h.DLQ_FAILED_AT, datetime.now(UTC).isoformat().encode()),
-                (h.DLQ_ATTEMPTS, str(attempts).encode()),
-            ],
+            h.dead_letter_headers(message.headers(), reason, detail, what, source, attempts),
             partition_for(parked_key(topic, message.key() or b""), self.partitions),
         )
         self.metrics.handler_event(self.handler.name, reason.value)
@@ -598,23 +592,6 @@ class HandlerWorker:
         assert self._checkpoint is not None
         if self._checkpoint.open and self._checkpoint.fenced is None:
             self._commit()
-
-    def _guarded(
-        self, callback: Callable[[Consumer, list[TopicPartition]], None]
-    ) -> Callable[[Consumer, list[TopicPartition]], None]:
-        def guarded(consumer: Consumer, partitions: list[TopicPartition]) -> None:
-            try:
-                callback(consumer, partitions)
-            except Exception as exc:  # re-raised by _raise_callback_error
-                log.exception("rebalance callback failed", callback=callback.__name__)
-                self._callback_error = exc
-
-        return guarded
-
-    def _raise_callback_error(self) -> None:
-        error, self._callback_error = self._callback_error, None
-        if error is not None:
-            raise error
 
 
 def parked_aggregates(kafka: KafkaSettings, topic: str) -> dict[bytes, dict[str, Any]]:

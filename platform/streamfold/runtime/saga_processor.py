@@ -219,6 +219,11 @@ class SagaFeed:
         raw = message.headers() or []
         headers = h.header_list(raw)
         source = f"{message.topic()}/{message.partition()}/{message.offset()}"
+        quarantined = outbox.quarantined(_input_id(headers))
+        if quarantined is not None:  # its forward could not be produced last time
+            error = UnproducibleRecordError(source, quarantined.reason, quarantined.error)
+            _dead_letter(outbox, self.dlq_topic, message, quarantined.reason, error)
+            return "dead_lettered"
         stamp = str(message.timestamp()[1]).encode()
         if self._outcomes:
             saga: str | None = None
@@ -547,24 +552,20 @@ class SagaProcessor:
         attempts: int,
     ) -> str:
         if message is None:  # a timer: a record that names it
-            headers: Headers = [
+            named: Headers = [
                 (h.SAGA, self._saga_header),
                 (h.SAGA_ID, meta.saga_id.encode()),
                 (h.SAGA_SOURCE, meta.input_id.encode()),
             ]
-            _send_dead_letter(
-                outbox,
-                self.dlq_topic,
-                meta.saga_id.encode(),
-                None,
-                headers,
+            headers = h.dead_letter_headers(
+                named,
                 reason,
-                error,
-                self.topics.inputs,
-                -1,
-                -1,
+                str(error),
+                h.qualified_name(error),
+                (self.topics.inputs, -1, -1),
                 attempts,
             )
+            outbox.send(self.dlq_topic, meta.saga_id.encode(), None, headers)
         else:
             _dead_letter(outbox, self.dlq_topic, message, reason, error, attempts)
         self.metrics.dead_letter(self.name, reason.value)
@@ -596,52 +597,16 @@ def _dead_letter(
     error: BaseException,
     attempts: int = 1,
 ) -> None:
-    original = [(k, v) for k, v in h.header_list(message.headers()) if not k.startswith("dlq.")]
-    _send_dead_letter(
-        outbox,
-        dlq,
-        message.key(),
-        message.value(),
-        original,
-        reason,
-        error,
-        message.topic() or "",
-        message.partition() or 0,
-        message.offset() or 0,
-        attempts,
+    source = (message.topic() or "", message.partition() or 0, message.offset() or 0)
+    headers = h.dead_letter_headers(
+        message.headers(), reason, str(error), h.qualified_name(error), source, attempts
     )
+    outbox.send(dlq, message.key(), message.value(), headers)
 
 
-def _send_dead_letter(
-    outbox: Outbox,
-    dlq: str,
-    key: bytes | None,
-    value: bytes | None,
-    headers: Headers,
-    reason: DeadLetterReason,
-    error: BaseException,
-    topic: str,
-    partition: int,
-    offset: int,
-    attempts: int,
-) -> None:
-    exception = f"{type(error).__module__}.{type(error).__qualname__}"
-    outbox.send(
-        dlq,
-        key,
-        value,
-        [
-            *headers,
-            (h.DLQ_REASON, reason.value.encode()),
-            (h.DLQ_ERROR, str(error)[:4000].encode()),
-            (h.DLQ_EXCEPTION, exception.encode()),
-            (h.DLQ_SOURCE_TOPIC, topic.encode()),
-            (h.DLQ_SOURCE_PARTITION, str(partition).encode()),
-            (h.DLQ_SOURCE_OFFSET, str(offset).encode()),
-            (h.DLQ_FAILED_AT, datetime.now(UTC).isoformat().encode()),
-            (h.DLQ_ATTEMPTS, str(attempts).encode()),
-        ],
-    )
+def _input_id(headers: Headers) -> str:
+    """The id the outbox names a forwarded record's input by (its command id header)."""
+    return next((v.decode(errors="replace") for k, v in headers if k == h.COMMAND_ID), "")
 
 
 def _now() -> datetime:

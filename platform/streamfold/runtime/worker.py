@@ -58,6 +58,7 @@ from streamfold.runtime.checkpoint import (
 from streamfold.runtime.command_processor import CommandProcessor
 from streamfold.runtime.memory import release_free_memory
 from streamfold.runtime.processor import Processor, UnproducibleRecordError
+from streamfold.runtime.rebalance import CallbackGuard
 from streamfold.runtime.saga_processor import (
     SagaFeed,
     SagaProcessor,
@@ -147,7 +148,7 @@ class AggregateWorker:
         self._consumer: Consumer | None = None
         self._checkpoint: Checkpoint | None = None
         self._stores: PartitionStores | None = None
-        self._callback_error: Exception | None = None
+        self._callbacks = CallbackGuard()
         self._joined = False
         self._next_lag_report = 0.0
         self._held_back: dict[tuple[str, int], int] = {}
@@ -205,9 +206,9 @@ class AggregateWorker:
         )
         self._consumer.subscribe(
             [*self.processors, *self.feeds],
-            on_assign=self._guarded(self._on_assign),
-            on_revoke=self._guarded(self._on_revoke),
-            on_lost=self._guarded(self._on_lost),
+            on_assign=self._callbacks.guard(self._on_assign),
+            on_revoke=self._callbacks.guard(self._on_revoke),
+            on_lost=self._callbacks.guard(self._on_lost),
         )
         self._started = True
         log.info(
@@ -394,7 +395,7 @@ class AggregateWorker:
                     messages = [first] if first is not None else []
         except KafkaException as exc:
             raise translate_kafka_error(exc, "consuming commands") from exc
-        self._raise_callback_error()
+        self._callbacks.raise_pending()
         for index, message in enumerate(messages):
             if checkpoint.rewound is not None:
                 # The batch was rewound: what follows must be read again after it, in order.
@@ -459,6 +460,9 @@ class AggregateWorker:
             checkpoint.track(topic, partition, offset, None)
             try:
                 feed.process(message, checkpoint)
+            except UnproducibleRecordError as exc:  # dead-lettered when read again
+                checkpoint.reject(exc)
+                return
             except BatchAbortedError:
                 return
             except RegistryUnavailableError:
@@ -583,28 +587,6 @@ class AggregateWorker:
             self._close_store(tp.topic, tp.partition)
         log.warning("partitions lost", partitions=_names(partitions))
         self._report_partitions()
-
-    def _guarded(
-        self, callback: Callable[[Consumer, list[TopicPartition]], None]
-    ) -> Callable[[Consumer, list[TopicPartition]], None]:
-        """Keep an exception of a rebalance callback and raise it after the poll returns.
-
-        An exception raised inside a callback would cross librdkafka's C frames mangled.
-        """
-
-        def guarded(consumer: Consumer, partitions: list[TopicPartition]) -> None:
-            try:
-                callback(consumer, partitions)
-            except Exception as exc:  # re-raised by _raise_callback_error
-                log.exception("rebalance callback failed", callback=callback.__name__)
-                self._callback_error = exc
-
-        return guarded
-
-    def _raise_callback_error(self) -> None:
-        error, self._callback_error = self._callback_error, None
-        if error is not None:
-            raise error
 
     def _close_store(self, topic: str, partition: int) -> None:
         assert self._stores is not None
