@@ -186,6 +186,7 @@ class SagaFeed:
         topic: str,
         codec: AvroCodec,
         *,
+        dlq_topic: str,
         events: dict[Saga[Any], tuple[type[Event], ...]] | None = None,
         outcomes: Iterable[Saga[Any]] = (),
         namespace: str | None = None,
@@ -195,19 +196,17 @@ class SagaFeed:
         self.topic = topic
         self.name = f"feed {topic}"
         self.metrics = metrics
-        self.dlq_topic = ""
+        #: Where an event that cannot be decoded or correlated goes (the worker's context's).
+        self.dlq_topic = dlq_topic
         #: message type -> the sagas that react to it, with their inputs topic
         self._by_type: dict[str, list[tuple[Saga[Any], str]]] = {}
         for saga, types in (events or {}).items():
             inputs = saga_topics(saga.context, saga.name, topic_prefix).inputs
-            self.dlq_topic = context_topics(saga.context, topic_prefix).dlq
             for event in types:
                 self._by_type.setdefault(event.__name__, []).append((saga, inputs))
         self._outcomes = {
             s.full_name: saga_topics(s.context, s.name, topic_prefix).inputs for s in outcomes
         }
-        for saga in outcomes:
-            self.dlq_topic = self.dlq_topic or context_topics(saga.context, topic_prefix).dlq
         models = {e for types in (events or {}).values() for e in types}
         self._reader = codec.reader(*models, namespace=namespace) if models else None
 

@@ -248,10 +248,12 @@ class AggregateWorker:
             for aggregate in dict.fromkeys(targets.values()):
                 topic = aggregate_topics(aggregate.context, aggregate.name, prefix).results
                 outcomes.setdefault(topic, []).append(saga)
+        dlq = context_topics(self.context.name, prefix).dlq
         for topic, by_saga in events.items():
             self.feeds[topic] = SagaFeed(
                 topic,
                 self.codec,
+                dlq_topic=dlq,
                 events=by_saga,
                 namespace=namespaces[topic],
                 topic_prefix=prefix,
@@ -261,7 +263,12 @@ class AggregateWorker:
             if topic in self.feeds:
                 raise PermanentError(f"{topic} cannot be both an events and a results topic")
             self.feeds[topic] = SagaFeed(
-                topic, self.codec, outcomes=sagas, topic_prefix=prefix, metrics=self.metrics
+                topic,
+                self.codec,
+                dlq_topic=dlq,
+                outcomes=sagas,
+                topic_prefix=prefix,
+                metrics=self.metrics,
             )
 
     @property

@@ -112,3 +112,48 @@ def test_a_failing_aggregate_is_parked_alone_and_a_retry_resumes_it_in_order(
     assert set(per_event.values()) == {1}, "an event was echoed twice"
     assert len({e["key"] for e in found}) == len(found)  # one idempotency key per event
     assert worker_metrics(worker)["streamfold_worker_handler_parked_aggregates"] == 0
+
+
+def test_a_skip_drops_the_failed_event_and_handles_those_behind_it(timed_run: TimedRun) -> None:
+    fixed = timed_run.directory / "echo-fixed"
+    timed_run.worker("t1", TIMED_ECHO_FIXED_FILE=str(fixed))
+    timed_run.producer.send(Schedule(reminder_id="bad-2", delay_seconds=3600))
+    timed_run.producer.send(Schedule(reminder_id="r-0", delay_seconds=3600))
+    timed_run.producer.flush()
+    wait_for(lambda: echoes(timed_run), 60, "r-0's echo")
+    timed_run.producer.send(Ring(reminder_id="bad-2"))  # waits behind the failed Scheduled
+    timed_run.producer.flush()
+    topics = handler_topics("timed", "echo", timed_run.prefix)
+    wait_for(lambda: len(list(read_to_end(timed_run.settings, topics.dlq))) >= 2, 60, "two letters")
+    fixed.touch()
+    skipped = streamfold(
+        "dlq",
+        "skip",
+        "timed",
+        "bad-2",
+        "--handler",
+        "echo",
+        "--prefix",
+        timed_run.prefix,
+        "--bootstrap",
+        timed_run.settings.bootstrap_servers,
+    )
+    assert skipped.returncode == 0, skipped.stderr
+    wait_for(lambda: len(echoes(timed_run)) >= 2, 60, "bad-2's Rang echoed")
+    time.sleep(2)
+    assert sorted((e["reminder_id"], e["event"]) for e in echoes(timed_run)) == [
+        ("bad-2", "Rang"),
+        ("r-0", "Scheduled"),
+    ]
+    listed = streamfold(
+        "dlq",
+        "parked",
+        "timed",
+        "--handler",
+        "echo",
+        "--prefix",
+        timed_run.prefix,
+        "--bootstrap",
+        timed_run.settings.bootstrap_servers,
+    )
+    assert "no aggregate is parked" in listed.stdout
