@@ -413,7 +413,7 @@ def _notifications(out: Console, settings: Any, context: Any) -> list[Sequence[A
     ]
 
 
-def _comparable(value: Any) -> Any:
+def comparable(value: Any) -> Any:
     """One comparable form for a value from ClickHouse (through JSON) or from Python."""
     if isinstance(value, datetime):
         return value.astimezone(UTC).replace(tzinfo=None)
@@ -438,8 +438,8 @@ def _check(
     differ = sorted(set(reports) ^ set(expected)) + [
         name
         for name in sorted(set(reports) & set(expected))
-        if [tuple(map(_comparable, r)) for r in reports[name][1]]
-        != [tuple(map(_comparable, r)) for r in expected[name]]
+        if [tuple(map(comparable, r)) for r in reports[name][1]]
+        != [tuple(map(comparable, r)) for r in expected[name]]
     ]
     if differ:
         raise RuntimeError(f"reports that differ from Day.expected(): {', '.join(differ)}")

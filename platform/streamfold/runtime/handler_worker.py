@@ -33,7 +33,6 @@ import json
 import time
 import traceback
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -61,6 +60,7 @@ from streamfold.observability.logging import get_logger
 from streamfold.runtime.checkpoint import BatchAbortedError, Checkpoint, FencedError
 from streamfold.runtime.rebalance import CallbackGuard
 from streamfold.runtime.settings import WorkerSettings
+from streamfold.runtime.supervisor import Loop
 from streamfold.runtime.topology import TopologySpec
 from streamfold.transport.admin import KafkaAdmin, TopicSpec, translate_kafka_error
 from streamfold.transport.partitioning import partition_for
@@ -119,7 +119,7 @@ class _Run:
         self.records.append((self.worker.prefix + topic, raw_key, raw_value, headers))
 
 
-class HandlerWorker:
+class HandlerWorker(Loop):
     """Runs one event handler of a topology; :meth:`run` until :meth:`stop`."""
 
     def __init__(
@@ -233,21 +233,6 @@ class HandlerWorker:
             sources=self.sources,
             parked=len(self._book),
         )
-
-    def run(self, until: Callable[[], bool] | None = None) -> None:
-        if not self._started:
-            self.start()
-        self._running = True
-        clean = False
-        try:
-            while self._running and not (until is not None and until()):
-                self.step()
-            clean = True
-        finally:
-            self.close(commit=clean)
-
-    def stop(self) -> None:
-        self._running = False
 
     @property
     def ready(self) -> bool:

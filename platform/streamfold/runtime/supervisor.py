@@ -9,12 +9,12 @@ handler takes its process down instead of dying unseen.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from streamfold.observability.logging import get_logger
 
-__all__ = ["Runner", "Supervisor"]
+__all__ = ["Loop", "Runner", "Supervisor"]
 
 log = get_logger(__name__)
 
@@ -26,6 +26,39 @@ class Runner(Protocol):
 
     @property
     def ready(self) -> bool: ...
+
+
+class Loop:
+    """A runner's loop: :meth:`run` starts, steps until :meth:`stop` (or ``until()``), then
+    closes, committing only on a clean stop (leaving through an exception aborts)."""
+
+    _running = False
+    _started = False
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def step(self) -> None:
+        raise NotImplementedError
+
+    def close(self, *, commit: bool = True) -> None:
+        raise NotImplementedError
+
+    def run(self, until: Callable[[], bool] | None = None) -> None:
+        if not self._started:
+            self.start()
+        self._running = True
+        clean = False
+        try:
+            while self._running and not (until is not None and until()):
+                self.step()
+            clean = True
+        finally:
+            self.close(commit=clean)
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to finish after the current step (safe from a signal handler)."""
+        self._running = False
 
 
 class Supervisor:

@@ -66,6 +66,7 @@ from streamfold.runtime.saga_processor import (
     saga_routes,
 )
 from streamfold.runtime.settings import WorkerSettings
+from streamfold.runtime.supervisor import Loop
 from streamfold.runtime.topology import TopologySpec
 from streamfold.state.restore import ChangelogRestorer
 from streamfold.state.stores import PartitionStores
@@ -114,7 +115,7 @@ class WorkerMetricsPort(Protocol):
     def timer_fired(self, saga: str, lateness_seconds: float) -> None: ...
 
 
-class AggregateWorker:
+class AggregateWorker(Loop):
     """Runs a topology's aggregates; :meth:`run` until :meth:`stop` (or SIGTERM at the edge)."""
 
     def __init__(
@@ -310,26 +311,6 @@ class AggregateWorker:
         if self.settings.static_membership:
             overrides["group.instance.id"] = self.settings.instance_id
         return overrides
-
-    def run(self, until: Callable[[], bool] | None = None) -> None:
-        """Process until :meth:`stop` is called (or ``until()`` is true), then shut down.
-
-        Leaving through an exception aborts the open transaction; only a clean stop
-        commits it."""
-        if not self._started:
-            self.start()
-        self._running = True
-        clean = False
-        try:
-            while self._running and not (until is not None and until()):
-                self.step()
-            clean = True
-        finally:
-            self.close(commit=clean)
-
-    def stop(self) -> None:
-        """Ask :meth:`run` to finish after the current step (safe from a signal handler)."""
-        self._running = False
 
     @property
     def ready(self) -> bool:
