@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -419,18 +420,8 @@ class AggregateWorker(Loop):
                     continue
                 for index_key in processor.due(store, room):
                     checkpoint.touch(topic, partition, store)
-                    try:
-                        processor.fire(store, checkpoint, index_key)
-                    except UnproducibleRecordError as exc:
-                        checkpoint.reject(exc)
-                        return
-                    except BatchAbortedError:
-                        return
-                    except RegistryUnavailableError:
-                        log.warning("schema registry unavailable; retrying the batch")
-                        checkpoint.abort()
-                        return
-                    if checkpoint.rewound is not None:
+                    fired = self._input(partial(processor.fire, store, checkpoint, index_key))
+                    if not fired or checkpoint.rewound is not None:
                         return
 
     def _process(self, message: Message) -> None:
@@ -446,19 +437,8 @@ class AggregateWorker(Loop):
         feed = self.feeds.get(topic)
         if feed is not None:
             checkpoint.track(topic, partition, offset, None)
-            try:
-                feed.process(message, checkpoint)
-            except UnproducibleRecordError as exc:  # dead-lettered when read again
-                checkpoint.reject(exc)
-                return
-            except BatchAbortedError:
-                return
-            except RegistryUnavailableError:
-                log.warning("schema registry unavailable; retrying the batch")
-                checkpoint.abort()
-                time.sleep(1.0)
-                return
-            checkpoint.done(topic, partition, offset)
+            if self._input(partial(feed.process, message, checkpoint)):
+                checkpoint.done(topic, partition, offset)
             return
         store = stores.ready(topic, partition)
         if store is None:
@@ -467,19 +447,29 @@ class AggregateWorker(Loop):
                 self._held_back.setdefault((topic, partition), offset)
             return
         checkpoint.track(topic, partition, offset, store)
+        if self._input(partial(self.processors[topic].process, message, store, checkpoint)):
+            checkpoint.done(topic, partition, offset)
+
+    def _input(self, process: Callable[[], object]) -> bool:
+        """Process one input (a record, a timer) in the open batch; False when it failed:
+        a record that cannot be produced quarantines its input and aborts the batch (it is
+        dead-lettered when read again), an abort has rewound already, and a registry outage
+        aborts the batch and retries it a second later."""
+        checkpoint = self._checkpoint
+        assert checkpoint is not None
         try:
-            self.processors[topic].process(message, store, checkpoint)
+            process()
         except UnproducibleRecordError as exc:
             checkpoint.reject(exc)
-            return
+            return False
         except BatchAbortedError:
-            return  # rewound already
+            return False
         except RegistryUnavailableError:
             log.warning("schema registry unavailable; retrying the batch")
             checkpoint.abort()
             time.sleep(1.0)
-            return
-        checkpoint.done(topic, partition, offset)
+            return False
+        return True
 
     def _rewind(self, rest: list[Message]) -> None:
         """Seek back to the first of ``rest`` in each partition the abort did not rewind."""
