@@ -60,6 +60,7 @@ def test_sigkill_five_times_while_producing(retail_run: RetailRun, test_scale: f
     sent: set[str] = set()
     enough = threading.Event()  # the kills are done: stop once ``total`` were sent
     done = threading.Event()
+    burst = threading.Event()  # a burst of commands has just reached the broker
 
     def producer() -> None:
         commands = stock_commands(scaled(5_000, test_scale, 500), 20 * total, 11)
@@ -69,6 +70,7 @@ def test_sigkill_five_times_while_producing(retail_run: RetailRun, test_scale: f
             sent.add(retail_run.producer.send(command))
             if n % 200 == 0:  # about 1,000 commands/s: steady load while the kills land
                 retail_run.producer.flush()
+                burst.set()
                 time.sleep(0.15)
         retail_run.producer.flush()
         done.set()
@@ -76,21 +78,28 @@ def test_sigkill_five_times_while_producing(retail_run: RetailRun, test_scale: f
     thread = threading.Thread(target=producer)
     thread.start()
     rng = random.Random(3)
-    in_transaction = 0
+    kills = in_transaction = 0
     try:
-        for _ in range(5):
+        # At least five kills at random moments, each just after a burst arrived (the
+        # victim is then most likely inside a transaction); more, up to ten, until three
+        # of them have landed inside one.
+        while kills < 5 or (in_transaction < 3 and kills < 10):
             retail_run.wait_until_working(victim)
             time.sleep(rng.uniform(0.2, 2.0))
             assert not done.is_set(), "the workload ended before the kills"
+            burst.clear()
+            assert burst.wait(30), "the producer stalled"
+            time.sleep(rng.uniform(0.005, 0.04))
+            kills += 1
             in_transaction += retail_run.kill_inside_a_transaction(victim)
             victim.start(timeout=120)
     finally:
         enough.set()
         thread.join()
     assert done.is_set()
-    assert in_transaction >= 3, f"only {in_transaction} of 5 kills landed in a transaction"
+    assert in_transaction >= 3, f"only {in_transaction} of {kills} kills landed in a transaction"
     retail_run.wait_until_processed(sent, PATIENCE)
-    print(f"{len(sent)} commands; 5 SIGKILLs, {in_transaction} inside a transaction")
+    print(f"{len(sent)} commands; {kills} SIGKILLs, {in_transaction} inside a transaction")
 
 
 def test_a_paused_zombie_cannot_commit(retail_run: RetailRun, test_scale: float) -> None:
