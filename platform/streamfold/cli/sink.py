@@ -29,6 +29,9 @@ def sink(
     health_port: Annotated[
         int, typer.Option(help="Health, readiness and metrics port; -1 disables, 0 picks one.")
     ] = -1,
+    health_host: Annotated[
+        str, typer.Option(help="Address of the health server (the chart sets 0.0.0.0).")
+    ] = "127.0.0.1",
 ) -> None:
     """Insert state, events, commands and results into ClickHouse until SIGTERM or Ctrl-C.
 
@@ -59,7 +62,7 @@ def sink(
     signal.signal(signal.SIGTERM, lambda *_: runner.stop())
     signal.signal(signal.SIGINT, lambda *_: runner.stop())
     health = (
-        HealthServer("0.0.0.0", health_port, metrics, ready=lambda: runner.ready)
+        HealthServer(health_host, health_port, metrics, ready=lambda: runner.ready)
         if health_port >= 0
         else None
     )

@@ -120,6 +120,7 @@ class RegistryApp:
         self.log = intent_log
         self.state: RegistryState = intent_log.state
         self.users = dict(users or {})
+        self._credentials = [(n.encode(), p.encode()) for n, p in self.users.items()]
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -191,15 +192,24 @@ class RegistryApp:
         return 404, {"error_code": 404, "message": "HTTP 404 Not Found"}, []
 
     def _authorised(self, headers: dict[str, str]) -> bool:
+        """Whether the basic credentials name a user with that password.
+
+        Compared as UTF-8 bytes in constant time, against every user (an unknown name
+        costs what a known one does, so names cannot be told apart by timing); any
+        malformed header is a plain refusal (401), never an error.
+        """
         scheme, _, credentials = headers.get("authorization", "").partition(" ")
         if scheme.lower() != "basic":
             return False
         try:
-            user, _, password = base64.b64decode(credentials).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
+            decoded = base64.b64decode(credentials.encode("latin-1"), validate=True)
+        except (binascii.Error, UnicodeEncodeError):
             return False
-        expected = self.users.get(user)
-        return expected is not None and hmac.compare_digest(expected, password)
+        user, colon, password = decoded.partition(b":")
+        matched = 0
+        for name, secret in self._credentials:
+            matched |= hmac.compare_digest(name, user) & hmac.compare_digest(secret, password)
+        return bool(colon) and bool(matched)
 
     async def read(self, query: Callable[[], Any]) -> Any:
         """Answer ``query`` from local state; on not-found, catch up with the log and retry."""

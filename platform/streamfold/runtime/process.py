@@ -35,7 +35,6 @@ class WorkerProcess(ChildProcess):
             "STREAMFOLD_WORKER_INSTANCE_ID": instance_id,
             "STREAMFOLD_WORKER_STATE_DIR": str(state_dir),
             "STREAMFOLD_WORKER_HEALTH_PORT": str(health_port),
-            "STREAMFOLD_WORKER_HEALTH_HOST": "127.0.0.1",
             "STREAMFOLD_LOG_FORMAT": "json",
             **(extra_env or {}),
         }

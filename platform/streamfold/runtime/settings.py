@@ -64,7 +64,8 @@ class WorkerSettings(BaseSettings):
     transaction_timeout_ms: int = Field(default=30_000, ge=1000)
     #: Health, readiness and Prometheus metrics; 0 picks a free port, -1 disables.
     health_port: int = 8080
-    health_host: str = "0.0.0.0"  # probes come from outside the pod
+    #: 127.0.0.1 by default; the chart sets 0.0.0.0, where probes come from outside the pod.
+    health_host: str = "127.0.0.1"
     restore_batch: int = Field(default=10_000, ge=1)
     #: Changelog prefetch while restoring. The RSS peak during a restore follows it; the rate
     #: hardly does (see streamfold.state.restore). Memory is returned to the OS once

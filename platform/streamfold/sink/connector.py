@@ -67,7 +67,12 @@ from streamfold.sink.metrics import SinkMetrics
 from streamfold.sink.passthrough import AvroPart, Framer
 from streamfold.sink.rows import RowBuilder, builders_for, row_width
 from streamfold.sink.spec import ConnectorSpec
-from streamfold.sink.target import ClickHouseTarget, TargetError, TargetUnavailableError
+from streamfold.sink.target import (
+    ClickHouseTarget,
+    TargetError,
+    TargetUnavailableError,
+    redacted,
+)
 from streamfold.transport.admin import KafkaAdmin, TopicSpec, translate_kafka_error
 from streamfold.transport.settings import KafkaSettings
 
@@ -284,7 +289,7 @@ class SinkConnector:
         log.info(
             "sink started",
             connector=self.spec.name,
-            target=self.target.target,
+            target=redacted(self.target.target),
             database=self.target.database,
             topics=list(self.sources),
         )

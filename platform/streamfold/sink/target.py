@@ -18,6 +18,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
@@ -30,11 +31,12 @@ from streamfold.sink.arrow import ArrowConversionError, arrow_schema, arrow_tabl
 from streamfold.sink.ddl import TableSpec
 from streamfold.sink.passthrough import AvroPart, sql_string
 
-__all__ = ["ClickHouseTarget", "TargetError", "TargetUnavailableError", "chdb_path"]
+__all__ = ["ClickHouseTarget", "TargetError", "TargetUnavailableError", "chdb_path", "redacted"]
 
 log = get_logger(__name__)
 
 _UNKNOWN = object()
+_SECRET_PARAMETERS = frozenset({"password", "access_token", "token"})
 
 # Server error codes that mean "try again": TOO_MANY_SIMULTANEOUS_QUERIES, TIMEOUT_EXCEEDED,
 # NETWORK_ERROR, SOCKET_TIMEOUT, TOO_MANY_PARTS, ABORTED, TABLE_IS_READ_ONLY,
@@ -58,6 +60,19 @@ class TargetError(PermanentError):
 
 class TargetUnavailableError(RetryableError):
     """ClickHouse cannot be reached right now."""
+
+
+def redacted(target: str) -> str:
+    """``target`` fit for a log line or an error: a password in the URL shown as ``***``."""
+    parts = urlsplit(target)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if parts.password is None and not any(k.lower() in _SECRET_PARAMETERS for k, _ in query):
+        return target
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = f"{parts.username or ''}:***@{netloc.rpartition('@')[2]}"
+    hidden = [(k, "***" if k.lower() in _SECRET_PARAMETERS else v) for k, v in query]
+    return urlunsplit(parts._replace(netloc=netloc, query=urlencode(hidden, safe="*")))
 
 
 def chdb_path(target: str) -> Path | None:
@@ -110,7 +125,7 @@ class ClickHouseTarget:
                     password=self._password or "",
                 )
         except Exception as exc:  # clickhouse-connect raises its own and plain errors
-            raise _translate(exc, f"connecting to {self.target}") from exc
+            raise _translate(exc, f"connecting to {redacted(self.target)}") from exc
         self._client = client
         return client
 

@@ -79,6 +79,16 @@ def test_up_status_down(tmp_path: Path) -> None:
     assert up.returncode == 0, up.stdout + up.stderr
     try:
         state = json.loads((home / "stack.json").read_text())
+        # Every listener of the stack (broker, registry, worker, sink, gateway) is local.
+        stack = psutil.Process(state["supervisor_pid"]).children(recursive=True)
+        listening = {
+            (process.name(), listener.laddr.ip, listener.laddr.port)
+            for process in stack
+            for listener in process.net_connections(kind="inet")
+            if listener.status == psutil.CONN_LISTEN
+        }
+        assert {port for _, _, port in listening} >= {kafka_port, worker_port, sink_port}
+        assert {ip for _, ip, _ in listening} <= {"127.0.0.1", "::ffff:127.0.0.1", "::1"}, listening
         assert state["bootstrap_servers"] == f"127.0.0.1:{kafka_port}"
         kcat = shutil.which("kcat")
         assert kcat is not None, "kcat not found: the set-up script installs it"

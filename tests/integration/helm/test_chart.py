@@ -14,6 +14,7 @@ from tests.integration.helm.conftest import (
     SCENARIOS,
     Rendered,
     containers,
+    resolved_env,
     run_helm,
     template,
 )
@@ -363,3 +364,24 @@ def test_the_mounted_files_load_as_the_processes_load_them(
             target = env["STREAMFOLD_GATEWAY_CLICKHOUSE_TARGET"]
             spec = load_connector(directory / "connector", target=target)
             assert spec.context == topology.context
+
+
+def test_every_workload_listens_on_all_interfaces_only_because_the_chart_says_so(
+    rendered_scenarios: dict[str, Rendered],
+) -> None:
+    """The processes bind 127.0.0.1 by default; in a pod, probes and Services come from
+    outside, so the chart sets 0.0.0.0 on each listener itself."""
+    for scenario, rendered in rendered_scenarios.items():
+        for workload, container in containers(rendered):
+            env = resolved_env(container, "pod-0")
+            args = container.get("args", [])
+            component = workload["metadata"]["labels"]["app.kubernetes.io/component"]
+            if args[:1] == ["worker"]:
+                assert env["STREAMFOLD_WORKER_HEALTH_HOST"] == "0.0.0.0", scenario
+            elif args[:1] == ["sink"]:
+                assert args[args.index("--health-host") + 1] == "0.0.0.0", scenario
+            elif component == "registry":
+                assert env["STREAMFOLD_REGISTRY_SERVER_HOST"] == "0.0.0.0", scenario
+            else:
+                assert component == "gateway", (scenario, component)
+                assert env["STREAMFOLD_GATEWAY_HOST"] == "0.0.0.0", scenario
