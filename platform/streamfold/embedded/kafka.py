@@ -356,6 +356,9 @@ class LocalKafkaCluster:
             "share.coordinator.state.topic.replication.factor": str(replicas),
             "share.coordinator.state.topic.min.isr": str(min(2, replicas)),
             "group.initial.rebalance.delay.ms": "0",
+            # Let workers ask for sessions shorter than the 6 s a default broker allows, so
+            # a dead worker's partitions move within seconds (runtime/failover.py).
+            "group.min.session.timeout.ms": "1000",
             # Detect a dead node quickly, so fault tests see leaders move in seconds.
             "broker.heartbeat.interval.ms": "1000",
             "broker.session.timeout.ms": "6000",

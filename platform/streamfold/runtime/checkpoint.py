@@ -135,6 +135,7 @@ class Checkpoint:
         transaction_timeout_ms: int = 30_000,
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
         pause_file: Path | None = None,
+        offset_metadata: str | None = None,
     ) -> None:
         self.producer = producer
         self.consumer = consumer
@@ -146,6 +147,8 @@ class Checkpoint:
         self.transaction_timeout_s = transaction_timeout_ms / 1000
         self._max_record_bytes = max_record_bytes
         self._pause_file = pause_file
+        #: Written with every committed offset: who committed it (runtime/failover.py).
+        self._offset_metadata = offset_metadata
         self._batch = _Batch()
         self._quiet_until = 0.0  # no transaction begins before (see transaction_gap_ms)
         self._quarantine: dict[str, Quarantined] = {}
@@ -371,7 +374,10 @@ class Checkpoint:
             remaining = self.producer.flush(_TIMEOUT)
             if remaining:
                 raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "flush timed out"))
-            offsets = [TopicPartition(t, p, o) for (t, p), o in batch.next_offsets.items()]
+            meta = self._offset_metadata
+            offsets = [
+                TopicPartition(t, p, o, metadata=meta) for (t, p), o in batch.next_offsets.items()
+            ]
             if not self.exactly_once:
                 # at-least-once: the records are acknowledged; now the offsets
                 if offsets:

@@ -59,7 +59,12 @@ class WorkerSettings(BaseSettings):
     #: Use ``instance_id`` as ``group.instance.id`` (static membership: a quick restart
     #: keeps its partitions without a rebalance).
     static_membership: bool = False
-    session_timeout_ms: int = Field(default=10_000, ge=1000)
+    #: How soon the group notices a dead worker and gives its partitions to the others
+    #: (who then fence its open transaction: runtime/failover.py): failover takes about this
+    #: plus a second. 6 s is the least a broker accepts by default
+    #: (``group.min.session.timeout.ms``); where the broker allows less, 2 s fails over in
+    #: about 3 s (benchmarks/reports/faults.md). Heartbeats go every quarter of it.
+    session_timeout_ms: int = Field(default=6_000, ge=1000)
     max_poll_interval_ms: int = Field(default=60_000, ge=1000)
     transaction_timeout_ms: int = Field(default=30_000, ge=1000)
     #: Health, readiness and Prometheus metrics; 0 picks a free port, -1 disables.

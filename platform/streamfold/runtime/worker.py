@@ -57,6 +57,7 @@ from streamfold.runtime.checkpoint import (
     FencedError,
 )
 from streamfold.runtime.command_processor import CommandProcessor
+from streamfold.runtime.failover import Successor, member_client_id, owner_metadata
 from streamfold.runtime.memory import release_free_memory
 from streamfold.runtime.processor import Processor, UnproducibleRecordError
 from streamfold.runtime.rebalance import CallbackGuard
@@ -81,6 +82,8 @@ log = get_logger(__name__)
 _TIMEOUT = 30.0
 #: The broker's transaction.abort.timed.out.transaction.cleanup.interval.ms (10 s) and a margin.
 _TXN_ABORT_CHECK_S = 15.0
+#: How long committed offsets may take before a departed previous owner is fenced.
+_FIRST_OFFSETS_WAIT_S = 1.0
 _LAG_INTERVAL_S = 5.0
 #: How often the loop looks for due timers (and the idle poll's bound when sagas run).
 _TIMER_CHECK_S = 0.02
@@ -150,6 +153,8 @@ class AggregateWorker(Loop):
         self._consumer: Consumer | None = None
         self._checkpoint: Checkpoint | None = None
         self._stores: PartitionStores | None = None
+        self._successor: Successor | None = None
+        self._transactions_ready = False
         self._callbacks = CallbackGuard()
         self._joined = False
         self._next_lag_report = 0.0
@@ -192,7 +197,9 @@ class AggregateWorker(Loop):
             transaction_timeout_ms=self.settings.transaction_timeout_ms,
             max_record_bytes=max_record_bytes,
             pause_file=self.settings.pause_in_transaction_file,
+            offset_metadata=owner_metadata(self._transactional_id),
         )
+        self._successor = Successor(self.kafka, self.group_id, self._transactional_id)
         restorer = ChangelogRestorer(
             self.kafka,
             self.metrics,
@@ -291,16 +298,27 @@ class AggregateWorker(Loop):
                 **{"transaction.timeout.ms": self.settings.transaction_timeout_ms, **tuning},
             )
         )
+        return producer
+
+    def _init_transactions(self) -> None:
+        """Initialise the producer's transactions (once, in the first assignment): this fences
+        a zombie of this instance and ends its open transaction. Only a member of the group
+        does it, so another worker never fences one that is starting (runtime/failover.py)."""
+        assert self._checkpoint is not None
+        if self._transactions_ready or not self.settings.exactly_once:
+            return
         try:
-            producer.init_transactions(_TIMEOUT)
+            self._checkpoint.producer.init_transactions(_TIMEOUT)
         except KafkaException as exc:
             doing = f"initialising transactions ({self._transactional_id})"
             raise translate_kafka_error(exc, doing) from exc
-        return producer
+        self._transactions_ready = True
 
     def _overrides(self) -> dict[str, Any]:
         overrides: dict[str, Any] = {
+            "client.id": member_client_id(self.kafka.client_id, self._transactional_id),
             "session.timeout.ms": self.settings.session_timeout_ms,
+            "heartbeat.interval.ms": max(100, self.settings.session_timeout_ms // 4),
             "max.poll.interval.ms": self.settings.max_poll_interval_ms,
             "fetch.wait.max.ms": 20,
             # The prefetch queue counts in the RSS; 16 MiB keeps thousands of commands ready.
@@ -523,27 +541,39 @@ class AggregateWorker(Loop):
         owner's open transaction to end, so the changelog ends where that owner stopped
         writing (see state/restore.py).
 
-        A previous owner that hangs (a paused zombie) leaves its transaction open until the
-        broker aborts it: up to ``transaction_timeout_ms`` after it began, plus the
-        coordinator's check interval (10 s by default). A timed-out read is therefore asked
-        again until that bound has passed, not taken as a failure.
+        A previous owner that has left the group is fenced first, which ends its open
+        transaction at once (runtime/failover.py); so is one whose offsets still do not come
+        within a second (it left while this worker was looking). A previous owner that cannot be
+        named leaves its transaction open until the broker aborts it: up to
+        ``transaction_timeout_ms`` after it began, plus the coordinator's check interval
+        (10 s by default). A timed-out read is therefore asked again until that bound has
+        passed, not taken as a failure.
         """
+        assert self._successor is not None
+        self._init_transactions()
+        self._successor.take_over(partitions)
         bound = self.settings.transaction_timeout_ms / 1000 + _TXN_ABORT_CHECK_S
         deadline = time.monotonic() + bound
+        first = True
         while True:
             remaining = deadline - time.monotonic()
+            wait = _FIRST_OFFSETS_WAIT_S if first else max(1.0, min(_TIMEOUT, remaining))
             try:
-                consumer.committed(partitions, timeout=max(1.0, min(_TIMEOUT, remaining)))
+                consumer.committed(partitions, timeout=wait)
                 return
             except KafkaException as exc:
                 error = exc.args[0]
                 if error.code() != KafkaError._TIMED_OUT or remaining <= 0:
                     raise
-                log.warning(
-                    "the previous owner's transaction is still open; waiting for it to end",
-                    partitions=_names(partitions),
-                    waited_up_to_s=round(bound - remaining, 1),
-                )
+            if first:
+                first = False
+                if self._successor.take_over(partitions):
+                    continue
+            log.warning(
+                "the previous owner's transaction is still open; waiting for it to end",
+                partitions=_names(partitions),
+                waited_up_to_s=round(bound - remaining, 1),
+            )
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         assert self._checkpoint is not None

@@ -1,0 +1,177 @@
+"""A SIGKILLed worker's partitions are taken over by a survivor within seconds.
+
+Two workers share the store-stock partitions with ``aggregates`` aggregates in state
+(100,000 at full scale). The victim is SIGKILLed while it holds a transaction open (the test
+hook), with commands arriving at a steady rate. The survivor must notice (the session
+timeout), fence the victim's open transaction (runtime/failover.py) instead of waiting for
+the broker to abort it, restore the victim's stores (or, with standby stores, only their
+tail) and process the commands. Measured: from the SIGKILL to the first result, on each of
+the victim's partitions, of a command sent after the kill; the figures go to
+``benchmarks/reports/faults.md``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer
+from confluent_kafka.admin import AdminClient
+from topologies.retail.domain import ReceiveSupply
+
+from streamfold.contracts.results import RESULT_NAMESPACE, CommandResult
+from streamfold.runtime.process import WorkerProcess
+from streamfold.runtime.topology import load_topology
+from streamfold.testing.pytest_plugin import scaled
+from tests.fault.report import write_section
+from tests.integration.runtime.conftest import TOPOLOGY, RetailRun, retail_run
+
+__all__ = ["retail_run"]
+
+pytestmark = [pytest.mark.fault, pytest.mark.integration]
+
+SESSION_TIMEOUT_MS = 2_000
+PATIENCE = 300.0
+
+
+def supplies(aggregates: int, first: int = 0, count: int | None = None) -> Iterator[ReceiveSupply]:
+    """One supply per aggregate: every aggregate gets a state."""
+    for n in range(first, first + (count if count is not None else aggregates)):
+        k = n % aggregates
+        yield ReceiveSupply(
+            store_id=f"store-{k % 97}", item_id=f"item-{k}", supplier_id="s-1", quantity=1
+        )
+
+
+@dataclass
+class Results:
+    """A read_committed watcher of the results topic: when each command's result was seen."""
+
+    run: RetailRun
+    seen: dict[str, tuple[int, float]] = field(default_factory=dict)  # id -> partition, time
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self._consumer = Consumer(
+            self.run.settings.consumer_config(
+                f"watch-{time.monotonic_ns()}", **{"fetch.wait.max.ms": 10}
+            )
+        )
+        self._consumer.subscribe([self.run.stock_topics.results])
+        self._reader = self.run.codec.reader(CommandResult, namespace=RESULT_NAMESPACE)
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            for message in self._consumer.consume(1000, 0.05):
+                if message.error() is None:
+                    _, record = self._reader.decode_dict(message.value() or b"")
+                    self.seen.setdefault(
+                        record["command_id"], (message.partition() or 0, time.monotonic())
+                    )
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._consumer.close()
+
+
+def assignment_of(run: RetailRun, worker: WorkerProcess) -> set[int]:
+    """The store-stock command partitions ``worker`` owns now."""
+    admin = AdminClient(run.settings.admin_config())
+    group = f"{run.prefix}{load_topology(TOPOLOGY).group_id}"
+    description: Any = admin.describe_consumer_groups([group])[group].result()
+    owned = {
+        tp.partition
+        for member in description.members
+        if member.client_id.endswith(f".{worker.instance_id}")
+        for tp in member.assignment.topic_partitions
+        if tp.topic == run.stock_topics.commands
+    }
+    return owned
+
+
+def fail_over(
+    run: RetailRun, aggregates: int, label: str, scale: float, **env: str
+) -> dict[str, float]:
+    """Fill, kill the victim inside a transaction, measure the takeover; return figures."""
+    settings = {"STREAMFOLD_WORKER_SESSION_TIMEOUT_MS": str(SESSION_TIMEOUT_MS), **env}
+    survivor = run.worker("w1", **settings)
+    hold = run.directory / "hold-w2"
+    victim = run.worker("w2", STREAMFOLD_WORKER_PAUSE_IN_TRANSACTION_FILE=str(hold), **settings)
+    filled = {run.producer.send(c) for c in supplies(aggregates)}
+    run.producer.flush()
+    run.wait_until_processed(filled, PATIENCE)
+    owned = assignment_of(run, victim)
+    assert owned, "the victim owns no partition"
+    results = Results(run)
+    sent: dict[str, float] = {}
+    stop = threading.Event()
+
+    def steady() -> None:  # 200 commands/s over every aggregate
+        for n, command in enumerate(supplies(aggregates, aggregates, 10**9)):
+            if stop.is_set():
+                break
+            sent[run.producer.send(command)] = time.monotonic()
+            if n % 20 == 0:
+                run.producer.flush()
+                time.sleep(0.1)
+        run.producer.flush()
+
+    producing = threading.Thread(target=steady)
+    producing.start()
+    try:
+        time.sleep(2.0)
+        hold.touch()  # the victim's next transaction with records stays open
+        deadline = time.monotonic() + 60
+        while not hold.with_name("hold-w2.held").exists():
+            assert time.monotonic() < deadline, "the victim never held a transaction open"
+            time.sleep(0.02)
+        time.sleep(0.3)  # its records reach the broker
+        killed = time.monotonic()
+        victim.kill()
+        assert run.open_transactions() > 0, "the victim died outside a transaction"
+        firsts: dict[int, float] = {}
+        deadline = time.monotonic() + 120
+        while set(firsts) != owned:
+            assert time.monotonic() < deadline, f"partitions {owned - set(firsts)} never resumed"
+            for command, at in list(sent.items()):
+                if at > killed and command in results.seen:
+                    partition, seen = results.seen[command]
+                    if partition in owned and partition not in firsts:
+                        firsts[partition] = seen - killed
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        producing.join()
+    run.wait_until_processed(filled | set(sent), PATIENCE, workers_must_live=False)
+    results.stop()
+    print(f"{label}: first results after the kill {sorted(firsts.values())}")
+    log = (run.directory / "worker-w1.log").read_text(encoding="utf-8")
+    assert "fenced a departed worker's transaction" in log
+    assert "the previous owner's transaction is still open" not in log
+    assert survivor.running()
+    return {"worst": max(firsts.values()), "best": min(firsts.values()), "partitions": len(owned)}
+
+
+def test_a_survivor_takes_over_a_killed_workers_partitions(
+    retail_run: RetailRun, test_scale: float
+) -> None:
+    aggregates = scaled(100_000, test_scale, 5_000)
+    figures = fail_over(retail_run, aggregates, "no standby", test_scale)
+    write_section(
+        "failover",
+        "Worker failover: SIGKILL inside a transaction, a survivor takes over",
+        f"{aggregates:,} aggregates in state, 2 workers, session timeout {SESSION_TIMEOUT_MS} ms,"
+        f" commands at 200/s.\n\n"
+        "| standby stores | victim's partitions | first result after the kill, worst | best |\n"
+        "|---|---|---|---|\n"
+        f"| no | {figures['partitions']:.0f} | {figures['worst']:.2f} s"
+        f" | {figures['best']:.2f} s |\n",
+        test_scale,
+    )
