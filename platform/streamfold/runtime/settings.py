@@ -65,6 +65,11 @@ class WorkerSettings(BaseSettings):
     #: (``group.min.session.timeout.ms``); where the broker allows less, 2 s fails over in
     #: about 3 s (benchmarks/reports/faults.md). Heartbeats go every quarter of it.
     session_timeout_ms: int = Field(default=6_000, ge=1000)
+    #: Keep warm copies of the stores of the partitions this worker does not own, following
+    #: their changelogs (streamfold.state.standby): a survivor then takes over a dead
+    #: worker's partitions without a full restore. Costs the whole topology's state on every
+    #: worker: for small groups.
+    standby_stores: bool = False
     max_poll_interval_ms: int = Field(default=60_000, ge=1000)
     transaction_timeout_ms: int = Field(default=30_000, ge=1000)
     #: Health, readiness and Prometheus metrics; 0 picks a free port, -1 disables.

@@ -37,7 +37,7 @@ the stores, leave the group.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any, Protocol
 
@@ -71,6 +71,7 @@ from streamfold.runtime.settings import WorkerSettings
 from streamfold.runtime.supervisor import Loop
 from streamfold.runtime.topology import TopologySpec
 from streamfold.state.restore import ChangelogRestorer
+from streamfold.state.standby import StandbyStores
 from streamfold.state.stores import PartitionStores
 from streamfold.transport.admin import KafkaAdmin, TopicSpec, translate_kafka_error
 from streamfold.transport.settings import KafkaSettings
@@ -82,6 +83,8 @@ log = get_logger(__name__)
 _TIMEOUT = 30.0
 #: The broker's transaction.abort.timed.out.transaction.cleanup.interval.ms (10 s) and a margin.
 _TXN_ABORT_CHECK_S = 15.0
+#: Least time between two chunks of the standby stores' changelogs (standby_stores).
+_STANDBY_STEP_S = 0.05
 #: How long committed offsets may take before a departed previous owner is fenced.
 _FIRST_OFFSETS_WAIT_S = 1.0
 _LAG_INTERVAL_S = 5.0
@@ -154,6 +157,8 @@ class AggregateWorker(Loop):
         self._checkpoint: Checkpoint | None = None
         self._stores: PartitionStores | None = None
         self._successor: Successor | None = None
+        self._standbys: StandbyStores | None = None
+        self._next_standby_step = 0.0
         self._transactions_ready = False
         self._callbacks = CallbackGuard()
         self._joined = False
@@ -213,6 +218,15 @@ class AggregateWorker(Loop):
             restorer,
             changelog_ids,
         )
+        if self.settings.standby_stores:
+            self._standbys = StandbyStores(
+                self.kafka,
+                self._stores.directory,
+                self._stores.environment,
+                {changelog: topic for topic, changelog in changelogs.items()},
+                changelog_ids,
+            )
+            self._follow_everything(changelogs.values())
         self._consumer.subscribe(
             [*self.processors, *self.feeds],
             on_assign=self._callbacks.guard(self._on_assign),
@@ -364,6 +378,8 @@ class AggregateWorker(Loop):
             for topic, partition in stores.partitions():
                 self._close_store(topic, partition)
             stores.close_all()
+            if self._standbys is not None:
+                self._standbys.close()
             checkpoint.flush_at_close()
             fenced = checkpoint.fenced is not None
             log.info("worker stopped", topology=self.topology.name, fenced=fenced)
@@ -376,6 +392,9 @@ class AggregateWorker(Loop):
         assert consumer is not None and checkpoint is not None and stores is not None
         if checkpoint.fenced is not None:
             raise FencedError(f"the worker was fenced: {checkpoint.fenced}")
+        if self._standbys is not None and time.monotonic() >= self._next_standby_step:
+            self._standbys.step(0.0)
+            self._next_standby_step = time.monotonic() + _STANDBY_STEP_S
         if stores.restoring:
             for topic, partition in stores.step(0.0 if stores.ready_partitions else 0.05):
                 consumer.resume([TopicPartition(topic, partition)])
@@ -530,6 +549,8 @@ class AggregateWorker(Loop):
             self._checkpoint.commit()
         self._await_previous_owner(consumer, partitions)
         for tp in partitions:
+            if self._standbys is not None and tp.topic in self._stores.changelogs:
+                self._standbys.release(self._stores.changelogs[tp.topic], tp.partition)
             if tp.topic in self.feeds or self._stores.open(tp.topic, tp.partition):
                 consumer.resume([tp])
         self._joined = True
@@ -600,7 +621,20 @@ class AggregateWorker(Loop):
         assert self._stores is not None
         if topic not in self.feeds:
             self._stores.close(topic, partition)
+            if self._standbys is not None and self._running:  # another owner has it now
+                self._standbys.follow(self._stores.changelogs[topic], partition)
         self.metrics.forget_partition(topic, partition)
+
+    def _follow_everything(self, changelogs: Iterable[str]) -> None:
+        """Follow every partition of ``changelogs`` (the assignment releases its own)."""
+        assert self._consumer is not None and self._standbys is not None
+        for changelog in changelogs:
+            try:
+                found = self._consumer.list_topics(changelog, timeout=_TIMEOUT).topics[changelog]
+            except KafkaException as exc:
+                raise translate_kafka_error(exc, f"reading the partitions of {changelog}") from exc
+            for partition in found.partitions:
+                self._standbys.follow(changelog, partition)
 
     def _report_partitions(self) -> None:
         assert self._stores is not None

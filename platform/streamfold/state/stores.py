@@ -40,7 +40,8 @@ class PartitionStores:
         #: changelog topic -> its topic id (stores remember the one they were filled from)
         self.changelog_ids = changelog_ids or {}
         self.restorer = restorer
-        self._environment = StoreEnvironment(options)
+        #: Shared by the stores (one block cache), standby stores too.
+        self.environment = StoreEnvironment(options)
         self._inputs = {changelog: topic for topic, changelog in changelogs.items()}
         self._stores: dict[tuple[str, int], PartitionStore] = {}
         self._ready: set[tuple[str, int]] = set()
@@ -72,7 +73,7 @@ class PartitionStores:
         """Open (and bind) the store of an assigned partition; True if it is ready now."""
         key = (topic, partition)
         changelog = self.changelogs[topic]
-        store = PartitionStore(self.directory / topic / str(partition), self._environment)
+        store = PartitionStore(self.directory / topic / str(partition), self.environment)
         self._stores[key] = store
         store.bind_changelog(self.changelog_ids.get(changelog))
         if self.restorer.add(changelog, partition, store):
