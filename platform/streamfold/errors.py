@@ -8,6 +8,8 @@ boundary, and nowhere else:
   timeout, a transaction coordinator moving). Callers back off and retry.
 - ``PermanentError``: retrying the same call cannot help (bad configuration, a missing
   tool, an invalid record). Callers report it, dead-letter it, or stop.
+- ``SecurityError`` (permanent): credentials or certificates refused, or a certificate that
+  fails verification; raised at start-up, before any work, so a process stops at once.
 - ``Rejected``: a domain decision, not a failure. It carries a machine-readable ``code``
   and a ``message`` a caller can act on.
 """
@@ -21,6 +23,7 @@ __all__ = [
     "PermanentError",
     "Rejected",
     "RetryableError",
+    "SecurityError",
     "StreamfoldError",
 ]
 
@@ -48,6 +51,11 @@ class HandlerContractError(PermanentError):
 
 class HostEnvironmentError(PermanentError):
     """The machine lacks something streamfold needs (a JDK, Maven, a free port)."""
+
+
+class SecurityError(PermanentError):
+    """A peer refused our credentials or client certificate, or its certificate failed
+    verification (untrusted, or for another host name); the message names which."""
 
 
 class Rejected(StreamfoldError):

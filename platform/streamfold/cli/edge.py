@@ -10,6 +10,7 @@
 ``STREAMFOLD_REGISTRY_USERNAME``    registry HTTP basic auth user (default: no auth)
 ``STREAMFOLD_REGISTRY_PASSWORD``    registry HTTP basic auth password (secret)
 ``STREAMFOLD_REGISTRY_TIMEOUT_S``   registry request timeout in seconds (default 10)
+``STREAMFOLD_REGISTRY_SSL_CA_LOCATION``  CA bundle (PEM) to verify an HTTPS registry
 ``STREAMFOLD_REGISTRY_SERVER_*``    ``registry serve``, see :mod:`streamfold.registry.server`
 =================================  ===================================================
 """
@@ -60,13 +61,22 @@ def setup_logging() -> None:
 
 
 def kafka_settings(bootstrap: str | None = None) -> KafkaSettings:
-    """Kafka settings from the environment, with ``--bootstrap`` taking precedence."""
+    """Kafka settings from the environment, with ``--bootstrap`` taking precedence.
+
+    Every command that reaches Kafka gets its settings here, so this is where a refused
+    credential or a failed TLS check stops the process with one clear error (a
+    :class:`~streamfold.errors.SecurityError`, see :mod:`streamfold.transport.connect`)
+    instead of librdkafka retrying it forever.
+    """
     try:
         settings = KafkaSettings()
         if bootstrap:
             settings = settings.model_copy(update={"bootstrap_servers": bootstrap})
     except ValidationError as exc:
         raise ConfigurationError(f"invalid STREAMFOLD_KAFKA_* settings: {exc}") from exc
+    from streamfold.transport.connect import verify_kafka_access  # noqa: PLC0415 - light CLI start
+
+    verify_kafka_access(settings)
     return settings
 
 

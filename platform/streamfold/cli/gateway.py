@@ -30,24 +30,30 @@ def gateway(
     Settings: env STREAMFOLD_GATEWAY_* (host, port, auth, waits, ClickHouse target, ...),
     tracing STREAMFOLD_TRACING_*. The docs are at /docs, the OpenAPI at /openapi.json.
     """
+    setup_logging()
+    # First: refused credentials or certificates stop the gateway before its heavy imports.
+    kafka = kafka_settings(bootstrap)
     from streamfold.gateway.server import assemble  # noqa: PLC0415
     from streamfold.gateway.settings import GatewaySettings  # noqa: PLC0415
-    from streamfold.http.server import HttpServer  # noqa: PLC0415
+    from streamfold.http.server import HttpServer, ServerTls  # noqa: PLC0415
     from streamfold.observability.tracing import TracingSettings  # noqa: PLC0415
     from streamfold.runtime.topology import load_topology  # noqa: PLC0415
 
-    setup_logging()
     sys.path.insert(0, str(Path.cwd()))  # topology packages live in the project
     try:
         settings = GatewaySettings()
         tracing = TracingSettings()
     except ValidationError as exc:
         raise ConfigurationError(f"invalid gateway settings: {exc}") from exc
+    tls = ServerTls.of(settings.tls_certificate, settings.tls_key, "the gateway")
     spec = load_topology(topology)
-    app = assemble(spec, settings, kafka_settings(bootstrap), registry_settings(registry), tracing)
+    app = assemble(spec, settings, kafka, registry_settings(registry), tracing)
     # A stop answers every open wait (202, the command's Location) before the grace period.
     release = app.state.bus.book.release
-    HttpServer(app, settings.host, settings.port, name="gateway", on_shutdown=release).run()
+    server = HttpServer(
+        app, settings.host, settings.port, name="gateway", on_shutdown=release, tls=tls
+    )
+    server.run()
 
 
 def send(
@@ -62,6 +68,12 @@ def send(
         str | None, typer.Option(envvar="STREAMFOLD_API_KEY", help="Credential (key or JWT).")
     ] = None,
     command_id: Annotated[str | None, typer.Option(help="Idempotency key.")] = None,
+    ca_location: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="STREAMFOLD_GATEWAY_SSL_CA_LOCATION", help="CA (PEM) of an HTTPS gateway."
+        ),
+    ] = None,
 ) -> None:
     """Send one command through a gateway and print its outcome as JSON.
 
@@ -84,7 +96,7 @@ def send(
         payload = json.loads(text)
     except ValueError as exc:
         raise ConfigurationError(f"the command is not JSON: {exc}") from exc
-    with Client(url, api_key=api_key) as client:
+    with Client(url, api_key=api_key, ca_location=ca_location) as client:
         try:
             result = client.send_json(
                 context, name, payload, wait=wait, timeout_ms=timeout_ms, command_id=command_id

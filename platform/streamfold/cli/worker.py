@@ -32,6 +32,9 @@ def worker(
     (instance_id, state_dir, commit_interval_ms, max_batch, health_port, ...); tracing
     STREAMFOLD_TRACING_* (spans are made only when an OTLP endpoint is set).
     """
+    setup_logging()
+    # First: refused credentials or certificates stop the worker before its heavy imports.
+    kafka = kafka_settings(bootstrap)
     # Imported here: the CLI's other commands need none of the worker's dependencies.
     from confluent_kafka.schema_registry import SchemaRegistryClient  # noqa: PLC0415
 
@@ -46,7 +49,6 @@ def worker(
     from streamfold.runtime.topology import load_topology  # noqa: PLC0415
     from streamfold.runtime.worker import AggregateWorker  # noqa: PLC0415
 
-    setup_logging()
     sys.path.insert(0, str(Path.cwd()))  # topology packages live in the project
     spec = load_topology(topology)
     context = spec.load_context()
@@ -60,7 +62,6 @@ def worker(
         raise ConfigurationError(f"invalid tracing settings: {exc}") from exc
     client = SchemaRegistryClient(registry_settings(registry).client_config())
     metrics = WorkerMetrics()
-    kafka = kafka_settings(bootstrap)
     codec = AvroCodec(ConfluentSchemaRegistry(client))
     runners: list[Runner] = []
     if spec.select(context) or spec.select_sagas(context):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ssl
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -93,10 +95,21 @@ class AggregateState:
 
 
 class _Base:
-    def __init__(self, url: str, *, context: BoundedContext | None, api_key: str | None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        context: BoundedContext | None,
+        api_key: str | None,
+        ca_location: Path | None = None,
+    ) -> None:
         self.url = url.rstrip("/")
         self.context = context
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        # An HTTPS gateway whose certificate a private CA signed: trust that CA's PEM file.
+        self._verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=str(ca_location)) if ca_location else True
+        )
 
     def _command_request(
         self,
@@ -232,9 +245,12 @@ class Client(_Base):
         context: BoundedContext | None = None,
         api_key: str | None = None,
         http: httpx.Client | None = None,
+        ca_location: Path | None = None,
     ) -> None:
-        super().__init__(url, context=context, api_key=api_key)
-        self._http = http or httpx.Client(base_url=self.url, headers=self._headers)
+        super().__init__(url, context=context, api_key=api_key, ca_location=ca_location)
+        self._http = http or httpx.Client(
+            base_url=self.url, headers=self._headers, verify=self._verify
+        )
         self._paths: dict[tuple[str, str], str] = {}
 
     def __enter__(self) -> Client:
@@ -349,13 +365,14 @@ class AsyncClient(_Base):
         api_key: str | None = None,
         http: httpx.AsyncClient | None = None,
         max_connections: int = 100,
+        ca_location: Path | None = None,
     ) -> None:
-        super().__init__(url, context=context, api_key=api_key)
+        super().__init__(url, context=context, api_key=api_key, ca_location=ca_location)
         limits = httpx.Limits(
             max_connections=max_connections, max_keepalive_connections=max_connections
         )
         self._http = http or httpx.AsyncClient(
-            base_url=self.url, headers=self._headers, limits=limits
+            base_url=self.url, headers=self._headers, limits=limits, verify=self._verify
         )
 
     async def __aenter__(self) -> AsyncClient:

@@ -25,6 +25,7 @@ import json
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, Literal
 
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
@@ -83,6 +84,8 @@ class RegistryClientSettings(BaseSettings):
     username: str | None = None
     password: SecretStr | None = None
     timeout_s: float = 10.0
+    #: CA bundle (PEM) that verifies an HTTPS registry (default: the system's).
+    ssl_ca_location: Path | None = None
 
     def client_config(self) -> dict[str, Any]:
         """Render the ``SchemaRegistryClient`` configuration (basic auth when a user is set)."""
@@ -90,6 +93,8 @@ class RegistryClientSettings(BaseSettings):
         if self.username is not None:
             secret = self.password.get_secret_value() if self.password is not None else ""
             conf["basic.auth.user.info"] = f"{self.username}:{secret}"
+        if self.ssl_ca_location is not None:
+            conf["ssl.ca.location"] = str(self.ssl_ca_location)
         return conf
 
 

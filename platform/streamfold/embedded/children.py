@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -62,8 +63,15 @@ class ChildProcess:
         ready_url: str,
         log_file: Path | None = None,
         name: str = "child",
+        ready_ca: Path | None = None,
     ) -> None:
         self.args = list(args)
+        # An HTTPS readiness URL is verified against this CA (PEM); None: the system's.
+        self._ready_context = (
+            ssl.create_default_context(cafile=str(ready_ca))
+            if ready_url.startswith("https:")
+            else None
+        )
         self.env = dict(env)
         self.ready_url = ready_url
         self.log_file = log_file
@@ -115,7 +123,9 @@ class ChildProcess:
     def answers(self) -> bool:
         """Whether the readiness URL answers 200."""
         try:
-            with urllib.request.urlopen(self.ready_url, timeout=1) as response:
+            with urllib.request.urlopen(
+                self.ready_url, timeout=1, context=self._ready_context
+            ) as response:
                 return bool(response.status == 200)
         except (urllib.error.URLError, OSError):
             return False

@@ -14,6 +14,13 @@ Start-up, in order:
    kernel kills it if this process dies, even by SIGKILL;
 5. wait until every node answers a metadata request (no fixed sleeps, no log scraping).
 
+With ``security=`` (a :class:`BrokerSecurity`) every node also opens one SASL_SSL listener
+per :class:`SecureListener` for clients: SCRAM-SHA-512 users are written into the storage
+at format time (``kafka-storage format --add-scram``), the listener's certificate and key
+are PEM files loaded inline (``ssl.keystore.type=PEM``), and a listener may demand client
+certificates (mTLS). The controller and inter-broker listeners stay PLAINTEXT on loopback,
+and readiness is checked over them.
+
 Stopping sends SIGTERM (a controlled shutdown) and SIGKILL after a grace period. Nodes
 still running when the interpreter exits are stopped by an ``atexit`` hook.
 """
@@ -27,7 +34,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib.resources import files
@@ -45,7 +52,7 @@ from streamfold.embedded.ports import ensure_port_free, free_ports
 from streamfold.errors import HostEnvironmentError, RetryableError
 from streamfold.observability.logging import get_logger
 
-__all__ = ["KafkaNode", "LocalKafkaCluster", "NodePorts"]
+__all__ = ["BrokerSecurity", "KafkaNode", "LocalKafkaCluster", "NodePorts", "SecureListener"]
 
 log = get_logger(__name__)
 
@@ -60,10 +67,42 @@ def _stop_all_at_exit() -> None:
 
 @dataclass(frozen=True, slots=True)
 class NodePorts:
-    """The two listeners of one combined broker+controller node."""
+    """The listeners of one combined broker+controller node (``secure``: one port per
+    :class:`SecureListener`, in order)."""
 
     broker: int
     controller: int
+    secure: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SecureListener:
+    """A SASL_SSL (SCRAM-SHA-512) listener for clients.
+
+    ``name`` is the Kafka listener name (letters and underscores); ``certificate`` and
+    ``key`` are the server's PEM certificate (chain) and unencrypted PKCS#8 key;
+    ``client_auth`` demands a client certificate signed by the CA (mTLS).
+    """
+
+    name: str
+    certificate: Path
+    key: Path
+    client_auth: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerSecurity:
+    """The secured client listeners of a cluster, their CA and SCRAM-SHA-512 users."""
+
+    ca: Path
+    users: Mapping[str, str]
+    listeners: tuple[SecureListener, ...]
+
+    def __post_init__(self) -> None:
+        reserved = {"PLAINTEXT", "CONTROLLER"}
+        for listener in self.listeners:
+            if listener.name.upper() in reserved or not listener.name.replace("_", "").isalnum():
+                raise ValueError(f"invalid secure listener name {listener.name!r}")
 
 
 @dataclass(slots=True)
@@ -109,14 +148,25 @@ class LocalKafkaCluster:
         heap_mb: int | None = None,
         java_home: str | None = None,
         extra_config: dict[str, str] | None = None,
+        security: BrokerSecurity | None = None,
     ) -> None:
         if nodes < 1:
             raise ValueError("a cluster needs at least one node")
+        self.security = security
+        secure = len(security.listeners) if security is not None else 0
         if ports is None:
-            flat = free_ports(2 * nodes)
-            ports = [NodePorts(flat[2 * i], flat[2 * i + 1]) for i in range(nodes)]
+            each = 2 + secure
+            flat = free_ports(each * nodes)
+            ports = [
+                NodePorts(
+                    flat[each * i], flat[each * i + 1], tuple(flat[each * i + 2 : each * (i + 1)])
+                )
+                for i in range(nodes)
+            ]
         if len(ports) != nodes:
             raise ValueError(f"{nodes} nodes need {nodes} port pairs, got {len(ports)}")
+        if any(len(p.secure) != secure for p in ports):
+            raise ValueError(f"each node needs {secure} secure listener ports")
         self.base_dir = base_dir
         self.cache_dir = cache_dir
         # Sized for a 2-core, 24 GB machine: one node gets 1 GB, each of three 512 MB.
@@ -133,12 +183,20 @@ class LocalKafkaCluster:
     def bootstrap_servers(self) -> str:
         return ",".join(n.address for n in self.nodes)
 
+    def secure_bootstrap_servers(self, listener: str) -> str:
+        """The bootstrap list of the secure listener named ``listener``."""
+        names = [x.name for x in self.security.listeners] if self.security is not None else []
+        if listener not in names:
+            raise KeyError(f"no secure listener {listener!r}; the cluster has {names}")
+        index = names.index(listener)
+        return ",".join(f"127.0.0.1:{n.ports.secure[index]}" for n in self.nodes)
+
     def start(self, timeout: float = 120.0) -> Self:
         """Format (first time only) and start every node; return once all answer metadata."""
         self._java = find_java(self.java_home)
         for node in self.nodes:
-            ensure_port_free(node.ports.broker)
-            ensure_port_free(node.ports.controller)
+            for port in (node.ports.broker, node.ports.controller, *node.ports.secure):
+                ensure_port_free(port)
         self._dist = ensure_kafka_jars(self.cache_dir)
         started = time.monotonic()
         cluster_id = self._cluster_id()
@@ -321,27 +379,70 @@ class LocalKafkaCluster:
                 f"--cluster-id={cluster_id}",
                 "-c",
                 str(node.directory / "server.properties"),
+                *self._scram_arguments(),
             ],
             f"formatting KRaft storage of node {node.node_id} failed",
             timeout=120,
         )
 
+    def _scram_arguments(self) -> list[str]:
+        """``--add-scram`` for each user: their credentials go into the bootstrap metadata."""
+        if self.security is None:
+            return []
+        return [
+            f"--add-scram=SCRAM-SHA-512=[name={name},password={password}]"
+            for name, password in self.security.users.items()
+        ]
+
+    def _security_config(self) -> dict[str, str]:
+        """The secure listeners' SSL and SASL configuration (empty without ``security``)."""
+        if self.security is None:
+            return {}
+        ca = _pem_value(self.security.ca)
+        config: dict[str, str] = {}
+        for listener in self.security.listeners:
+            prefix = f"listener.name.{listener.name.lower()}."
+            config.update(
+                {
+                    f"{prefix}ssl.keystore.type": "PEM",
+                    f"{prefix}ssl.keystore.certificate.chain": _pem_value(listener.certificate),
+                    f"{prefix}ssl.keystore.key": _pem_value(listener.key),
+                    f"{prefix}ssl.truststore.type": "PEM",
+                    f"{prefix}ssl.truststore.certificates": ca,
+                    f"{prefix}ssl.client.auth": "required" if listener.client_auth else "none",
+                    f"{prefix}sasl.enabled.mechanisms": "SCRAM-SHA-512",
+                    f"{prefix}scram-sha-512.sasl.jaas.config": (
+                        "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+                    ),
+                }
+            )
+        return config
+
+    def _listeners(self, node: KafkaNode) -> tuple[str, str, str]:
+        """``listeners``, ``advertised.listeners`` and ``listener.security.protocol.map``."""
+        secure = self.security.listeners if self.security is not None else ()
+        pairs = [(x.name, port) for x, port in zip(secure, node.ports.secure, strict=True)]
+        advertised = [f"PLAINTEXT://127.0.0.1:{node.ports.broker}"]
+        advertised += [f"{name}://127.0.0.1:{port}" for name, port in pairs]
+        listeners = [*advertised, f"CONTROLLER://127.0.0.1:{node.ports.controller}"]
+        protocols = ["PLAINTEXT:PLAINTEXT", "CONTROLLER:PLAINTEXT"]
+        protocols += [f"{name}:SASL_SSL" for name, _ in pairs]
+        return ",".join(listeners), ",".join(advertised), ",".join(protocols)
+
     def _write_config(self, node: KafkaNode) -> None:
         n = len(self.nodes)
         replicas = min(3, n)
         voters = ",".join(f"{x.node_id}@127.0.0.1:{x.ports.controller}" for x in self.nodes)
+        listeners, advertised, protocols = self._listeners(node)
         config = {
             "process.roles": "broker,controller",
             "node.id": str(node.node_id),
             "controller.quorum.voters": voters,
-            "listeners": (
-                f"PLAINTEXT://127.0.0.1:{node.ports.broker},"
-                f"CONTROLLER://127.0.0.1:{node.ports.controller}"
-            ),
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{node.ports.broker}",
+            "listeners": listeners,
+            "advertised.listeners": advertised,
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "listener.security.protocol.map": protocols,
             "log.dirs": str(node.directory / "data"),
             "num.partitions": "1",
             "default.replication.factor": str(replicas),
@@ -366,10 +467,16 @@ class LocalKafkaCluster:
             "num.io.threads": "4",
             "log.message.timestamp.type": "CreateTime",
         }
+        config.update(self._security_config())
         config.update(self.extra_config)
         node.directory.mkdir(parents=True, exist_ok=True)
         text = "".join(f"{k}={v}\n" for k, v in config.items())
         (node.directory / "server.properties").write_text(text, encoding="utf-8")
+
+
+def _pem_value(path: Path) -> str:
+    """A PEM file as one ``server.properties`` value (newlines escaped as ``\\n``)."""
+    return path.read_text(encoding="ascii").strip().replace("\n", "\\n")
 
 
 def _logging_flags(node: KafkaNode) -> list[str]:

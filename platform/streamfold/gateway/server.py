@@ -28,6 +28,7 @@ from streamfold.gateway.commands import CommandLane
 from streamfold.gateway.metrics import GatewayMetrics
 from streamfold.gateway.reads import ClickHouseReader
 from streamfold.gateway.settings import GatewaySettings
+from streamfold.http.server import ServerTls
 from streamfold.observability.logging import get_logger
 from streamfold.observability.tracing import TracingSettings, configure_tracing
 from streamfold.runtime.topology import TopologySpec
@@ -118,8 +119,11 @@ class GatewayProcess(ChildProcess):
         clickhouse_target: str | None = None,
         log_file: Path | None = None,
         extra_env: dict[str, str] | None = None,
+        tls: ServerTls | None = None,
+        ca: Path | None = None,
     ) -> None:
-        self.url = f"http://{host}:{port}"
+        """``tls`` serves HTTPS; ``ca`` is the PEM CA that verifies it for readiness."""
+        self.url = f"{'https' if tls is not None else 'http'}://{host}:{port}"
         env = {
             **os.environ,
             "STREAMFOLD_KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers,
@@ -133,10 +137,14 @@ class GatewayProcess(ChildProcess):
             env["STREAMFOLD_GATEWAY_CONNECTORS_DIR"] = str(connectors_dir)
         if clickhouse_target is not None:
             env["STREAMFOLD_GATEWAY_CLICKHOUSE_TARGET"] = clickhouse_target
+        if tls is not None:
+            env["STREAMFOLD_GATEWAY_TLS_CERTIFICATE"] = str(tls.certificate)
+            env["STREAMFOLD_GATEWAY_TLS_KEY"] = str(tls.key)
         super().__init__(
             ["gateway", str(topology)],
             env=env,
             ready_url=f"{self.url}/readyz",
             log_file=log_file,
             name=f"the gateway at {self.url}",
+            ready_ca=ca,
         )

@@ -71,3 +71,7 @@ class GatewaySettings(BaseSettings):
     jwt_issuer: str | None = None
     #: The claim that names the tenant; the principal is ``sub``.
     jwt_tenant_claim: str = "tenant"
+    #: Serve HTTPS with this PEM certificate (chain) and key (a mounted Secret); both
+    #: unset: plain HTTP (TLS ends at an ingress).
+    tls_certificate: Path | None = None
+    tls_key: Path | None = None

@@ -7,7 +7,8 @@ way uvicorn's own logging is off (streamfold logs with structlog), the access lo
 a stop lets requests in flight finish for ``graceful_s`` seconds. ``on_shutdown`` runs
 first thing when a stop begins, on the event loop (the gateway answers its open waits
 there, so they end within the grace period instead of being cut). ``port=0`` binds a free
-port; :attr:`port` tells which once started.
+port; :attr:`port` tells which once started. With ``tls=`` (a :class:`ServerTls`: PEM
+certificate chain and key) it serves HTTPS instead of HTTP.
 """
 
 from __future__ import annotations
@@ -17,19 +18,41 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import uvicorn
 
-from streamfold.errors import HostEnvironmentError
+from streamfold.errors import ConfigurationError, HostEnvironmentError
 from streamfold.observability.logging import get_logger
 
-__all__ = ["HttpServer"]
+__all__ = ["HttpServer", "ServerTls"]
 
 log = get_logger(__name__)
 
 ASGIApp = Any
+
+
+@dataclass(frozen=True, slots=True)
+class ServerTls:
+    """The server's certificate (PEM, its chain after it) and private key (PEM)."""
+
+    certificate: Path
+    key: Path
+
+    @classmethod
+    def of(cls, certificate: Path | None, key: Path | None, owner: str) -> ServerTls | None:
+        """Both paths, or neither (plain HTTP); one without the other is an error."""
+        if certificate is None and key is None:
+            return None
+        if certificate is None or key is None:
+            raise ConfigurationError(f"{owner}: tls_certificate and tls_key go together")
+        for path in (certificate, key):
+            if not path.is_file():
+                raise ConfigurationError(f"{owner}: TLS file {path} does not exist")
+        return cls(certificate, key)
 
 
 class _Server(uvicorn.Server):
@@ -56,9 +79,11 @@ class HttpServer:
         lifespan: str = "auto",
         graceful_s: float = 5.0,
         on_shutdown: Callable[[], None] | None = None,
+        tls: ServerTls | None = None,
     ) -> None:
         self.name = name
         self._host = host
+        self._scheme = "https" if tls is not None else "http"
         self._socket = _bind(host, port, name)
         config = uvicorn.Config(
             app,
@@ -70,6 +95,8 @@ class HttpServer:
             timeout_keep_alive=30,
             # Nothing here reads the client's address; the middleware cost the gateway 7 %.
             proxy_headers=False,
+            ssl_certfile=str(tls.certificate) if tls is not None else None,
+            ssl_keyfile=str(tls.key) if tls is not None else None,
         )
         self._server = _Server(config, on_shutdown)
         self._thread: threading.Thread | None = None
@@ -81,7 +108,7 @@ class HttpServer:
     @property
     def url(self) -> str:
         host = self._host if self._host not in ("0.0.0.0", "::") else "127.0.0.1"
-        return f"http://{host}:{self.port}"
+        return f"{self._scheme}://{host}:{self.port}"
 
     def run(self) -> None:
         """Serve in this thread until SIGTERM or SIGINT."""

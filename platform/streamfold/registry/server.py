@@ -4,6 +4,12 @@
 SIGINT. :class:`RegistryProcess` starts ``python -m streamfold registry serve`` as a child and
 waits until it answers; the dev stack and the test fixtures use it, so what they run is the
 same process a user runs.
+
+Environment variables: ``STREAMFOLD_REGISTRY_SERVER_<FIELD>`` for each field of
+:class:`RegistryServerSettings` (host, port, topic, replication_factor,
+default_compatibility, basic_auth, timeout_s, and ``..._TLS_CERTIFICATE`` /
+``..._TLS_KEY``: PEM files that make it serve HTTPS), plus ``STREAMFOLD_KAFKA_*`` for the
+topic (:mod:`streamfold.transport.settings`; SASL_SSL and mTLS included).
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from streamfold.contracts.compatibility import CompatibilityLevel
 from streamfold.embedded.children import ChildProcess
 from streamfold.errors import ConfigurationError
-from streamfold.http.server import HttpServer
+from streamfold.http.server import HttpServer, ServerTls
 from streamfold.observability.logging import get_logger
 from streamfold.registry.api import RegistryApp
 from streamfold.registry.log import KafkaIntentLog
@@ -46,6 +52,9 @@ class RegistryServerSettings(BaseSettings):
     basic_auth: SecretStr | None = None
     #: How long a write waits for its intent to be applied before answering 50002.
     timeout_s: float = 30.0
+    #: Serve HTTPS with this PEM certificate (chain) and key; both unset: plain HTTP.
+    tls_certificate: Path | None = None
+    tls_key: Path | None = None
 
     def users(self) -> dict[str, str]:
         """The basic-auth users (name → password); empty when auth is off."""
@@ -62,16 +71,17 @@ class RegistryServerSettings(BaseSettings):
 
 def serve(settings: RegistryServerSettings, kafka: KafkaSettings) -> None:
     """Rebuild the state from Kafka, then answer HTTP until stopped."""
+    tls = ServerTls.of(settings.tls_certificate, settings.tls_key, "the registry")
     state = RegistryState(settings.default_compatibility)
     intent_log = KafkaIntentLog(
         kafka, state, settings.topic, settings.replication_factor, settings.timeout_s
     )
     intent_log.start()
     app = RegistryApp(intent_log, settings.users())
-    server = HttpServer(app, settings.host, settings.port, name="registry", lifespan="off")
+    server = HttpServer(app, settings.host, settings.port, name="registry", lifespan="off", tls=tls)
     log.info(
         "registry serving",
-        url=f"http://{settings.host}:{settings.port}",
+        url=server.url,
         topic=settings.topic,
         auth=bool(settings.basic_auth),
     )
@@ -95,8 +105,11 @@ class RegistryProcess(ChildProcess):
         basic_auth: str | None = None,
         log_file: Path | None = None,
         extra_env: dict[str, str] | None = None,
+        tls: ServerTls | None = None,
+        ca: Path | None = None,
     ) -> None:
-        self.url = f"http://{host}:{port}"
+        """``tls`` serves HTTPS; ``ca`` is the PEM CA that verifies it for readiness."""
+        self.url = f"{'https' if tls is not None else 'http'}://{host}:{port}"
         env = {
             **os.environ,
             "STREAMFOLD_KAFKA_BOOTSTRAP_SERVERS": bootstrap_servers,
@@ -108,10 +121,14 @@ class RegistryProcess(ChildProcess):
         }
         if basic_auth:
             env["STREAMFOLD_REGISTRY_SERVER_BASIC_AUTH"] = basic_auth
+        if tls is not None:
+            env["STREAMFOLD_REGISTRY_SERVER_TLS_CERTIFICATE"] = str(tls.certificate)
+            env["STREAMFOLD_REGISTRY_SERVER_TLS_KEY"] = str(tls.key)
         super().__init__(
             ["registry", "serve"],
             env=env,
             ready_url=f"{self.url}/healthz",
             log_file=log_file,
             name=f"the schema registry at {self.url}",
+            ready_ca=ca,
         )

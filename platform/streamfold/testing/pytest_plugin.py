@@ -15,6 +15,10 @@ Users of streamfold get it with the package. It provides:
 - ``schema_registry_factory``: starts ``streamfold registry serve`` processes on a fresh topic
   (``auth=("user", "password")`` turns on basic auth; ``topic=`` shares a topic between
   several registry processes); ``schema_registry`` (module) is one of them.
+- ``secured_kafka`` (module): a single-node Kafka whose client listeners are SASL_SSL with
+  SCRAM-SHA-512 (one of them demanding client certificates, one with a certificate for
+  another host name), with its test CA and certificates (:mod:`streamfold.testing.tls`);
+  ``secured_kafka_settings`` (module): :class:`KafkaSettings` that reach it as ``alice``.
 - ``test_scale`` (session): ``STREAMFOLD_TEST_SCALE`` (default 1.0), the factor heavy
   acceptance tests apply to their sizes; CI runs them scaled down.
 - markers ``unit``, ``integration``, ``fault`` and ``slow``.
@@ -28,18 +32,21 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pytest
 
 from streamfold.cli.edge import default_cache_dir
-from streamfold.embedded.kafka import LocalKafkaCluster
+from streamfold.embedded.kafka import BrokerSecurity, LocalKafkaCluster, SecureListener
 from streamfold.embedded.ports import free_ports
 from streamfold.registry.server import RegistryProcess
 from streamfold.transport.admin import KafkaAdmin, TopicSpec
 from streamfold.transport.settings import KafkaSettings
 
-__all__ = ["KafkaEndpoint", "RunningRegistry", "scaled"]
+if TYPE_CHECKING:
+    from streamfold.testing.tls import TestPki
+
+__all__ = ["KafkaEndpoint", "RunningRegistry", "SecuredKafka", "scaled"]
 
 MARKERS = {
     "unit": "pure logic, no services",
@@ -243,3 +250,91 @@ def schema_registry(
     yield start()
     for running in started:
         running.stop()
+
+
+# -- a secured broker (SASL_SSL, SCRAM-SHA-512, mTLS) ---------------------------------------
+
+
+class SecuredKafka:
+    """A cluster with SASL_SSL client listeners, its PKI and its SCRAM-SHA-512 user.
+
+    Listeners: ``SECURE`` (server certificate for 127.0.0.1/localhost), ``MTLS`` (the same,
+    and a client certificate is required) and ``MISNAMED`` (a certificate for another host).
+    """
+
+    USER = "alice"
+
+    def __init__(self, cluster: LocalKafkaCluster, pki: TestPki, password: str) -> None:
+        self.cluster = cluster
+        self.pki = pki
+        self.password = password
+
+    def bootstrap(self, listener: str = "SECURE") -> str:
+        return self.cluster.secure_bootstrap_servers(listener)
+
+    def env(
+        self, listener: str = "SECURE", *, client_certificate: bool = False, **overrides: str
+    ) -> dict[str, str]:
+        """The ``STREAMFOLD_KAFKA_*`` variables a process needs (``overrides``: by field)."""
+        env = {
+            "bootstrap_servers": self.bootstrap(listener),
+            "security_protocol": "SASL_SSL",
+            "sasl_mechanism": "SCRAM-SHA-512",
+            "sasl_username": self.USER,
+            "sasl_password": self.password,
+            "ssl_ca_location": str(self.pki.ca),
+        }
+        if client_certificate:
+            env["ssl_certificate_location"] = str(self.pki.client_certificate)
+            env["ssl_key_location"] = str(self.pki.client_key)
+        env.update(overrides)
+        return {f"STREAMFOLD_KAFKA_{k.upper()}": v for k, v in env.items()}
+
+    def settings(
+        self, listener: str = "SECURE", *, client_certificate: bool = False, **overrides: Any
+    ) -> KafkaSettings:
+        """:class:`KafkaSettings` for ``listener`` (``overrides``: fields to change)."""
+        fields: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap(listener),
+            "security_protocol": "SASL_SSL",
+            "sasl_mechanism": "SCRAM-SHA-512",
+            "sasl_username": self.USER,
+            "sasl_password": self.password,
+            "ssl_ca_location": self.pki.ca,
+        }
+        if client_certificate:
+            fields["ssl_certificate_location"] = self.pki.client_certificate
+            fields["ssl_key_location"] = self.pki.client_key
+        fields.update(overrides)
+        return KafkaSettings(**fields)
+
+
+@pytest.fixture(scope="module")
+def secured_kafka(
+    tmp_path_factory: pytest.TempPathFactory, streamfold_cache_dir: Path
+) -> Iterator[SecuredKafka]:
+    """A single node with SASL_SSL client listeners (see :class:`SecuredKafka`)."""
+    # cryptography comes with PyJWT[crypto]; imported only by the tests that need it.
+    from streamfold.testing.tls import make_test_pki  # noqa: PLC0415
+
+    directory = tmp_path_factory.mktemp("secured-kafka")
+    pki = make_test_pki(directory / "pki")
+    password = uuid.uuid4().hex
+    security = BrokerSecurity(
+        ca=pki.ca,
+        users={SecuredKafka.USER: password},
+        listeners=(
+            SecureListener("SECURE", pki.server_certificate, pki.server_key),
+            SecureListener("MTLS", pki.server_certificate, pki.server_key, client_auth=True),
+            SecureListener("MISNAMED", pki.misnamed_certificate, pki.misnamed_key),
+        ),
+    )
+    cluster = LocalKafkaCluster(directory / "kafka", streamfold_cache_dir, security=security)
+    with cluster:
+        yield SecuredKafka(cluster, pki, password)
+
+
+@pytest.fixture(scope="module")
+def secured_kafka_settings(secured_kafka: SecuredKafka) -> KafkaSettings:
+    """Settings that reach :func:`secured_kafka` over SASL_SSL as its SCRAM user."""
+    return secured_kafka.settings()
