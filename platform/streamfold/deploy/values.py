@@ -59,9 +59,10 @@ DEFAULT_GROUP = "main"
 #: Replicas per group when none are asked for (at most the partitions: more would idle).
 DEFAULT_REPLICAS = 3
 #: Worker settings the chart sets per pod: the pod name as instance id, the volume as state
-#: directory, its health port, static membership; the topic prefix is ``topology.topicPrefix``.
+#: directory, its health server (0.0.0.0, its port), static membership; the topic prefix is
+#: ``topology.topicPrefix``.
 CHART_OWNED_SETTINGS = frozenset(
-    {"instance_id", "state_dir", "health_port", "static_membership", "topic_prefix"}
+    {"instance_id", "state_dir", "health_host", "health_port", "static_membership", "topic_prefix"}
 )
 #: Gateway settings the chart sets itself: where it listens (0.0.0.0, gateway.containerPorts),
 #: the mounted connector directory, the topic prefix (topology.topicPrefix), the sinks'

@@ -374,10 +374,7 @@ class Checkpoint:
             remaining = self.producer.flush(_TIMEOUT)
             if remaining:
                 raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "flush timed out"))
-            meta = self._offset_metadata
-            offsets = [
-                TopicPartition(t, p, o, metadata=meta) for (t, p), o in batch.next_offsets.items()
-            ]
+            offsets = self._offsets(batch.next_offsets)
             if not self.exactly_once:
                 # at-least-once: the records are acknowledged; now the offsets
                 if offsets:
@@ -413,6 +410,13 @@ class Checkpoint:
         self._failed_commits = 0
         self.metrics.batch(batch.count, time.monotonic() - started)
         return True
+
+    def _offsets(self, next_offsets: Mapping[tuple[str, int], int]) -> list[TopicPartition]:
+        """The offsets to commit, each naming this worker when it has a name to write."""
+        meta = self._offset_metadata
+        if meta is None:  # the client refuses a None metadata
+            return [TopicPartition(t, p, o) for (t, p), o in next_offsets.items()]
+        return [TopicPartition(t, p, o, metadata=meta) for (t, p), o in next_offsets.items()]
 
     def _retrying(self, doing: str, call: Any) -> None:
         """Call a transactional API again while it fails retriably (a timeout), up to the

@@ -257,8 +257,21 @@ def test_every_setting_the_processes_read_is_a_chart_value(
     local_only = {"STREAMFOLD_HOME", "STREAMFOLD_CACHE_DIR"}  # the dev stack and fetched tools
     local_only |= {f"STREAMFOLD_WORKER_{name}".upper() for name in TEST_HOOK_SETTINGS}
     local_only.add("STREAMFOLD_GATEWAY_API_KEYS")  # inline keys: the chart mounts a file
+    # HTTPS between pods: not offered by the chart yet (an Ingress terminates the gateway's
+    # TLS); the processes serve and trust it outside Kubernetes (tests/integration/security).
+    local_only |= NOT_YET_IN_THE_CHART
     everything = set().union(*READ_BY.values())
     assert not sorted(everything - set_somewhere - config_keys - local_only)
+
+
+#: Settings the processes read that the chart does not offer yet (see the test above).
+NOT_YET_IN_THE_CHART = {
+    "STREAMFOLD_REGISTRY_SERVER_TLS_CERTIFICATE",
+    "STREAMFOLD_REGISTRY_SERVER_TLS_KEY",
+    "STREAMFOLD_GATEWAY_TLS_CERTIFICATE",
+    "STREAMFOLD_GATEWAY_TLS_KEY",
+    "STREAMFOLD_REGISTRY_SSL_CA_LOCATION",
+}
 
 
 def _changed(value: Any) -> Any:

@@ -37,16 +37,22 @@ def test_workers_config_offers_every_worker_setting_the_chart_does_not_set() -> 
     assert set(config["rocksdb"]["properties"]) == set(RocksDBOptions.model_fields)
 
 
+#: Serving HTTPS inside the cluster: not a chart value yet (tests/integration/helm's
+#: NOT_YET_IN_THE_CHART says why).
+_TLS_SERVING = {"tls_certificate", "tls_key"}
+
+
 def test_registry_config_offers_every_server_setting_but_port_and_basic_auth() -> None:
     assert set(_config_schema("registry")) == set(RegistryServerSettings.model_fields) - {
         "port",
         "basic_auth",
+        *_TLS_SERVING,
     }
 
 
 def test_gateway_config_offers_every_gateway_setting_the_chart_does_not_set() -> None:
     assert set(GatewaySettings.model_fields) >= GATEWAY_CHART_OWNED_SETTINGS
-    offered = set(GatewaySettings.model_fields) - GATEWAY_CHART_OWNED_SETTINGS
+    offered = set(GatewaySettings.model_fields) - GATEWAY_CHART_OWNED_SETTINGS - _TLS_SERVING
     assert set(_config_schema("gateway")) == offered
 
 

@@ -49,10 +49,45 @@ def _fake_clock(monkeypatch: pytest.MonkeyPatch) -> None:
 _CLOCK = _Clock()
 
 
-def _wait(consumer: _Committed, transaction_timeout_ms: int = 30_000) -> None:
+class _Successor:
+    """Fakes runtime.failover.Successor: fences ``departed`` at its first chance."""
+
+    def __init__(self, departed: list[str] | None = None) -> None:
+        self.departed = departed or []
+        self.asked = 0
+
+    def take_over(self, partitions: list[TopicPartition]) -> list[str]:
+        self.asked += 1
+        found, self.departed = self.departed, []
+        return found
+
+
+def _wait(
+    consumer: _Committed, transaction_timeout_ms: int = 30_000, successor: Any = None
+) -> None:
     consumer.clock = _CLOCK
-    worker = SimpleNamespace(settings=WorkerSettings(transaction_timeout_ms=transaction_timeout_ms))
+    worker = SimpleNamespace(
+        settings=WorkerSettings(transaction_timeout_ms=transaction_timeout_ms),
+        _successor=successor or _Successor(),
+        _init_transactions=lambda: None,
+    )
     AggregateWorker._await_previous_owner(worker, consumer, PARTITIONS)  # type: ignore[arg-type]
+
+
+def test_a_departed_owner_is_fenced_before_the_offsets_are_read() -> None:
+    consumer = _Committed(timeouts=0)
+    successor = _Successor(["retail.w2"])
+    _wait(consumer, successor=successor)
+    assert (successor.asked, len(consumer.calls)) == (1, 1)
+
+
+def test_offsets_that_do_not_come_within_a_second_ask_for_a_fence_again() -> None:
+    consumer = _Committed(timeouts=1)
+    successor = _Successor()
+    _wait(consumer, successor=successor)
+    assert consumer.calls[0] == 1.0  # the first read waits a second, not 30
+    assert successor.asked == 2  # before the first read, and after it timed out
+    assert len(consumer.calls) == 2
 
 
 def test_a_read_that_times_out_while_the_previous_owner_hangs_is_asked_again() -> None:
@@ -127,12 +162,16 @@ def test_an_assignment_commits_the_open_batch_before_waiting_for_the_previous_ow
             p,
         ),
         _report_partitions=lambda: None,
+        _successor=_Successor(),
+        _init_transactions=lambda: fake.calls.append("initialise transactions"),
+        _standbys=None,
     )
     AggregateWorker._on_assign(worker, fake, PARTITIONS)  # type: ignore[arg-type]
     assert fake.calls == [
         "assign",
         "pause",
         "commit the open batch",
+        "initialise transactions",
         "wait for the previous owner",
         "open store",
         "resume",
