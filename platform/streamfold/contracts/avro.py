@@ -26,10 +26,13 @@ nested ``BaseModel``           ``record`` (defined once, then referenced by name
 =============================  ==================================================
 
 Record and enum names are class names; every named type of one document shares the
-context's namespace. Field order is declaration order (it defines the binary layout), a class
-docstring becomes the record's ``doc`` and a field's ``description`` the field's ``doc``.
-Defaults are written when they are static (a value or a ``list``/``dict``/``set`` factory).
-:func:`canonical_json` renders a schema byte-for-byte reproducibly.
+context's namespace. Record, field and enum names and enum symbols must be Avro names
+(``[A-Za-z_][A-Za-z0-9_]*``: ASCII, no quote, backtick or semicolon), else
+:class:`SchemaGenerationError`: they travel to the registry, to other clients and, as
+ClickHouse column names, into SQL. Field order is declaration order (it defines the binary
+layout), a class docstring becomes the record's ``doc`` and a field's ``description`` the
+field's ``doc``. Defaults are written when they are static (a value or a ``list``/``dict``/
+``set`` factory). :func:`canonical_json` renders a schema byte-for-byte reproducibly.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ import decimal
 import enum
 import inspect
 import json
+import re
 import types
 import typing
 import uuid
@@ -67,6 +71,7 @@ _TIMESTAMPS += (pydantic.PastDatetime, pydantic.FutureDatetime)
 _DATES = (dt.date, pydantic.PastDate, pydantic.FutureDate)
 _STATIC_FACTORIES: tuple[Any, ...] = (list, dict, set, frozenset, tuple)
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_AVRO_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # the Avro specification's, whole
 
 
 class SchemaGenerationError(ConfigurationError):
@@ -90,6 +95,15 @@ def canonical_json(schema: AvroType) -> str:
     return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
 
 
+def _avro_name(name: str, kind: str, where: str) -> str:
+    """``name`` if it is an Avro name; else a :class:`SchemaGenerationError` naming it."""
+    if not _AVRO_NAME.fullmatch(name):
+        raise SchemaGenerationError(
+            f"{where}: {kind} name {name!r} is not an Avro name [A-Za-z_][A-Za-z0-9_]*"
+        )
+    return name
+
+
 class _Builder:
     """Builds one schema document; named types are defined once per document."""
 
@@ -98,7 +112,7 @@ class _Builder:
         self.defined: set[str] = set()
 
     def record(self, model: type[BaseModel]) -> AvroType:
-        name = model.__name__
+        name = _avro_name(model.__name__, "record", model.__name__)
         if name in self.defined:
             return name
         self.defined.add(name)
@@ -113,6 +127,7 @@ class _Builder:
 
     def field(self, model: type[BaseModel], name: str, info: FieldInfo) -> dict[str, Any]:
         where = f"{model.__name__}.{name}"
+        _avro_name(name, "field", where)
         avro_type = self.type_of(info.annotation, info.metadata, where)
         field: dict[str, Any] = {"name": name, "type": avro_type}
         default = _static_default(info)
@@ -182,11 +197,11 @@ class _Builder:
         raise SchemaGenerationError(f"{where}: type {annotation!r} has no Avro mapping")
 
     def enum(self, enum_type: type[enum.Enum], where: str) -> AvroType:
-        name = enum_type.__name__
+        name = _avro_name(enum_type.__name__, "enum", where)
         if name in self.defined:
             return name
         symbols = [member.value for member in enum_type]
-        if not issubclass(enum_type, str) or not all(s.isidentifier() for s in symbols):
+        if not issubclass(enum_type, str) or not all(_AVRO_NAME.fullmatch(s) for s in symbols):
             raise SchemaGenerationError(
                 f"{where}: enum {name} must be a StrEnum whose values are identifiers "
                 f"(they become Avro symbols), got {symbols}"

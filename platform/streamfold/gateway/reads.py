@@ -24,6 +24,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from streamfold.observability.logging import get_logger
+from streamfold.sink.ddl import qualified_table
 from streamfold.sink.named_queries import NamedQuery
 from streamfold.sink.queries import run_sql
 from streamfold.sink.target import ClickHouseTarget, TargetError, TargetUnavailableError
@@ -101,16 +102,19 @@ class ClickHouseReader:
     async def state(
         self, table: str, aggregate_id: str, tenant: str | None, version: int | None
     ) -> StateRow | None:
-        """The row of one aggregate (latest, or at ``version``); None if there is none."""
+        """The row of one aggregate (latest, or at ``version``); None if there is none.
+
+        ``table`` is ``<ctx>_<agg>``: with the database, a checked identifier, backquoted
+        (a :class:`~streamfold.sink.ddl.ProjectionSchemaError` otherwise, never SQL)."""
         where = "aggregate_id = {id:String}"
         parameters: dict[str, Any] = {"id": aggregate_id}
         if tenant is not None:
             where += " AND tenant = {tenant:String}"
             parameters["tenant"] = tenant
         if version is None:
-            source = f"`{self.database}`.`{table}_state_last` FINAL"
+            source = f"{qualified_table(self.database, f'{table}_state_last')} FINAL"
         else:
-            source = f"`{self.database}`.`{table}_state`"
+            source = qualified_table(self.database, f"{table}_state")
             where += " AND version = {version:UInt64}"
             parameters["version"] = version
         sql = f"SELECT * FROM {source} WHERE {where} ORDER BY version DESC LIMIT 1"

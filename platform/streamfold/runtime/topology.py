@@ -104,8 +104,13 @@ def load_topology(reference: str | Path, root: Path = Path("topologies")) -> Top
         raise ConfigurationError(f"no topology {reference!r} (looked for {path})")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        return TopologySpec.model_validate({**data, "source": path})
+    except UnicodeDecodeError as exc:
+        raise ConfigurationError(f"{path}: not UTF-8 text: {exc}") from exc
     except yaml.YAMLError as exc:
         raise ConfigurationError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigurationError(f"{path}: a topology is a mapping, not {type(data).__name__}")
+    try:
+        return TopologySpec.model_validate({**data, "source": path})
     except ValidationError as exc:
         raise ConfigurationError(f"{path}: {exc}") from exc

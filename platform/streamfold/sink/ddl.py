@@ -90,6 +90,8 @@ __all__ = [
     "json_text",
     "named_types",
     "projection_ddl",
+    "qualified_table",
+    "quoted_identifier",
     "row_converter",
 ]
 
@@ -210,7 +212,7 @@ class TableSpec:
             engine += f"({', '.join(_quote(a) for a in match.group(2).split(', '))})"
         columns = ",\n".join(f"    {c.sql()}" for c in self.columns)
         return (
-            f"CREATE TABLE IF NOT EXISTS {_table(database, self.name)}\n(\n{columns}\n)\n"
+            f"CREATE TABLE IF NOT EXISTS {qualified_table(database, self.name)}\n(\n{columns}\n)\n"
             f"ENGINE = {engine}\n"
             f"ORDER BY ({', '.join(_quote(c) for c in self.order_by)})\n"
             f"SETTINGS non_replicated_deduplication_window = {DEDUPLICATION_WINDOW}"
@@ -218,14 +220,21 @@ class TableSpec:
 
     def qualified(self, database: str) -> str:
         """```database`.`name```, checked and quoted."""
-        return _table(database, self.name)
+        return qualified_table(database, self.name)
 
     def add_column_sql(self, database: str, column: Column) -> str:
         """``ALTER TABLE ... ADD COLUMN IF NOT EXISTS``, for a field a model gained."""
-        return f"ALTER TABLE {_table(database, self.name)} ADD COLUMN IF NOT EXISTS {column.sql()}"
+        table = qualified_table(database, self.name)
+        return f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column.sql()}"
 
 
-def _table(database: str, name: str) -> str:
+def quoted_identifier(name: str, what: str) -> str:
+    """```name```, a checked identifier (else :class:`ProjectionSchemaError` naming ``what``)."""
+    return f"`{_identifier(name, what)}`"
+
+
+def qualified_table(database: str, name: str) -> str:
+    """```database`.`name```: both checked identifiers (else :class:`ProjectionSchemaError`)."""
     return f"{_quote(_identifier(database, 'database'))}.{_quote(name)}"
 
 
@@ -703,10 +712,10 @@ def commands_view_sql(context: BoundedContext, database: str) -> str:
     ]
     columns = ",\n".join(f"    {expr} AS {_quote(alias)}" for expr, alias in select)
     return (
-        f"CREATE VIEW IF NOT EXISTS {_table(database, f'{context.name}_commands')} AS\n"
+        f"CREATE VIEW IF NOT EXISTS {qualified_table(database, f'{context.name}_commands')} AS\n"
         f"SELECT\n{columns}\n"
-        f"FROM {_table(database, results)} AS r\n"
-        f"LEFT JOIN {_table(database, log)} AS l USING ({_quote('command_id')})\n"
+        f"FROM {qualified_table(database, results)} AS r\n"
+        f"LEFT JOIN {qualified_table(database, log)} AS l USING ({_quote('command_id')})\n"
         "SETTINGS join_use_nulls = 1"
     )
 

@@ -122,7 +122,7 @@ class NamedQuery:
 
 def load_named_queries(directory: Path, database: str) -> list[NamedQuery]:
     """The queries of ``directory``, in file-name order, for ``database``."""
-    if not _IDENTIFIER.match(database):
+    if not _IDENTIFIER.fullmatch(database):
         raise ConfigurationError(f"database must be an identifier, not {database!r}")
     queries = [_load(path, database) for path in sorted(directory.glob("*.sql"))]
     names = [q.name for q in queries]

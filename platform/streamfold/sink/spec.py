@@ -35,7 +35,7 @@ from streamfold.sink.target import ClickHouseTarget
 
 __all__ = ["ConnectorSpec", "load_connector"]
 
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # fullmatch: "$" also matches before "\n"
 
 
 class ConnectorSpec(BaseModel):
@@ -74,7 +74,7 @@ class ConnectorSpec(BaseModel):
     @field_validator("database")
     @classmethod
     def _identifier(cls, value: str | None) -> str | None:
-        if value is not None and not _IDENTIFIER.match(value):
+        if value is not None and not _IDENTIFIER.fullmatch(value):
             raise ValueError(f"database must be an identifier, not {value!r}")
         return value
 
@@ -118,6 +118,8 @@ def load_connector(
         raise ConfigurationError(f"no connector spec at {reference!r} (looked for {path})")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise ConfigurationError(f"{path}: not UTF-8 text: {exc}") from exc
     except yaml.YAMLError as exc:
         raise ConfigurationError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):

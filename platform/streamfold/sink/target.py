@@ -28,7 +28,7 @@ from clickhouse_connect.driver.external import ExternalData
 from streamfold.errors import PermanentError, RetryableError
 from streamfold.observability.logging import get_logger
 from streamfold.sink.arrow import ArrowConversionError, arrow_schema, arrow_table
-from streamfold.sink.ddl import TableSpec
+from streamfold.sink.ddl import TableSpec, quoted_identifier
 from streamfold.sink.passthrough import AvroPart, sql_string
 
 __all__ = ["ClickHouseTarget", "TargetError", "TargetUnavailableError", "chdb_path", "redacted"]
@@ -187,13 +187,15 @@ class ClickHouseTarget:
 
         Returns the columns added (``table.column``), for the log.
         """
-        self.command(f"CREATE DATABASE IF NOT EXISTS `{self.database}`")
+        database = quoted_identifier(self.database, "database")  # before any SQL runs
+        self.command(f"CREATE DATABASE IF NOT EXISTS {database}")
         added: list[str] = []
         for table in tables:
             self.command(table.create_sql(self.database))
             _names, rows = self.query(
                 "SELECT name FROM system.columns "
-                f"WHERE database = '{self.database}' AND table = '{table.name}'"
+                "WHERE database = {database:String} AND table = {table:String}",
+                {"database": self.database, "table": table.name},
             )
             present = {row[0] for row in rows}
             for column in table.columns:
