@@ -16,19 +16,17 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient
 from topologies.retail.domain import ReceiveSupply
 
-from streamfold.contracts.results import RESULT_NAMESPACE, CommandResult
 from streamfold.runtime.process import WorkerProcess
 from streamfold.runtime.topology import load_topology
 from streamfold.testing.pytest_plugin import scaled
 from tests.fault.report import write_section
+from tests.fault.watch import ResultWatcher
 from tests.integration.runtime.conftest import TOPOLOGY, RetailRun, retail_run
 
 __all__ = ["retail_run"]
@@ -46,40 +44,6 @@ def supplies(aggregates: int, first: int = 0, count: int | None = None) -> Itera
         yield ReceiveSupply(
             store_id=f"store-{k % 97}", item_id=f"item-{k}", supplier_id="s-1", quantity=1
         )
-
-
-@dataclass
-class Results:
-    """A read_committed watcher of the results topic: when each command's result was seen."""
-
-    run: RetailRun
-    seen: dict[str, tuple[int, float]] = field(default_factory=dict)  # id -> partition, time
-    _stop: threading.Event = field(default_factory=threading.Event)
-
-    def __post_init__(self) -> None:
-        self._consumer = Consumer(
-            self.run.settings.consumer_config(
-                f"watch-{time.monotonic_ns()}", **{"fetch.wait.max.ms": 10}
-            )
-        )
-        self._consumer.subscribe([self.run.stock_topics.results])
-        self._reader = self.run.codec.reader(CommandResult, namespace=RESULT_NAMESPACE)
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-        self._thread.start()
-
-    def _watch(self) -> None:
-        while not self._stop.is_set():
-            for message in self._consumer.consume(1000, 0.05):
-                if message.error() is None:
-                    _, record = self._reader.decode_dict(message.value() or b"")
-                    self.seen.setdefault(
-                        record["command_id"], (message.partition() or 0, time.monotonic())
-                    )
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._consumer.close()
 
 
 def assignment_of(run: RetailRun, worker: WorkerProcess) -> set[int]:
@@ -110,7 +74,7 @@ def fail_over(
     run.wait_until_processed(filled, PATIENCE)
     owned = assignment_of(run, victim)
     assert owned, "the victim owns no partition"
-    results = Results(run)
+    results = ResultWatcher(run.settings, run.stock_topics.results, run.codec)
     sent: dict[str, float] = {}
     stop = threading.Event()
 

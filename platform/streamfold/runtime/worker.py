@@ -572,7 +572,9 @@ class AggregateWorker(Loop):
         """
         assert self._successor is not None
         self._init_transactions()
-        self._successor.take_over(partitions)
+        fencing = self.settings.exactly_once  # at-least-once leaves no transaction open
+        if fencing:
+            self._successor.take_over(partitions)
         bound = self.settings.transaction_timeout_ms / 1000 + _TXN_ABORT_CHECK_S
         deadline = time.monotonic() + bound
         first = True
@@ -588,7 +590,7 @@ class AggregateWorker(Loop):
                     raise
             if first:
                 first = False
-                if self._successor.take_over(partitions):
+                if fencing and self._successor.take_over(partitions):
                     continue
             log.warning(
                 "the previous owner's transaction is still open; waiting for it to end",
