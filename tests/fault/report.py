@@ -1,8 +1,9 @@
 """``benchmarks/reports/faults.md``: the fault suite's figures, one section per test.
 
-Each test replaces its own section (between ``<!-- name -->`` markers) as soon as it has
-its figures, so a long run never loses what it measured, and the file always holds the
-latest figures of every test, with the scale and the time they were taken at.
+Each test replaces its own section, one per scale (between ``<!-- name@scale -->``
+markers), as soon as it has its figures: a long run never loses what it measured, a CI run
+(scale 0.2) never overwrites the full-scale figures, and the file holds the latest figures
+of every test at every scale it ran, with the time they were taken at.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ HEADER = (
 
 
 def write_section(name: str, title: str, body: str, scale: float) -> None:
-    """Replace (or add) the section ``name`` of the report."""
+    """Replace (or add) the section ``name`` of the report, at ``scale``."""
+    name = f"{name}@{scale:g}"
     text = REPORT.read_text(encoding="utf-8") if REPORT.exists() else HEADER
     stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     section = (

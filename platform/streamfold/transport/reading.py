@@ -55,18 +55,22 @@ def partitions_of(consumer: Consumer, topic: str, timeout: float = 30.0) -> list
 
 
 def watermarks(
-    consumer: Consumer, topic: str, partition: int, timeout: float = 30.0
+    consumer: Consumer, topic: str, partition: int, timeout: float = 60.0
 ) -> tuple[int, int]:
     """The first offset and the end offset of one partition, asked of the leader.
 
-    Retries while leadership settles (a topic just created, a leader moving) until
-    ``timeout``.
+    Retries while leadership settles (a topic just created, a leader moving, a broker lost
+    or restarting) until ``timeout``, asking at most 5 s at a time: a broker that died
+    mid-request must not use up the whole budget in one try.
     """
     deadline = time.monotonic() + timeout
     while True:
+        remaining = deadline - time.monotonic()
         try:
             low, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=timeout, cached=False
+                TopicPartition(topic, partition),
+                timeout=max(0.5, min(5.0, remaining)),
+                cached=False,
             )
             return int(low), int(high)
         except KafkaException as exc:
@@ -85,6 +89,12 @@ _SETTLING = {
     KafkaError.NOT_LEADER_FOR_PARTITION,
     KafkaError.LEADER_NOT_AVAILABLE,
     KafkaError.UNKNOWN_TOPIC_OR_PART,
+    # A broker lost or restarting: librdkafka's local view of it, until the leader moves.
+    KafkaError._TIMED_OUT,
+    KafkaError._UNKNOWN_PARTITION,
+    KafkaError._TRANSPORT,
+    KafkaError._DESTROY_BROKER,
+    KafkaError._ALL_BROKERS_DOWN,
 }
 
 
