@@ -20,10 +20,12 @@ assigned partitions (:meth:`Successor.take_over`):
    never commit.
 
 A worker that is a member is never fenced: a partition moves from a live member only after
-that member has committed in its revoke callback. A worker that is not a member yet has no
-transactions: it initialises its producer only once it has joined (in its first assignment),
-so a fence before then costs it nothing. A worker that left cleanly costs its successors one
-fence each (a few tens of milliseconds).
+that member has committed in its revoke callback. The group's description is trusted only
+when the group is stable and lists the asking worker itself; otherwise (a coordinator that
+moved with a lost broker) nothing is fenced and the successor waits, as it would without.
+A worker that is not a member yet has no transactions: it initialises its producer only
+once it has joined (in its first assignment), so a fence before then costs it nothing. A
+worker that left cleanly costs its successors one fence each (a few tens of milliseconds).
 """
 
 from __future__ import annotations
@@ -31,7 +33,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    ConsumerGroupState,
+    ConsumerGroupTopicPartitions,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient
 
 from streamfold.observability.logging import get_logger
@@ -81,7 +89,10 @@ class Successor:
             owners.discard(self._transactional_id)
             if not owners:
                 return []
-            departed = owners - self._members()
+            members = self._members()
+            if members is None:
+                return []  # no trustworthy view of the group: wait, as without a fence
+            departed = owners - members
         except KafkaException as exc:
             raise translate_kafka_error(exc, "looking up the partitions' last owners") from exc
         for owner in sorted(departed):
@@ -103,15 +114,27 @@ class Successor:
                     owners.add(owner)
         return owners
 
-    def _members(self) -> set[str]:
+    def _members(self) -> set[str] | None:
+        """The transactional ids of the group's members, or None when the description cannot
+        be trusted to be complete: the group is not stable (a coordinator that moved with a
+        lost broker, a rebalance under way) or does not list this worker itself."""
         future = self._admin.describe_consumer_groups([self._group_id], request_timeout=_TIMEOUT)
         description: Any = future[self._group_id].result()
         prefix = f"{self._settings.client_id}/"
-        return {
+        members = {
             member.client_id[len(prefix) :]
             for member in description.members
             if member.client_id.startswith(prefix)
         }
+        stable = description.state == ConsumerGroupState.STABLE
+        if not stable or self._transactional_id not in members:
+            log.info(
+                "no fence: the group's view is not settled",
+                state=str(description.state),
+                members=len(members),
+            )
+            return None
+        return members
 
     def _fence(self, owner: str) -> None:
         """Abort ``owner``'s open transaction and fence its id (see the module docstring)."""

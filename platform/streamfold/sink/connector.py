@@ -80,6 +80,9 @@ __all__ = ["ProjectedAck", "SinkConnector", "SinkMetrics"]
 
 log = get_logger(__name__)
 
+#: How long a retriable offset-commit refusal is retried before it stops the sink.
+_COMMIT_PATIENCE_S = 60.0
+
 _MAX_BACKOFF_S = 5.0
 _TIMEOUT = 30.0
 #: Records per ``consume`` call: one call per this many records, not per record.
@@ -649,11 +652,22 @@ class SinkConnector:
             log.warning("PROJECTED ack not delivered", error=str(err), key=message.key())
 
     def _commit(self, offsets: list[TopicPartition]) -> None:
+        """Commit the offsets; a retriable refusal (the group's coordinator moving with a
+        lost broker: COORDINATOR_LOAD_IN_PROGRESS, NOT_COORDINATOR) is asked again, for up
+        to a minute, before it stops the sink."""
         assert self._consumer is not None
-        try:
-            self._consumer.commit(offsets=offsets, asynchronous=False)
-        except KafkaException as exc:
-            raise translate_kafka_error(exc, "committing sink offsets") from exc
+        deadline = time.monotonic() + _COMMIT_PATIENCE_S
+        while True:
+            try:
+                self._consumer.commit(offsets=offsets, asynchronous=False)
+                return
+            except KafkaException as exc:
+                error = exc.args[0] if exc.args else None
+                retriable = isinstance(error, KafkaError) and error.retriable()
+                if not retriable or time.monotonic() > deadline:
+                    raise translate_kafka_error(exc, "committing sink offsets") from exc
+                log.warning("offset commit refused for now; retrying", error=str(exc))
+                time.sleep(0.5)
 
     def _retrying(self, action: Callable[[], Any], doing: str) -> Any:
         """Run ``action`` until ClickHouse answers; back off while it is unavailable."""
