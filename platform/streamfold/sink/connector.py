@@ -82,6 +82,15 @@ log = get_logger(__name__)
 
 #: How long a retriable offset-commit refusal is retried before it stops the sink.
 _COMMIT_PATIENCE_S = 60.0
+#: Offset-commit refusals that only mean the group's coordinator is moving (a lost broker).
+_COORDINATOR_MOVING = frozenset(
+    {
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.REQUEST_TIMED_OUT,
+    }
+)
 
 _MAX_BACKOFF_S = 5.0
 _TIMEOUT = 30.0
@@ -652,9 +661,9 @@ class SinkConnector:
             log.warning("PROJECTED ack not delivered", error=str(err), key=message.key())
 
     def _commit(self, offsets: list[TopicPartition]) -> None:
-        """Commit the offsets; a retriable refusal (the group's coordinator moving with a
-        lost broker: COORDINATOR_LOAD_IN_PROGRESS, NOT_COORDINATOR) is asked again, for up
-        to a minute, before it stops the sink."""
+        """Commit the offsets; a refusal that only means the group's coordinator is moving
+        with a lost broker (COORDINATOR_LOAD_IN_PROGRESS, NOT_COORDINATOR, ...) is asked
+        again, for up to a minute, before it stops the sink."""
         assert self._consumer is not None
         deadline = time.monotonic() + _COMMIT_PATIENCE_S
         while True:
@@ -663,8 +672,8 @@ class SinkConnector:
                 return
             except KafkaException as exc:
                 error = exc.args[0] if exc.args else None
-                retriable = isinstance(error, KafkaError) and error.retriable()
-                if not retriable or time.monotonic() > deadline:
+                moving = isinstance(error, KafkaError) and error.code() in _COORDINATOR_MOVING
+                if not moving or time.monotonic() > deadline:
                     raise translate_kafka_error(exc, "committing sink offsets") from exc
                 log.warning("offset commit refused for now; retrying", error=str(exc))
                 time.sleep(0.5)
