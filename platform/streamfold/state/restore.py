@@ -39,7 +39,7 @@ from streamfold.transport.admin import translate_kafka_error
 from streamfold.transport.reading import watermarks
 from streamfold.transport.settings import KafkaSettings
 
-__all__ = ["ChangelogRestorer", "RestoreProgress"]
+__all__ = ["ChangelogChunk", "ChangelogRestorer", "RestoreProgress"]
 
 log = get_logger(__name__)
 
@@ -53,7 +53,7 @@ class RestoreProgress(Protocol):
 
 
 @dataclass(slots=True)
-class _Chunk:
+class ChangelogChunk:
     """One partition's records of a step, in the WriteBatch they are written with."""
 
     batch: rocksdict.WriteBatch
@@ -158,11 +158,11 @@ class ChangelogRestorer:
         # The hot loop of a restore: records arrive in runs per partition, so the batch to
         # write into changes only when the partition does; each record goes straight into
         # its partition's WriteBatch (no intermediate list, no second pass).
-        batches: dict[tuple[str, int], _Chunk] = {}
+        batches: dict[tuple[str, int], ChangelogChunk] = {}
         finished: set[tuple[str, int]] = set()
         run_topic: str | None = None
         run_partition = -1
-        run: _Chunk | None = None
+        run: ChangelogChunk | None = None
         put: Callable[..., None]  # the run's batch methods, set by its first record
         delete: Callable[..., None]
         tail: Message | None = None
@@ -180,7 +180,7 @@ class ChangelogRestorer:
                 where = (run_topic or "", run_partition)
                 run = batches.get(where)
                 if run is None:
-                    run = batches[where] = _Chunk(PartitionStore.restore_writes())
+                    run = batches[where] = ChangelogChunk(PartitionStore.restore_writes())
                 put, delete = run.batch.put, run.batch.delete
             value = message.value()
             if value is None:

@@ -25,13 +25,13 @@ and changelog reads grow with the number of workers. Meant for small groups.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
-import rocksdict
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
 from streamfold.observability.logging import get_logger
+from streamfold.state.restore import ChangelogChunk
 from streamfold.state.rocksdb import PartitionStore, StoreEnvironment
 from streamfold.transport.admin import translate_kafka_error
 from streamfold.transport.settings import KafkaSettings
@@ -103,9 +103,8 @@ class StandbyStores:
             messages = self._consumer.consume(self.batch, timeout)
         except KafkaException as exc:
             raise translate_kafka_error(exc, "following standby changelogs") from exc
-        chunks: dict[tuple[str, int], tuple[rocksdict.WriteBatch, list[int]]] = {}
+        chunks: dict[tuple[str, int], ChangelogChunk] = {}
         applied = 0
-        put: Callable[..., None]
         for message in messages:
             key = message.key()
             if key is None or message.error() is not None:
@@ -114,19 +113,18 @@ class StandbyStores:
             where = (message.topic() or "", message.partition() or 0)
             chunk = chunks.get(where)
             if chunk is None:
-                chunk = chunks[where] = (PartitionStore.restore_writes(), [0])
+                chunk = chunks[where] = ChangelogChunk(PartitionStore.restore_writes())
             value = message.value()
             if value is None:
-                chunk[0].delete(key)
+                chunk.batch.delete(key)
             else:
-                put = chunk[0].put
-                put(key, value)
-            chunk[1][0] = message.offset() or 0
+                chunk.batch.put(key, value)
+            chunk.last = message.offset() or 0
             applied += 1
-        for where, (batch, last) in chunks.items():
+        for where, chunk in chunks.items():
             store = self._stores.get(where)
             if store is not None:  # not released while its records were in flight
-                store.apply_restored(batch, last[0])
+                store.apply_restored(chunk.batch, chunk.last)
         return applied
 
     @staticmethod
