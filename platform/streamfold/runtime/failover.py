@@ -26,6 +26,12 @@ moved with a lost broker) nothing is fenced and the successor waits, as it would
 A worker that is not a member yet has no transactions: it initialises its producer only
 once it has joined (in its first assignment), so a fence before then costs it nothing. A
 worker that left cleanly costs its successors one fence each (a few tens of milliseconds).
+
+A worker that is fenced while it lives (it was out of the group for longer than its session
+timeout: paused, or cut off from the coordinator while a broker was lost) is not a zombie
+to be stopped: it rejoins (runtime/worker.py). Only when another member holds its own
+transactional id (:meth:`Successor.rival`: a second process started with the same instance
+id) does it stop, since the two would fence each other for ever.
 """
 
 from __future__ import annotations
@@ -135,6 +141,22 @@ class Successor:
             )
             return None
         return members
+
+    def rival(self, member_id: str | None) -> str | None:
+        """The member id of another member of the group with this worker's transactional id
+        (not ``member_id``, this worker's own, last known), or None when there is none."""
+        try:
+            future = self._admin.describe_consumer_groups(
+                [self._group_id], request_timeout=_TIMEOUT
+            )
+            description: Any = future[self._group_id].result()
+        except KafkaException as exc:
+            raise translate_kafka_error(exc, f"describing the group {self._group_id}") from exc
+        mine = member_client_id(self._settings.client_id, self._transactional_id)
+        for member in description.members:
+            if member.client_id == mine and member.member_id != member_id:
+                return str(member.member_id)
+        return None
 
     def _fence(self, owner: str) -> None:
         """Abort ``owner``'s open transaction and fence its id (see the module docstring)."""

@@ -22,9 +22,15 @@ lone command is answered at once, once the transaction gap has passed).
 
 Failures: an input whose records cannot be produced is quarantined, the batch aborted and
 read again (the input is then dead-lettered whole); a schema registry outage aborts the
-batch and retries it a second later; a fenced producer stops the worker. Any other
-exception leaves :meth:`AggregateWorker.run` after the open transaction was ABORTED: a batch
-is committed only by a clean stop, never on the way out of a failure.
+batch and retries it a second later. A fenced producer (a successor took this worker's
+partitions while it was out of the group: paused, or cut off while a broker was lost) ends
+the open batch, which the fence aborted: the worker closes its consumer and stores and
+starts again in the same process, with a new producer, and rejoins, as Kafka Streams does
+with a migrated task. It stops instead when another member of the group holds its own
+instance id (:meth:`~streamfold.runtime.failover.Successor.rival`), or after
+``_MAX_RECOVERIES`` fences within ``_RECOVERY_WINDOW_S``. Any other exception leaves
+:meth:`AggregateWorker.run` after the open transaction was ABORTED: a batch is committed
+only by a clean stop, never on the way out of a failure.
 
 Assignment first commits the open batch (cooperative-sticky assigns without revoking, and
 the wait below can outlast the transaction's timeout), then waits for the partitions'
@@ -88,6 +94,9 @@ _STANDBY_STEP_S = 0.05
 #: How long committed offsets may take before a departed previous owner is fenced.
 _FIRST_OFFSETS_WAIT_S = 1.0
 _LAG_INTERVAL_S = 5.0
+#: A worker fenced more often than this within the window stops (see the module docstring).
+_MAX_RECOVERIES = 5
+_RECOVERY_WINDOW_S = 600.0
 #: How often the loop looks for due timers (and the idle poll's bound when sagas run).
 _TIMER_CHECK_S = 0.02
 
@@ -152,6 +161,7 @@ class AggregateWorker(Loop):
         self._timed: list[SagaProcessor | CommandProcessor] = []
         self._next_timer_check = 0.0
         self._running = False
+        self._stop_asked = False
         self._started = False
         self._consumer: Consumer | None = None
         self._checkpoint: Checkpoint | None = None
@@ -162,8 +172,11 @@ class AggregateWorker(Loop):
         self._transactions_ready = False
         self._callbacks = CallbackGuard()
         self._joined = False
+        self._member_id: str | None = None
         self._next_lag_report = 0.0
         self._held_back: dict[tuple[str, int], int] = {}
+        #: When each fence this worker recovered from happened (time.monotonic()).
+        self.recoveries: list[float] = []
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -243,6 +256,55 @@ class AggregateWorker(Loop):
             sagas=[s.name for s in self.sagas],
             middleware=[_qualname(m) for m in self.context.middlewares],
         )
+
+    def run(self, until: Callable[[], bool] | None = None) -> None:
+        """Run until stopped; a fenced worker starts again (see the module docstring)."""
+
+        def done() -> bool:
+            return self._stop_asked or (until is not None and until())
+
+        while True:
+            try:
+                super().run(done)
+                return
+            except FencedError as exc:
+                if self._stop_asked:
+                    raise  # it was stopping anyway
+                self._recover_from(exc)
+
+    def stop(self) -> None:
+        self._stop_asked = True
+        super().stop()
+
+    def _recover_from(self, fence: FencedError) -> None:
+        """After a fence (the worker is closed): make ready to start again, or re-raise."""
+        assert self._successor is not None
+        now = time.monotonic()
+        self.recoveries = [t for t in self.recoveries if now - t < _RECOVERY_WINDOW_S]
+        if len(self.recoveries) >= _MAX_RECOVERIES:
+            raise FencedError(
+                f"fenced {len(self.recoveries) + 1} times in {_RECOVERY_WINDOW_S:.0f} s: {fence}"
+            ) from fence
+        rival = self._successor.rival(self._member_id)
+        if rival is not None:
+            raise FencedError(
+                f"another member of {self.group_id} ({rival}) runs with this worker's instance"
+                f" id {self.settings.instance_id!r}: {fence}"
+            ) from fence
+        self.recoveries.append(now)
+        log.warning(
+            "the worker was fenced; rejoining with a new producer",
+            topology=self.topology.name,
+            transactional_id=self._transactional_id,
+            error=str(fence)[:300],
+        )
+        self.processors.clear()
+        self.feeds.clear()
+        self._timed.clear()
+        self._held_back.clear()
+        self._transactions_ready = False
+        self._joined = False
+        self._callbacks = CallbackGuard()
 
     def _add_sagas(self) -> None:
         """A processor per saga, and a feed per topic the sagas read."""
@@ -554,6 +616,7 @@ class AggregateWorker(Loop):
             if tp.topic in self.feeds or self._stores.open(tp.topic, tp.partition):
                 consumer.resume([tp])
         self._joined = True
+        self._member_id = consumer.memberid()
         log.info("partitions assigned", partitions=_names(partitions))
         self._report_partitions()
 

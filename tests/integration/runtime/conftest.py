@@ -58,18 +58,25 @@ class RetailRun:
         return aggregate_topics("retail", "store_stock", self.prefix)
 
     def worker(
-        self, instance: str = "w1", *, topology: Path = TOPOLOGY, **env: str
+        self,
+        instance: str = "w1",
+        *,
+        topology: Path = TOPOLOGY,
+        name: str | None = None,
+        **env: str,
     ) -> WorkerProcess:
-        """Start a worker instance (its own state dir and health port) and wait until ready."""
+        """Start a worker instance (its own state dir and health port, both named after
+        ``name``, the instance id unless given) and wait until ready."""
         (port,) = free_ports(1)
+        name = name or instance
         process = WorkerProcess(
             topology,
             bootstrap_servers=self.settings.bootstrap_servers,
             registry_url=self.registry_url,
             instance_id=instance,
-            state_dir=self.directory / f"state-{instance}",
+            state_dir=self.directory / f"state-{name}",
             health_port=port,
-            log_file=self.directory / f"worker-{instance}.log",
+            log_file=self.directory / f"worker-{name}.log",
             extra_env={"STREAMFOLD_WORKER_TOPIC_PREFIX": self.prefix, **env},
         )
         process.start(timeout=120)

@@ -102,7 +102,9 @@ def test_sigkill_five_times_while_producing(retail_run: RetailRun, test_scale: f
     print(f"{len(sent)} commands; {kills} SIGKILLs, {in_transaction} inside a transaction")
 
 
-def test_a_paused_zombie_cannot_commit(retail_run: RetailRun, test_scale: float) -> None:
+def test_a_paused_zombie_cannot_commit_and_rejoins(
+    retail_run: RetailRun, test_scale: float
+) -> None:
     hold = retail_run.directory / "hold-w1"
     zombie = retail_run.worker(
         "w1",
@@ -123,17 +125,42 @@ def test_a_paused_zombie_cannot_commit(retail_run: RetailRun, test_scale: float)
     try:
         # w2 takes every partition once the zombie's session expires, after the broker
         # has aborted the zombie's transaction (it waits for that before restoring).
-        retail_run.worker("w2")
-        retail_run.wait_until_processed(sent | more, PATIENCE)
+        w2 = retail_run.worker("w2")
+        retail_run.wait_until_processed(sent | more, PATIENCE, workers_must_live=False)
     finally:
         zombie.resume()
-    # Woken up, the zombie finds its producer fenced (the broker bumped its epoch when it
-    # aborted the transaction) and stops with an error; nothing it does counts.
-    assert zombie.process is not None
-    assert zombie.process.wait(timeout=120) != 0
-    log = zombie.log_file.read_text(encoding="utf-8") if zombie.log_file else ""
-    assert "fenced" in log
-    retail_run.wait_until_processed(sent | more, PATIENCE, workers_must_live=False)
+    # Woken up, the zombie finds its producer fenced (its transaction was aborted and its
+    # epoch bumped): nothing it did in it counts. It is no rival of w2 (another instance
+    # id), so it rejoins the group with a new producer and works again.
+    assert zombie.log_file is not None
+    deadline = time.monotonic() + 120
+    while "the worker was fenced; rejoining" not in zombie.log_file.read_text("utf-8"):
+        assert zombie.running(), "the fenced zombie stopped instead of rejoining"
+        assert time.monotonic() < deadline, "the zombie never found out it was fenced"
+        time.sleep(0.2)
+    later = produce(retail_run, 200, scaled(5_000, test_scale, 1_000), seed=7)
+    retail_run.wait_until_working(zombie, timeout=120)
+    retail_run.wait_until_processed(sent | more | later, PATIENCE)
+    assert w2.running()
+
+
+def test_a_second_process_with_the_same_instance_id_stops_the_first(
+    retail_run: RetailRun, test_scale: float
+) -> None:
+    """Two workers started with one instance id would fence each other for ever: the one
+    fenced finds the other in the group with its own id, and stops with an error."""
+    first = retail_run.worker("w1")
+    sent = produce(retail_run, 200, scaled(2_000, test_scale, 500), seed=8)
+    retail_run.wait_until_processed(sent, PATIENCE)
+    second = retail_run.worker("w1", name="w1-twin")  # its producer fences the first's
+    more = produce(retail_run, 200, scaled(2_000, test_scale, 500), seed=9)
+    assert first.process is not None
+    assert first.process.wait(timeout=120) != 0  # at its next transaction
+    assert first.log_file is not None
+    assert "runs with this worker's instance id 'w1'" in first.log_file.read_text("utf-8")
+    retail_run.workers.remove(first)
+    retail_run.wait_until_processed(sent | more, PATIENCE)
+    assert second.running()
 
 
 def test_a_deleted_state_directory_is_restored_identically(

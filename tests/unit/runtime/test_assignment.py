@@ -134,6 +134,9 @@ class _Recorder:
         self.calls.append("wait for the previous owner")
         return partitions
 
+    def memberid(self) -> str:
+        return "member-1"
+
     # checkpoint
     def commit(self) -> bool:
         self.calls.append("commit the open batch")
