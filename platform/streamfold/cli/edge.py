@@ -93,11 +93,16 @@ def registry_settings(
 
 
 def connector_spec(
-    spec: str, *, target: str | None = None, topic_prefix: str | None = None
+    spec: str,
+    *,
+    target: str | None = None,
+    topic_prefix: str | None = None,
+    instance_id: str | None = None,
 ) -> ConnectorSpec:
-    """A sink connector spec with the command line's overrides and the target's password
-    from ``STREAMFOLD_SINK_PASSWORD`` (never from the file); context packages import from
-    the working directory."""
+    """A sink connector spec with the command line's overrides, the target's password from
+    ``STREAMFOLD_SINK_PASSWORD`` (never from the file) and, when ``instance_id`` is not
+    given, the instance id from ``STREAMFOLD_SINK_INSTANCE_ID``; context packages import
+    from the working directory."""
     from streamfold.sink.spec import load_connector  # noqa: PLC0415
 
     sys.path.insert(0, str(Path.cwd()))
@@ -106,4 +111,5 @@ def connector_spec(
         target=target,
         topic_prefix=topic_prefix,
         password=os.environ.get("STREAMFOLD_SINK_PASSWORD"),
+        instance_id=instance_id or os.environ.get("STREAMFOLD_SINK_INSTANCE_ID") or None,
     )

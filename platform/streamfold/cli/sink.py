@@ -32,6 +32,13 @@ def sink(
     health_host: Annotated[
         str, typer.Option(help="Address of the health server (the chart sets 0.0.0.0).")
     ] = "127.0.0.1",
+    instance_id: Annotated[
+        str | None,
+        typer.Option(
+            help="Static group membership: a restart with the same id takes its partitions"
+            " back at once (env STREAMFOLD_SINK_INSTANCE_ID; the chart sets the pod's name)."
+        ),
+    ] = None,
 ) -> None:
     """Insert state, events, commands and results into ClickHouse until SIGTERM or Ctrl-C.
 
@@ -46,7 +53,9 @@ def sink(
     from streamfold.sink.queries import QueryServer  # noqa: PLC0415
 
     setup_logging()
-    connector = connector_spec(spec, target=target, topic_prefix=topic_prefix)
+    connector = connector_spec(
+        spec, target=target, topic_prefix=topic_prefix, instance_id=instance_id
+    )
     context = connector.load_context()
     clickhouse = connector.open_target(context)
     client = SchemaRegistryClient(registry_settings(registry).client_config())

@@ -282,6 +282,7 @@ class SinkConnector:
         self._consumer = Consumer(
             self.kafka.consumer_config(
                 self.spec.group_id,
+                **self.spec.membership_config(),
                 # A fetch waits at most 100 ms for records (librdkafka's default: 500): the
                 # records of the acks' path are on their way to ClickHouse sooner.
                 **{

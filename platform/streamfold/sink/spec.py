@@ -61,6 +61,15 @@ class ConnectorSpec(BaseModel):
     log_interval_ms: int = Field(default=1000, ge=1)
     #: Send a PROJECTED ack per command after its rows are durable.
     acks: bool = True
+    #: How soon the group gives a sink that died its partitions' successor: librdkafka's
+    #: default (45 s) held a SIGKILLed sink's partitions, and every PROJECTED wait on them,
+    #: that long. A broker allows no less than its ``group.min.session.timeout.ms`` (6 s by
+    #: default).
+    session_timeout_ms: int = Field(default=6_000, ge=1000)
+    #: Static membership (``group.instance.id``): a sink restarted with the same id takes
+    #: its partitions back at once, without a rebalance. Unique per running sink of a
+    #: connector; the chart gives each pod its name (a restarted container keeps it).
+    instance_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,200}$")
 
     @field_validator("target")
     @classmethod
@@ -81,6 +90,17 @@ class ConnectorSpec(BaseModel):
     @property
     def group_id(self) -> str:
         return f"{self.topic_prefix}streamfold.sink.{self.name}"
+
+    def membership_config(self) -> dict[str, Any]:
+        """The consumer's group membership settings: the session, its heartbeat and, with
+        an ``instance_id``, static membership."""
+        found: dict[str, Any] = {
+            "session.timeout.ms": self.session_timeout_ms,
+            "heartbeat.interval.ms": max(100, self.session_timeout_ms // 4),
+        }
+        if self.instance_id is not None:
+            found["group.instance.id"] = self.instance_id
+        return found
 
     def database_name(self, context: BoundedContext) -> str:
         return self.database or context.name

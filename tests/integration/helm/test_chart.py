@@ -346,8 +346,13 @@ def test_the_mounted_files_load_as_the_processes_load_them(
             path.write_text(config_map["data"]["sink.yaml"])
             assert args[1] == "/etc/streamfold/connector/sink.yaml"
             target = args[args.index("--target") + 1]
-            spec = load_connector(path, target=target)
+            env = resolved_env(container, "retail-sink-7d9f-x2k4p")
+            spec = load_connector(
+                path, target=target, instance_id=env["STREAMFOLD_SINK_INSTANCE_ID"]
+            )
             assert spec.select(spec.load_context())
+            # Static membership per pod: a restarted container takes its partitions back.
+            assert spec.instance_id == "retail-sink-7d9f-x2k4p"
         elif args[0] == "gateway":
             topology_map = rendered.named("ConfigMap", volumes["topology"]["configMap"]["name"])
             connector_map = rendered.named("ConfigMap", volumes["connector"]["configMap"]["name"])

@@ -186,6 +186,22 @@ def _progress(consumer: Consumer, ends: dict[tuple[str, int], int]) -> float:
     return done / max(1, sum(ends.values()))
 
 
+def _open_intents(
+    consumer: Consumer, ends: dict[tuple[str, int], int], patience: float = 0.0
+) -> int:
+    """Partitions whose committed offset carries an unfinished batch's intent; with
+    ``patience``, looking again until one does or ``patience`` s have passed."""
+    partitions = [TopicPartition(t, p) for t, p in ends]
+    deadline = time.monotonic() + patience
+    while True:
+        found = sum(
+            parse_intent(tp.metadata) is not None
+            for tp in consumer.committed(partitions, timeout=30)
+        )
+        if found or time.monotonic() >= deadline:
+            return found
+
+
 def _sink_process(
     run: RetailRun, spec: ConnectorSpec, directory: Path, ready_when: str = "ready"
 ) -> SinkProcess:
@@ -269,7 +285,7 @@ def test_killed_sinks_lose_nothing_and_double_nothing(
         ],
     )
     rng = random.Random(11)
-    kills = 0
+    kills = inside = 0  # kills, and those that landed inside an unfinished batch
     committed = Consumer(run.settings.consumer_config(spec.group_id))  # reads, never joins
     try:
         for i in range(5):
@@ -285,8 +301,11 @@ def test_killed_sinks_lose_nothing_and_double_nothing(
             if caught_up(run.settings, spec.group_id, ends):
                 process.stop()
                 break
+            # Aim: kill as soon as a batch's intent is committed (the batch is unfinished).
+            _open_intents(committed, ends, patience=10.0)
             process.kill()
             kills += 1
+            inside += _open_intents(committed, ends) > 0
     finally:
         committed.close()
     process = _sink_process(run, spec, tmp_path)
@@ -295,9 +314,9 @@ def test_killed_sinks_lose_nothing_and_double_nothing(
     finally:
         process.stop()
     assert kills >= 3, "the sink caught up before it could be killed: raise the scale"
+    assert inside >= 1, f"none of {kills} kills landed inside an unfinished batch"
     replays = (tmp_path / "sink.log").read_text().count("replaying an unfinished batch")
-    if test_scale >= 1:  # small runs spend little time inside batches: a kill may miss them all
-        assert replays >= 1, "no kill landed inside a batch: the intents were never replayed"
+    assert replays >= 1, "a kill landed inside a batch, and its intents were never replayed"
     target = ClickHouseTarget(spec.target, "retail")
     try:
         _assert_exactly_once(target, sent, events)

@@ -43,3 +43,19 @@ def test_chdb_paths_relative_absolute_and_in_memory(tmp_path: Path) -> None:
     assert chdb_path("chdb:rel/ch") == (Path.cwd() / "rel" / "ch").resolve()
     assert chdb_path("chdb://memory") is None
     assert chdb_path("http://localhost:8123") is None
+
+
+def test_a_sink_fails_over_in_seconds_and_may_be_a_static_member(tmp_path: Path) -> None:
+    """librdkafka's 45 s session held a killed sink's partitions (and PROJECTED waits) that
+    long: a spec gets 6 s, and an instance id makes it a static member."""
+    spec = load_connector("retail", root=ROOT / "connectors")
+    assert spec.membership_config() == {
+        "session.timeout.ms": 6_000,
+        "heartbeat.interval.ms": 1_500,
+    }
+    spec = load_connector("retail", root=ROOT / "connectors", instance_id="retail-sink-0")
+    assert spec.membership_config()["group.instance.id"] == "retail-sink-0"
+    path = tmp_path / "sink.yaml"
+    path.write_text("name: retail\ncontext: a:b\ninstance_id: 'a b'\n")
+    with pytest.raises(ConfigurationError, match="instance_id"):
+        load_connector(path)
