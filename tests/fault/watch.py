@@ -42,12 +42,18 @@ class ResultWatcher:
 
     def stall_after(self, at: float, window: float = 60.0) -> float:
         """The longest gap between results in ``[at, at + window]``, counted from ``at``."""
-        times = [at] + [t for t in self.times if at < t <= at + window]
-        if len(times) == 1:
-            return window
-        return max(b - a for a, b in itertools.pairwise(times))
+        return longest_gap(self.times, at, window)
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
         self._consumer.close()
+
+
+def longest_gap(times: list[float], at: float, window: float = 60.0) -> float:
+    """The longest gap between the moments ``times`` (monotonic, in order) in ``[at, at +
+    window]``, counted from ``at``: ``window`` when none falls in it."""
+    inside = [at] + [t for t in times if at < t <= at + window]
+    if len(inside) == 1:
+        return window
+    return max(b - a for a, b in itertools.pairwise(inside))
