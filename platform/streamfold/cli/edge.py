@@ -17,7 +17,9 @@
 
 from __future__ import annotations
 
+import faulthandler
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -54,6 +56,11 @@ def default_cache_dir() -> Path:
 
 
 def setup_logging() -> None:
+    """Structured logs as ``STREAMFOLD_LOG_FORMAT`` and ``STREAMFOLD_LOG_LEVEL`` say; and
+    SIGUSR1 writes every thread's Python stack to stderr (as a JVM's thread dump on SIGQUIT):
+    ``kill -USR1 <pid>`` shows where a process that went quiet is waiting, and a child
+    that does not stop in time is asked for it before its SIGKILL (embedded/children.py)."""
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     fmt = os.environ.get("STREAMFOLD_LOG_FORMAT", "console")
     if fmt not in ("console", "json"):
         raise ConfigurationError(f"STREAMFOLD_LOG_FORMAT must be console or json, not {fmt!r}")

@@ -21,7 +21,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Self
 
+import structlog
+
 from streamfold.errors import HostEnvironmentError
+
+log = structlog.get_logger(__name__)
 
 __all__ = ["ChildProcess", "die_with_parent", "start_all", "stop_all"]
 
@@ -134,7 +138,8 @@ class ChildProcess:
         return self.process is not None and self.process.poll() is None
 
     def stop(self, timeout: float = 30.0) -> int | None:
-        """SIGTERM the child and wait; SIGKILL if it does not stop in ``timeout``."""
+        """SIGTERM the child and wait; if it does not stop in ``timeout``, SIGUSR1 it (its
+        threads' stacks go to its log: where it hung) and SIGKILL it a second later."""
         if self.process is None:
             return None
         if self.process.poll() is None:
@@ -142,8 +147,16 @@ class ChildProcess:
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
+                self.process.send_signal(signal.SIGUSR1)
+                time.sleep(1.0)
                 self.process.kill()
                 self.process.wait()
+                log.warning(
+                    "a child did not stop after SIGTERM; killed it (its stacks are in its log)",
+                    child=self.name,
+                    timeout_s=timeout,
+                    log_file=str(self.log_file),
+                )
         return self.process.returncode
 
     def __enter__(self) -> Self:

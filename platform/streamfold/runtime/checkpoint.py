@@ -37,7 +37,16 @@ Failures are classified once, here:
   broker reports only at commit names no record; the next batch (or any batch after a
   second failed commit in a row) then asks for a delivery report of every record until it
   commits, to find the input;
-- any other Kafka error aborts and rewinds the batch, which is then processed again.
+- any other Kafka error aborts and rewinds the batch, which is then processed again;
+- a transactional call (sending offsets, committing, aborting) that has not returned
+  ``hung_after_s`` after it was asked (its own timeout is 30 s) raises
+  :class:`ProducerHungError`, a :class:`FencedError`: the producer is not used again, and
+  the worker rejoins with a new one, whose ``init_transactions`` aborts the open
+  transaction. librdkafka does not always keep those calls' timeouts: with the group
+  coordinator's broker SIGKILLed, ``send_offsets_to_transaction`` was seen blocking for
+  minutes, until the process was killed (confluentinc/librdkafka#5456 and #5511, open
+  against librdkafka 2.16). So the calls run on a daemon thread of their own
+  (:class:`_BoundedCalls`), and the one that hung stays blocked there.
 
 At-least-once (``exactly_once`` off) has no transaction: records go out at once, and a
 commit flushes them, then commits the offsets.
@@ -46,8 +55,11 @@ commit flushes them, then commits the offsets.
 from __future__ import annotations
 
 import functools
+import queue
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -62,7 +74,13 @@ from streamfold.runtime.processor import Quarantined, UnproducibleRecordError
 from streamfold.state.rocksdb import PartitionStore
 from streamfold.transport.admin import translate_kafka_error
 
-__all__ = ["BatchAbortedError", "Checkpoint", "CheckpointMetrics", "FencedError"]
+__all__ = [
+    "BatchAbortedError",
+    "Checkpoint",
+    "CheckpointMetrics",
+    "FencedError",
+    "ProducerHungError",
+]
 
 log = get_logger(__name__)
 
@@ -85,6 +103,48 @@ _RECORD_CODES = frozenset(
 
 class FencedError(PermanentError):
     """This worker's producer was fenced: another instance owns its work now."""
+
+
+class ProducerHungError(FencedError):
+    """A transactional call did not return in its bound: the producer is not used again."""
+
+
+class _BoundedCalls:
+    """Runs calls on a daemon thread and waits for each at most ``limit`` seconds.
+
+    A call past its bound raises :class:`TimeoutError` here while its thread stays blocked
+    in it (a daemon thread does not hold the process at exit); the next call gets a new
+    thread. The call's own exception is raised as it is.
+    """
+
+    def __init__(self, limit: float) -> None:
+        self.limit = limit
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] | None = None
+
+    def __call__(self, call: Callable[[], Any]) -> Any:
+        if self._jobs is None:
+            self._jobs = queue.SimpleQueue()
+            thread = threading.Thread(
+                target=_serve, args=(self._jobs,), name="transactional-calls", daemon=True
+            )
+            thread.start()
+        future: Future[Any] = Future()
+        self._jobs.put((call, future))
+        try:
+            return future.result(timeout=self.limit)
+        except TimeoutError:
+            if not future.done():
+                self._jobs = None  # its thread is blocked: the next call gets a new one
+            raise
+
+
+def _serve(jobs: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]]) -> None:
+    while True:
+        call, future = jobs.get()
+        try:
+            future.set_result(call())
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller, which raises it
+            future.set_exception(exc)
 
 
 class BatchAbortedError(RetryableError):
@@ -136,8 +196,10 @@ class Checkpoint:
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
         pause_file: Path | None = None,
         offset_metadata: str | None = None,
+        hung_after_s: float = _TIMEOUT + 15.0,
     ) -> None:
         self.producer = producer
+        self._bounded = _BoundedCalls(hung_after_s)
         self.consumer = consumer
         #: input topic -> the changelog of its stores
         self.changelogs = changelogs
@@ -424,8 +486,12 @@ class Checkpoint:
         deadline = time.monotonic() + self.transaction_timeout_s
         while True:
             try:
-                call()
+                self._bounded(call)
                 return
+            except TimeoutError:
+                self.fenced = ProducerHungError(f"{doing}: no answer in {self._bounded.limit:g} s")
+                self._batch = _Batch()
+                raise self.fenced from None
             except KafkaException as exc:
                 error = _kafka_error(exc)
                 retriable = error is not None and error.retriable()

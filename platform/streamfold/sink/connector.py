@@ -82,15 +82,46 @@ log = get_logger(__name__)
 
 #: How long a retriable offset-commit refusal is retried before it stops the sink.
 _COMMIT_PATIENCE_S = 60.0
-#: Offset-commit refusals that only mean the group's coordinator is moving (a lost broker).
+#: Offset-commit refusals that only mean the group's coordinator is moving (a lost broker):
+#: asked again. (_WAIT_COORD: the client is still looking for the new coordinator;
+#: _TRANSPORT: the connection to the old one died with the request in flight.)
 _COORDINATOR_MOVING = frozenset(
     {
         KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
         KafkaError.NOT_COORDINATOR,
         KafkaError.COORDINATOR_NOT_AVAILABLE,
         KafkaError.REQUEST_TIMED_OUT,
+        KafkaError._WAIT_COORD,
+        KafkaError._TRANSPORT,
     }
 )
+#: Offset-commit refusals that mean the group has moved on without this sink's session (it
+#: timed out while a coordinator moved, or a rebalance began): not asked again. Refusing a
+#: batch's last commit, they are left to the replay: its rows are durable and its intent is
+#: committed, so whoever owns the partitions next (this sink, rejoined) replays it from the
+#: intent, as after a crash (sink/batches.py). Refusing an intent, they stop the sink, as
+#: any other refusal: its records are read past, and only a restart reads them again.
+_GROUP_MOVED_ON = frozenset(
+    {
+        KafkaError.ILLEGAL_GENERATION,
+        KafkaError.UNKNOWN_MEMBER_ID,
+        KafkaError.REBALANCE_IN_PROGRESS,
+        KafkaError._ASSIGNMENT_LOST,
+    }
+)
+
+
+def commit_refusal(error: KafkaError | None) -> str:
+    """What to do about an offset commit refused with ``error``: ``"retry"`` (the
+    coordinator is moving), ``"moved-on"`` (the group went on without this session: leave
+    the batch to its replay) or ``"fail"`` (anything else: stop the sink, naming it)."""
+    code = error.code() if isinstance(error, KafkaError) else None
+    if code in _COORDINATOR_MOVING:
+        return "retry"
+    if code in _GROUP_MOVED_ON:
+        return "moved-on"
+    return "fail"
+
 
 _MAX_BACKOFF_S = 5.0
 _TIMEOUT = 30.0
@@ -484,7 +515,8 @@ class SinkConnector:
                 TopicPartition(b.topic, p, r.first, intent(r.last, b.group, len(b.members)))
                 for b in batches
                 for p, r in b.members
-            ]
+            ],
+            intents=True,
         )
         # 2. the inserts and acks, on the insert thread
         assert self._inserter is not None, "start() first"
@@ -661,10 +693,11 @@ class SinkConnector:
             self.metrics.ack_failures.inc()
             log.warning("PROJECTED ack not delivered", error=str(err), key=message.key())
 
-    def _commit(self, offsets: list[TopicPartition]) -> None:
-        """Commit the offsets; a refusal that only means the group's coordinator is moving
-        with a lost broker (COORDINATOR_LOAD_IN_PROGRESS, NOT_COORDINATOR, ...) is asked
-        again, for up to a minute, before it stops the sink."""
+    def _commit(self, offsets: list[TopicPartition], *, intents: bool = False) -> None:
+        """Commit the offsets (see :func:`commit_refusal` for a refusal): one that only
+        means the group's coordinator is moving with a lost broker is asked again, for up to
+        a minute, before it stops the sink; one that means the group moved on is left to the
+        batch's replay, unless these are the ``intents`` (see ``_GROUP_MOVED_ON``)."""
         assert self._consumer is not None
         deadline = time.monotonic() + _COMMIT_PATIENCE_S
         while True:
@@ -672,9 +705,15 @@ class SinkConnector:
                 self._consumer.commit(offsets=offsets, asynchronous=False)
                 return
             except KafkaException as exc:
-                error = exc.args[0] if exc.args else None
-                moving = isinstance(error, KafkaError) and error.code() in _COORDINATOR_MOVING
-                if not moving or time.monotonic() > deadline:
+                what = commit_refusal(exc.args[0] if exc.args else None)
+                if what == "moved-on" and not intents:
+                    log.warning(
+                        "offsets not committed: the group moved on; the batch is replayed"
+                        " from its intent",
+                        error=str(exc),
+                    )
+                    return
+                if what != "retry" or time.monotonic() > deadline:
                     raise translate_kafka_error(exc, "committing sink offsets") from exc
                 log.warning("offset commit refused for now; retrying", error=str(exc))
                 time.sleep(0.5)

@@ -1,10 +1,15 @@
 from __future__ import annotations
 
+import faulthandler
 import json
 import logging
+import os
+import signal
+import time
 
 import pytest
 
+from streamfold.cli.edge import setup_logging
 from streamfold.observability.logging import (
     MessageCorrelation,
     bind_correlation,
@@ -68,3 +73,21 @@ def test_third_party_libraries_log_at_warning(capsys: pytest.CaptureFixture[str]
     get_logger("streamfold.registry").info("schema registered")
     events = [json.loads(line)["event"] for line in capsys.readouterr().err.splitlines()]
     assert events == ["a retry", "schema registered"]
+
+
+def test_sigusr1_writes_every_threads_stack(
+    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process that went quiet can be asked where it waits (the children's stop asks
+    before its SIGKILL)."""
+    monkeypatch.setenv("STREAMFOLD_LOG_FORMAT", "json")
+    previous = signal.getsignal(signal.SIGUSR1)
+    setup_logging()
+    try:
+        os.kill(os.getpid(), signal.SIGUSR1)
+        time.sleep(0.1)
+    finally:
+        faulthandler.unregister(signal.SIGUSR1)
+        signal.signal(signal.SIGUSR1, previous)
+    err = capfd.readouterr().err
+    assert "Current thread" in err and "test_sigusr1_writes_every_threads_stack" in err

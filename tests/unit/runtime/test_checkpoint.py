@@ -6,6 +6,8 @@ where a test says; the stores are real RocksDB stores.
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,12 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from streamfold.contracts import headers as h
 from streamfold.contracts.headers import DeadLetterReason
-from streamfold.runtime.checkpoint import BatchAbortedError, Checkpoint, FencedError
+from streamfold.runtime.checkpoint import (
+    BatchAbortedError,
+    Checkpoint,
+    FencedError,
+    ProducerHungError,
+)
 from streamfold.runtime.processor import UnproducibleRecordError
 from streamfold.state.rocksdb import PartitionStore, RocksDBOptions, StoreEnvironment
 
@@ -416,3 +423,52 @@ def test_a_second_failed_commit_in_a_row_asks_for_every_delivery_report(
         assert not checkpoint.commit()
     process(checkpoint, store, 10, "a")
     assert "on_delivery" in producer.pending[0][2]
+
+
+class HangingProducer(FakeProducer):
+    """``send_offsets_to_transaction`` never returns, as librdkafka's did with the group
+    coordinator's broker SIGKILLed (confluentinc/librdkafka#5456)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def send_offsets_to_transaction(self, offsets: Any, metadata: Any, timeout: float) -> None:
+        self.calls.append("send_offsets")
+        self.release.wait()
+
+
+def test_a_transactional_call_that_never_returns_is_taken_for_a_fence(
+    store: PartitionStore,
+) -> None:
+    producer, consumer, metrics = HangingProducer(), FakeConsumer(), Metrics()
+    checkpoint = Checkpoint(
+        producer,  # type: ignore[arg-type]
+        consumer,  # type: ignore[arg-type]
+        {TOPIC: CHANGELOG},
+        metrics,
+        transaction_gap_ms=0,
+        hung_after_s=0.3,
+    )
+    process(checkpoint, store, 10, "a")
+    started = time.monotonic()
+    try:
+        with pytest.raises(ProducerHungError, match=r"sending offsets: no answer in 0\.3 s"):
+            checkpoint.commit()
+        assert time.monotonic() - started < 5
+        assert isinstance(checkpoint.fenced, FencedError)  # the producer is not used again
+        assert not checkpoint.open and producer.calls[-1] == "send_offsets"
+        assert store.changelog_offset is None and dict(store.items()) == {}  # not committed
+        # The next call (another checkpoint's, after a restart) is not stuck behind it.
+        assert checkpoint._bounded(lambda: 42) == 42
+    finally:
+        producer.release.set()
+
+
+def test_a_bounded_call_raises_the_calls_own_error(parts: Parts, store: PartitionStore) -> None:
+    checkpoint, producer, _consumer, _metrics = parts
+    producer.fail["send_offsets"] = [_error(KafkaError.PRODUCER_FENCED, fatal=True)]
+    process(checkpoint, store, 10, "a")
+    with pytest.raises(FencedError, match="fenced while committing") as caught:
+        checkpoint.commit()
+    assert not isinstance(caught.value, ProducerHungError)
