@@ -36,12 +36,14 @@ id) does it stop, since the two would fence each other for ever.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from confluent_kafka import (
     ConsumerGroupState,
     ConsumerGroupTopicPartitions,
+    KafkaError,
     KafkaException,
     Producer,
     TopicPartition,
@@ -67,6 +69,25 @@ def owner_metadata(transactional_id: str) -> str:
 def member_client_id(client_id: str, transactional_id: str) -> str:
     """A worker consumer's ``client.id``: the prefix, then its transactional id."""
     return f"{client_id}/{transactional_id}"
+
+
+#: Refusals of a group request that mean its coordinator is moving (a lost broker).
+_COORDINATOR_MOVING = frozenset(
+    {
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.REQUEST_TIMED_OUT,
+        KafkaError._WAIT_COORD,
+        KafkaError._TRANSPORT,
+        KafkaError._TIMED_OUT,
+    }
+)
+
+
+def _coordinator_moving(exc: KafkaException) -> bool:
+    error = exc.args[0] if exc.args else None
+    return isinstance(error, KafkaError) and error.code() in _COORDINATOR_MOVING
 
 
 def _owner_of(metadata: str | None) -> str | None:
@@ -100,6 +121,11 @@ class Successor:
                 return []  # no trustworthy view of the group: wait, as without a fence
             departed = owners - members
         except KafkaException as exc:
+            if _coordinator_moving(exc):
+                # The group's coordinator moves with a lost broker: no view of the group to
+                # trust, so wait for the previous owner's transaction, as without a fence.
+                log.warning("the group's coordinator is moving; not fencing", error=str(exc))
+                return []
             raise translate_kafka_error(exc, "looking up the partitions' last owners") from exc
         for owner in sorted(departed):
             self._fence(owner)
@@ -144,14 +170,27 @@ class Successor:
 
     def rival(self, member_id: str | None) -> str | None:
         """The member id of another member of the group with this worker's transactional id
-        (not ``member_id``, this worker's own, last known), or None when there is none."""
-        try:
-            future = self._admin.describe_consumer_groups(
-                [self._group_id], request_timeout=_TIMEOUT
-            )
-            description: Any = future[self._group_id].result()
-        except KafkaException as exc:
-            raise translate_kafka_error(exc, f"describing the group {self._group_id}") from exc
+        (not ``member_id``, this worker's own, last known), or None when there is none.
+
+        While the group's coordinator moves with a lost broker the question is asked again,
+        for up to ``_TIMEOUT``; then None: a rival, if there is one, fences this worker
+        again, and the worker's cap on rejoining stops it."""
+        deadline = time.monotonic() + _TIMEOUT
+        while True:
+            try:
+                future = self._admin.describe_consumer_groups(
+                    [self._group_id], request_timeout=_TIMEOUT
+                )
+                description: Any = future[self._group_id].result()
+                break
+            except KafkaException as exc:
+                if not _coordinator_moving(exc):
+                    doing = f"describing the group {self._group_id}"
+                    raise translate_kafka_error(exc, doing) from exc
+                if time.monotonic() > deadline:
+                    log.warning("the group's coordinator is still moving", error=str(exc))
+                    return None
+                time.sleep(1.0)
         mine = member_client_id(self._settings.client_id, self._transactional_id)
         for member in description.members:
             if member.client_id == mine and member.member_id != member_id:

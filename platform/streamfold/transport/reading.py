@@ -61,12 +61,18 @@ def watermarks(
 
     Retries while leadership settles (a topic just created, a leader moving, a broker lost
     or restarting) until ``timeout``, asking at most 5 s at a time: a broker that died
-    mid-request must not use up the whole budget in one try.
+    mid-request must not use up the whole budget in one try. Each retry first asks for the
+    topic's metadata: librdkafka refreshes its cache only every 5 minutes unless asked, and
+    with a broker SIGKILLed and back a partition stayed "unknown" to it for over 60 s.
     """
     deadline = time.monotonic() + timeout
+    first = True
     while True:
         remaining = deadline - time.monotonic()
         try:
+            if not first:
+                consumer.list_topics(topic, timeout=max(0.5, min(5.0, remaining)))
+            first = False
             low, high = consumer.get_watermark_offsets(
                 TopicPartition(topic, partition),
                 timeout=max(0.5, min(5.0, remaining)),
