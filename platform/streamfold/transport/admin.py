@@ -21,6 +21,8 @@ from streamfold.transport.settings import KafkaSettings
 __all__ = ["KafkaAdmin", "PartitionInfo", "TopicInfo", "TopicSpec", "translate_kafka_error"]
 
 log = get_logger(__name__)
+#: How long a topic that is unknown or has no leader is asked about again (KafkaAdmin.describe).
+_SETTLE_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,12 +168,30 @@ class KafkaAdmin:
             raise translate_kafka_error(exc, f"describing topics {wanted}") from exc
 
     def describe(self, name: str) -> TopicInfo:
-        """Partitions, leaders, replicas and non-default configuration of one topic."""
-        try:
-            metadata = self._client.list_topics(topic=name, timeout=self._timeout)
-        except KafkaException as exc:
-            raise translate_kafka_error(exc, f"describing topic {name}") from exc
-        topic = metadata.topics.get(name)
+        """Partitions, leaders, replicas and non-default configuration of one topic.
+
+        A topic that is unknown or has no leader is asked about again for up to
+        ``_SETTLE_S``: a topic just created shows in one broker's metadata before another's
+        (a worker started on three brokers was refused its own new topic this way)."""
+        deadline = time.monotonic() + _SETTLE_S
+        while True:
+            try:
+                metadata = self._client.list_topics(topic=name, timeout=self._timeout)
+            except KafkaException as exc:
+                raise translate_kafka_error(exc, f"describing topic {name}") from exc
+            topic = metadata.topics.get(name)
+            settling = (
+                topic is not None
+                and topic.error is not None
+                and topic.error.code()
+                in (
+                    KafkaError.UNKNOWN_TOPIC_OR_PART,
+                    KafkaError.LEADER_NOT_AVAILABLE,
+                )
+            )
+            if not settling or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         if topic is None or topic.error is not None:
             reason = topic.error.str() if topic is not None and topic.error else "not found"
             raise PermanentError(f"topic {name}: {reason}")
