@@ -43,7 +43,6 @@ from typing import Any
 from confluent_kafka import (
     ConsumerGroupState,
     ConsumerGroupTopicPartitions,
-    KafkaError,
     KafkaException,
     Producer,
     TopicPartition,
@@ -51,7 +50,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 
 from streamfold.observability.logging import get_logger
-from streamfold.transport.admin import translate_kafka_error
+from streamfold.transport.admin import coordinator_moving, translate_kafka_error
 from streamfold.transport.settings import KafkaSettings
 
 __all__ = ["Successor", "member_client_id", "owner_metadata"]
@@ -69,25 +68,6 @@ def owner_metadata(transactional_id: str) -> str:
 def member_client_id(client_id: str, transactional_id: str) -> str:
     """A worker consumer's ``client.id``: the prefix, then its transactional id."""
     return f"{client_id}/{transactional_id}"
-
-
-#: Refusals of a group request that mean its coordinator is moving (a lost broker).
-_COORDINATOR_MOVING = frozenset(
-    {
-        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-        KafkaError.NOT_COORDINATOR,
-        KafkaError.COORDINATOR_NOT_AVAILABLE,
-        KafkaError.REQUEST_TIMED_OUT,
-        KafkaError._WAIT_COORD,
-        KafkaError._TRANSPORT,
-        KafkaError._TIMED_OUT,
-    }
-)
-
-
-def _coordinator_moving(exc: KafkaException) -> bool:
-    error = exc.args[0] if exc.args else None
-    return isinstance(error, KafkaError) and error.code() in _COORDINATOR_MOVING
 
 
 def _owner_of(metadata: str | None) -> str | None:
@@ -121,7 +101,7 @@ class Successor:
                 return []  # no trustworthy view of the group: wait, as without a fence
             departed = owners - members
         except KafkaException as exc:
-            if _coordinator_moving(exc):
+            if coordinator_moving(exc):
                 # The group's coordinator moves with a lost broker: no view of the group to
                 # trust, so wait for the previous owner's transaction, as without a fence.
                 log.warning("the group's coordinator is moving; not fencing", error=str(exc))
@@ -184,7 +164,7 @@ class Successor:
                 description: Any = future[self._group_id].result()
                 break
             except KafkaException as exc:
-                if not _coordinator_moving(exc):
+                if not coordinator_moving(exc):
                     doing = f"describing the group {self._group_id}"
                     raise translate_kafka_error(exc, doing) from exc
                 if time.monotonic() > deadline:

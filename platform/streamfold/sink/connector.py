@@ -73,7 +73,12 @@ from streamfold.sink.target import (
     TargetUnavailableError,
     redacted,
 )
-from streamfold.transport.admin import KafkaAdmin, TopicSpec, translate_kafka_error
+from streamfold.transport.admin import (
+    COORDINATOR_MOVING,
+    KafkaAdmin,
+    TopicSpec,
+    translate_kafka_error,
+)
 from streamfold.transport.settings import KafkaSettings
 
 __all__ = ["ProjectedAck", "SinkConnector", "SinkMetrics"]
@@ -82,19 +87,6 @@ log = get_logger(__name__)
 
 #: How long a retriable offset-commit refusal is retried before it stops the sink.
 _COMMIT_PATIENCE_S = 60.0
-#: Offset-commit refusals that only mean the group's coordinator is moving (a lost broker):
-#: asked again. (_WAIT_COORD: the client is still looking for the new coordinator;
-#: _TRANSPORT: the connection to the old one died with the request in flight.)
-_COORDINATOR_MOVING = frozenset(
-    {
-        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-        KafkaError.NOT_COORDINATOR,
-        KafkaError.COORDINATOR_NOT_AVAILABLE,
-        KafkaError.REQUEST_TIMED_OUT,
-        KafkaError._WAIT_COORD,
-        KafkaError._TRANSPORT,
-    }
-)
 #: Offset-commit refusals that mean the group has moved on without this sink's session (it
 #: timed out while a coordinator moved, or a rebalance began): not asked again. Refusing a
 #: batch's last commit, they are left to the replay: its rows are durable and its intent is
@@ -116,7 +108,7 @@ def commit_refusal(error: KafkaError | None) -> str:
     coordinator is moving), ``"moved-on"`` (the group went on without this session: leave
     the batch to its replay) or ``"fail"`` (anything else: stop the sink, naming it)."""
     code = error.code() if isinstance(error, KafkaError) else None
-    if code in _COORDINATOR_MOVING:
+    if code in COORDINATOR_MOVING:
         return "retry"
     if code in _GROUP_MOVED_ON:
         return "moved-on"

@@ -18,7 +18,15 @@ from streamfold.errors import PermanentError, RetryableError
 from streamfold.observability.logging import get_logger
 from streamfold.transport.settings import KafkaSettings
 
-__all__ = ["KafkaAdmin", "PartitionInfo", "TopicInfo", "TopicSpec", "translate_kafka_error"]
+__all__ = [
+    "COORDINATOR_MOVING",
+    "KafkaAdmin",
+    "PartitionInfo",
+    "TopicInfo",
+    "TopicSpec",
+    "coordinator_moving",
+    "translate_kafka_error",
+]
 
 log = get_logger(__name__)
 #: How long a topic that is unknown or has no leader is asked about again (KafkaAdmin.describe).
@@ -57,6 +65,29 @@ class TopicInfo:
     name: str
     partitions: tuple[PartitionInfo, ...]
     config: Mapping[str, str]
+
+
+#: Refusals of a group request (an offset commit, a group description) that only mean the
+#: group's coordinator is moving with a lost broker: worth asking again. (_WAIT_COORD: the
+#: client is still looking for the new coordinator; _TRANSPORT: the connection to the old
+#: one died with the request in flight.)
+COORDINATOR_MOVING = frozenset(
+    {
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.REQUEST_TIMED_OUT,
+        KafkaError._WAIT_COORD,
+        KafkaError._TRANSPORT,
+        KafkaError._TIMED_OUT,
+    }
+)
+
+
+def coordinator_moving(exc: KafkaException) -> bool:
+    """Whether ``exc`` is one of :data:`COORDINATOR_MOVING`."""
+    error = exc.args[0] if exc.args else None
+    return isinstance(error, KafkaError) and error.code() in COORDINATOR_MOVING
 
 
 def translate_kafka_error(exc: KafkaException, doing: str) -> RetryableError | PermanentError:

@@ -154,17 +154,22 @@ def store(tmp_path: Path) -> PartitionStore:
 Parts = tuple[Checkpoint, FakeProducer, FakeConsumer, Metrics]
 
 
-@pytest.fixture
-def parts() -> Parts:
-    producer, consumer, metrics = FakeProducer(), FakeConsumer(), Metrics()
+def make_parts(producer: FakeProducer, **options: Any) -> Parts:
+    consumer, metrics = FakeConsumer(), Metrics()
     checkpoint = Checkpoint(
         producer,  # type: ignore[arg-type]
         consumer,  # type: ignore[arg-type]
         {TOPIC: CHANGELOG},
         metrics,
         transaction_gap_ms=0,
+        **options,
     )
     return checkpoint, producer, consumer, metrics
+
+
+@pytest.fixture
+def parts() -> Parts:
+    return make_parts(FakeProducer())
 
 
 def process(checkpoint: Checkpoint, store: PartitionStore, offset: int, name: str) -> None:
@@ -441,15 +446,8 @@ class HangingProducer(FakeProducer):
 def test_a_transactional_call_that_never_returns_is_taken_for_a_fence(
     store: PartitionStore,
 ) -> None:
-    producer, consumer, metrics = HangingProducer(), FakeConsumer(), Metrics()
-    checkpoint = Checkpoint(
-        producer,  # type: ignore[arg-type]
-        consumer,  # type: ignore[arg-type]
-        {TOPIC: CHANGELOG},
-        metrics,
-        transaction_gap_ms=0,
-        hung_after_s=0.3,
-    )
+    producer = HangingProducer()
+    checkpoint, _producer, _consumer, _metrics = make_parts(producer, hung_after_s=0.3)
     process(checkpoint, store, 10, "a")
     started = time.monotonic()
     try:
