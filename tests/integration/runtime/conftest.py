@@ -136,6 +136,17 @@ class RetailRun:
         high = ends(IsolationLevel.READ_UNCOMMITTED)
         return sum(1 for key, offset in high.items() if stable[key] < offset)
 
+    def wait_until_assigned(self, worker: WorkerProcess, timeout: float = 60.0) -> None:
+        """Wait until ``worker`` holds partitions and has restored their stores."""
+        deadline = time.monotonic() + timeout
+        while True:
+            metrics = worker_metrics(worker)
+            held = metrics.get("streamfold_worker_assigned_partitions", 0.0)
+            if held > 0 and metrics.get("streamfold_worker_restoring_partitions", 0.0) == 0:
+                return
+            assert time.monotonic() < deadline, f"{worker.name} was assigned nothing"
+            time.sleep(0.2)
+
     def wait_until_working(self, worker: WorkerProcess, timeout: float = 60.0) -> None:
         """Wait until ``worker`` holds partitions and is processing commands on them (a
         restarted instance gets its partitions back only once its old member has gone)."""

@@ -138,6 +138,9 @@ def test_a_paused_zombie_cannot_commit_and_rejoins(
         assert zombie.running(), "the fenced zombie stopped instead of rejoining"
         assert time.monotonic() < deadline, "the zombie never found out it was fenced"
         time.sleep(0.2)
+    # Until the rebalance hands the zombie its share, w2 owns every partition: commands sent
+    # before that are w2's to process, and the zombie would have nothing left to do.
+    retail_run.wait_until_assigned(zombie, timeout=120)
     later = produce(retail_run, 200, scaled(5_000, test_scale, 1_000), seed=7)
     retail_run.wait_until_working(zombie, timeout=120)
     retail_run.wait_until_processed(sent | more | later, PATIENCE)
