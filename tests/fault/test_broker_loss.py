@@ -16,7 +16,6 @@ at a time. Then:
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 import time
@@ -87,11 +86,6 @@ def stop_node(cluster: LocalKafkaCluster, node_id: int) -> None:
 
 
 @pytest.mark.timeout(1800)
-@pytest.mark.skipif(
-    os.environ.get("STREAMFOLD_BROKER_LOSS") != "1",
-    reason="open (issue 21, item 3): a sink whose group moves on while it commits a batch's"
-    " intent stops (UNKNOWN_MEMBER_ID; it must rewind instead); set STREAMFOLD_BROKER_LOSS=1",
-)
 def test_broker_loss_under_load_loses_and_doubles_nothing(
     cluster: LocalKafkaCluster, tmp_path: Path, test_scale: float
 ) -> None:

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import signal
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from streamfold.cli.edge import connector_spec, kafka_settings, registry_settings, setup_logging
+
+
+def _test_hook_file() -> Path | None:
+    """STREAMFOLD_SINK_HOLD_BEFORE_INTENT_FILE: a test hook (see SinkConnector)."""
+    value = os.environ.get("STREAMFOLD_SINK_HOLD_BEFORE_INTENT_FILE")
+    return Path(value) if value else None
 
 
 def sink(
@@ -67,6 +75,7 @@ def sink(
         AvroCodec(ConfluentSchemaRegistry(client)),
         clickhouse,
         metrics,
+        hold_file=_test_hook_file(),
     )
     signal.signal(signal.SIGTERM, lambda *_: runner.stop())
     signal.signal(signal.SIGINT, lambda *_: runner.stop())

@@ -50,6 +50,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -60,6 +61,7 @@ from streamfold.contracts.codec import AvroCodec
 from streamfold.contracts.results import RESULT_NAMESPACE
 from streamfold.domain.context import BoundedContext
 from streamfold.domain.naming import aggregate_topics, context_topics
+from streamfold.errors import RetryableError
 from streamfold.observability.logging import get_logger
 from streamfold.sink.batches import Ack, Batch, Intent, Pending, intent, parse_intent
 from streamfold.sink.ddl import TableSpec, aggregate_tables, commands_view_sql, context_tables
@@ -91,8 +93,10 @@ _COMMIT_PATIENCE_S = 60.0
 #: timed out while a coordinator moved, or a rebalance began): not asked again. Refusing a
 #: batch's last commit, they are left to the replay: its rows are durable and its intent is
 #: committed, so whoever owns the partitions next (this sink, rejoined) replays it from the
-#: intent, as after a crash (sink/batches.py). Refusing an intent, they stop the sink, as
-#: any other refusal: its records are read past, and only a restart reads them again.
+#: intent, as after a crash (sink/batches.py). Refusing an intent (nothing of its batch is
+#: inserted yet, and its records are read past), they make the sink rejoin the group in
+#: process (:class:`_GroupMovedOn`), as a restart would: what was read and not made durable
+#: is dropped, and each partition is read again from its committed offset and intent.
 _GROUP_MOVED_ON = frozenset(
     {
         KafkaError.ILLEGAL_GENERATION,
@@ -115,6 +119,9 @@ def commit_refusal(error: KafkaError | None) -> str:
     return "fail"
 
 
+#: At most this many in-process rejoins in ``_REJOIN_WINDOW_S``; one more stops the sink.
+_MAX_REJOINS = 5
+_REJOIN_WINDOW_S = 600.0
 _MAX_BACKOFF_S = 5.0
 _TIMEOUT = 30.0
 #: Records per ``consume`` call: one call per this many records, not per record.
@@ -125,6 +132,10 @@ _GC_THRESHOLD0 = 50_000
 #: the decoded rows 7-12 ms; Python decodes ~13 µs a row, so the framed path wins from
 #: about 500 rows.
 _FRAMED_MIN_ROWS = 500
+
+
+class _GroupMovedOn(RetryableError):
+    """A batch's intent was refused: the group went on without this sink's session."""
 
 
 class ProjectedAck(BaseModel):
@@ -228,7 +239,11 @@ class SinkConnector:
         target: ClickHouseTarget,
         metrics: SinkMetrics | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        hold_file: Path | None = None,
     ) -> None:
+        """``hold_file`` is a test hook (unset in production): while that file exists, the
+        sink holds each flush right before it commits the flush's intents (and writes
+        ``<file>.held``), so a test can pause it there."""
         self.spec = spec
         self.context = context
         self.kafka = kafka
@@ -236,6 +251,7 @@ class SinkConnector:
         self.target = target
         self.metrics = metrics or SinkMetrics()
         self._sleep = sleep
+        self._hold_file = hold_file
         self.sources: dict[str, _Source] = {}
         self.tables: list[TableSpec] = list(context_tables(context))
         by_kind = {t.kind: t for t in self.tables}
@@ -280,6 +296,8 @@ class SinkConnector:
         self._started = False
         self._joined = False  # the group gave this sink its first assignment (maybe empty)
         self._target_up = True
+        self._abandoning = False  # rejoining: the rebalance callbacks commit nothing
+        self.rejoins: list[float] = []  # when the sink rejoined in process (monotonic)
         self.flushed_batches = 0
         self.records_read = 0  # records (with errors and EOFs) that consume returned
 
@@ -302,6 +320,18 @@ class SinkConnector:
         admin.create_topics([TopicSpec(self.projected_topic, partitions, replication)])
         self._producer = Producer(self.kafka.producer_config(**{"linger.ms": 5}))
         self._inserter = ThreadPoolExecutor(1, thread_name_prefix="sink-insert")
+        self._join()
+        self._started = True
+        log.info(
+            "sink started",
+            connector=self.spec.name,
+            target=redacted(self.target.target),
+            database=self.target.database,
+            topics=list(self.sources),
+        )
+
+    def _join(self) -> None:
+        """A consumer of the source topics, subscribed: it joins the group at its first poll."""
         self._consumer = Consumer(
             self.kafka.consumer_config(
                 self.spec.group_id,
@@ -321,14 +351,40 @@ class SinkConnector:
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
         )
-        self._started = True
-        log.info(
-            "sink started",
+
+    def _rejoin(self, moved_on: _GroupMovedOn) -> None:
+        """Leave the group's view behind and join again, in process (see ``_GROUP_MOVED_ON``).
+
+        Nothing is in flight (a flush drains the one before it first) and nothing is
+        committed: the pending rows and the replays under way are dropped, the consumer is
+        closed, and a new one rejoins, reading every partition it is given from its
+        committed offset and intent, as a restarted sink would.
+        """
+        assert self._consumer is not None
+        now = time.monotonic()
+        self.rejoins = [t for t in self.rejoins if now - t < _REJOIN_WINDOW_S]
+        if len(self.rejoins) >= _MAX_REJOINS:
+            raise _GroupMovedOn(
+                f"the group moved on {len(self.rejoins) + 1} times in"
+                f" {_REJOIN_WINDOW_S:.0f} s: {moved_on}"
+            ) from moved_on
+        self.rejoins.append(now)
+        log.warning(
+            "a batch's intent was refused: the group moved on; rejoining",
             connector=self.spec.name,
-            target=redacted(self.target.target),
-            database=self.target.database,
-            topics=list(self.sources),
+            error=str(moved_on),
         )
+        self._pending.clear()
+        self._bounds.clear()
+        self._intents.clear()
+        self._replayed.clear()
+        self._joined = False
+        self._abandoning = True
+        try:
+            self._consumer.close()
+        finally:
+            self._abandoning = False
+        self._join()
 
     def run(self, until: Callable[[], bool] | None = None) -> None:
         """Read, frame and insert until :meth:`stop` (or ``until()``).
@@ -349,10 +405,16 @@ class SinkConnector:
         gc.set_threshold(max(thresholds[0], _GC_THRESHOLD0), *thresholds[1:])
         try:
             while self._running and not (until is not None and until()):
-                self.step()
+                try:
+                    self.step()
+                except _GroupMovedOn as exc:
+                    self._rejoin(exc)
             # What is read is made durable, except a replay not made durable yet (and what
             # follows it): it must keep its range (the next run reads it again).
-            self.flush([key for key in self._pending if key not in self._bounds])
+            try:
+                self.flush([key for key in self._pending if key not in self._bounds])
+            except _GroupMovedOn as exc:  # their next owner reads them again
+                log.warning("the last batch's intent was refused; left unread", error=str(exc))
             self._drain()
         finally:
             gc.set_threshold(*thresholds)
@@ -501,6 +563,7 @@ class SinkConnector:
             return
         self._drain()
         started = time.monotonic()
+        self._hold_if_asked()
         # 1. the intents (a replay re-forms exactly these batches)
         self._commit(
             [
@@ -514,6 +577,14 @@ class SinkConnector:
         assert self._inserter is not None, "start() first"
         future = self._inserter.submit(self._insert_batches, batches, check_landed)
         self._inflight = (future, batches, started)
+
+    def _hold_if_asked(self) -> None:
+        if self._hold_file is None or not self._hold_file.exists():
+            return
+        self._hold_file.with_name(self._hold_file.name + ".held").write_text("held\n")
+        log.warning("holding a flush before its intents (test hook)", file=str(self._hold_file))
+        while self._hold_file.exists():
+            time.sleep(0.05)
 
     def _insert_batches(self, batches: list[Batch], check_landed: bool) -> None:
         """The inserts of one flush, the acks after the tables they stand for.
@@ -689,7 +760,8 @@ class SinkConnector:
         """Commit the offsets (see :func:`commit_refusal` for a refusal): one that only
         means the group's coordinator is moving with a lost broker is asked again, for up to
         a minute, before it stops the sink; one that means the group moved on is left to the
-        batch's replay, unless these are the ``intents`` (see ``_GROUP_MOVED_ON``)."""
+        batch's replay, unless these are the ``intents``: then the sink rejoins
+        (see ``_GROUP_MOVED_ON``)."""
         assert self._consumer is not None
         deadline = time.monotonic() + _COMMIT_PATIENCE_S
         while True:
@@ -698,7 +770,9 @@ class SinkConnector:
                 return
             except KafkaException as exc:
                 what = commit_refusal(exc.args[0] if exc.args else None)
-                if what == "moved-on" and not intents:
+                if what == "moved-on" and intents:
+                    raise _GroupMovedOn(f"committing a batch's intent: {exc}") from exc
+                if what == "moved-on":
                     log.warning(
                         "offsets not committed: the group moved on; the batch is replayed"
                         " from its intent",
@@ -754,11 +828,15 @@ class SinkConnector:
                 )
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self._abandoning:
+            return
         self._drain(commit=False)  # the group has moved on: commits would be refused
         self._forget(partitions)
         self._drain(commit=False)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self._abandoning:
+            return  # rejoining: nothing is in flight, and what was read is dropped
         self._drain()  # what is in flight is made durable while the partitions are ours
         self._forget(partitions)
         self._drain()  # and the replays of the ranges that stay

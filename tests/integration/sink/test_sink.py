@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
 from tests.integration.runtime.conftest import RetailRun
 from topologies.retail.domain import RecordSale, retail
 from topologies.retail.workload import stock_commands
@@ -458,6 +459,71 @@ def test_a_sink_dying_inside_a_batch_is_replayed_without_doubles(
     replays = {how: sink.metrics.replays.labels(how)._value.get() for how in ("batch", "alone")}
     expected = "alone" if batch_mate_elsewhere else "batch"
     assert replays[expected] == len(topics) * partitions, replays
+    try:
+        _assert_exactly_once(target, sent, events)
+    finally:
+        target.close()
+
+
+def test_a_sink_paused_past_its_session_rejoins_and_doubles_nothing(
+    retail_run: RetailRun, test_scale: float, tmp_path: Path
+) -> None:
+    """Frozen (SIGSTOP) right before it commits a flush's intents, for longer than its
+    session: the group drops it. Woken up, its intents are refused (the group moved on
+    without it); it drops what it read, rejoins in process, reads it all again from the
+    committed offsets, and projects every record once."""
+    run = retail_run
+    run.worker("w1")
+    sent, _sales = _produce(run, 300, scaled(10_000, test_scale, 2_000))
+    run.wait_until_processed(sent)
+    events = len(_records(run, run.stock_topics.events))
+    topics = [
+        run.stock_topics.events,
+        run.stock_topics.state,
+        run.stock_topics.results,
+        run.stock_topics.commands,
+    ]
+    ends = record_ends(run.settings, topics)
+    spec = _spec(run, instance_id="sink-a", batch_rows=500)
+    hold = tmp_path / "hold"
+    hold.touch()  # its first flush holds before the intents
+    spec_file = tmp_path / "sink.yaml"
+    spec_file.write_text(yaml.safe_dump(spec.model_dump(mode="json", exclude_none=True)))
+    (port,) = free_ports(1)
+    process = SinkProcess(
+        spec_file,
+        bootstrap_servers=run.settings.bootstrap_servers,
+        registry_url=run.registry_url,
+        health_port=port,
+        log_file=tmp_path / "sink.log",
+        extra_env={"STREAMFOLD_SINK_HOLD_BEFORE_INTENT_FILE": str(hold)},
+    )
+    process.start(timeout=120)
+    admin = AdminClient(run.settings.admin_config())
+    try:
+        _wait(lambda: hold.with_name("hold.held").exists(), 60, "the sink to hold a flush")
+        process.pause()
+        try:
+            # Its session ends: the coordinator removes the member (static or not).
+            def members() -> int:
+                future = admin.describe_consumer_groups([spec.group_id], request_timeout=10)
+                return len(future[spec.group_id].result().members)
+
+            _wait(lambda: members() == 0, 60, "the paused sink to leave its group")
+            hold.unlink()
+        finally:
+            process.resume()
+
+        def caught_up_alive() -> bool:
+            assert process.running(), "the sink stopped instead of rejoining"
+            return caught_up(run.settings, spec.group_id, ends)
+
+        _wait(caught_up_alive, 300, "the sink to catch up")
+    finally:
+        process.stop()
+    log_text = (tmp_path / "sink.log").read_text()
+    assert "a batch's intent was refused: the group moved on; rejoining" in log_text
+    target = ClickHouseTarget(spec.target, "retail")
     try:
         _assert_exactly_once(target, sent, events)
     finally:
