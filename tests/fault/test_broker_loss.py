@@ -254,6 +254,9 @@ def test_broker_loss_under_load_loses_and_doubles_nothing(
         log.read_text(encoding="utf-8").count("rejoining with a new producer")
         for log in tmp_path.glob("worker-*.log")
     )
+    sink_rejoins = (
+        (tmp_path / "sink.log").read_text(encoding="utf-8").count("the group moved on; rejoining")
+    )
     lines = "\n".join(f"| {fault} | {stall:.2f} s |" for fault, stall in stalls.items())
     write_section(
         "broker-loss",
@@ -266,7 +269,8 @@ def test_broker_loss_under_load_loses_and_doubles_nothing(
         f" {len(late)} answered 202 and found later; {len(retried)} sent again with the same id"
         f" after a 503 or no answer. Both workers stayed up and stopped on SIGTERM; they"
         f" rejoined with a new producer {rejoined} times (fenced, or a transactional call"
-        " that did not return in its bound).\n\n"
+        " that did not return in its bound). The sink stayed up; it rejoined its group"
+        f" {sink_rejoins} times (a batch's intent refused: the group had moved on).\n\n"
         "Longest gap between results in the minute after each fault:\n\n"
         f"| fault | stall |\n|---|---|\n{lines}\n",
         test_scale,

@@ -25,6 +25,12 @@ fails again, the aggregate stays parked with what is left.
 A newly assigned partition is processed only after the previous owner's transaction has
 ended and the parked topic has been read to its end, so no event of a parked aggregate
 overtakes it.
+
+A fenced producer (the broker aborted a transaction this worker held open past its timeout,
+while it was paused or cut off; or a transactional call hung) ends the open batch, which
+the fence aborted: the handler closes its consumers and starts again in the same process
+with a new producer, as the aggregate worker does, at most 5 times in 10 minutes
+(:class:`~streamfold.runtime.supervisor.Rejoins`); then it stops, and its process with it.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import json
 import time
 import traceback
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -60,7 +67,7 @@ from streamfold.observability.logging import get_logger
 from streamfold.runtime.checkpoint import BatchAbortedError, Checkpoint, FencedError
 from streamfold.runtime.rebalance import CallbackGuard
 from streamfold.runtime.settings import WorkerSettings
-from streamfold.runtime.supervisor import Loop
+from streamfold.runtime.supervisor import Loop, Rejoins
 from streamfold.runtime.topology import TopologySpec
 from streamfold.transport.admin import KafkaAdmin, TopicSpec, translate_kafka_error
 from streamfold.transport.partitioning import partition_for
@@ -169,8 +176,40 @@ class HandlerWorker(Loop):
         self._started = False
         self._joined = False
         self._callbacks = CallbackGuard()
+        self._stop_asked = False
+        self.rejoins = Rejoins()  # after fences
 
     # ------------------------------------------------------------------ lifecycle
+
+    def run(self, until: Callable[[], bool] | None = None) -> None:
+        """Run until stopped; a fenced handler starts again (see the module docstring)."""
+
+        def done() -> bool:
+            return self._stop_asked or (until is not None and until())
+
+        while True:
+            try:
+                super().run(done)
+                return
+            except FencedError as exc:
+                if self._stop_asked:
+                    raise  # it was stopping anyway
+                over = self.rejoins.spend()
+                if over is not None:
+                    raise FencedError(f"fenced {over}: {exc}") from exc
+                log.warning(
+                    "the event handler was fenced; rejoining with a new producer",
+                    handler=self.handler.full_name,
+                    error=str(exc)[:300],
+                )
+                self._book.clear()
+                self._staged.clear()
+                self._joined = False
+                self._callbacks = CallbackGuard()
+
+    def stop(self) -> None:
+        self._stop_asked = True
+        super().stop()
 
     def start(self) -> None:
         admin = KafkaAdmin(self.kafka)
@@ -212,6 +251,7 @@ class HandlerWorker(Loop):
             self.metrics,
             transaction_gap_ms=self.settings.transaction_gap_ms,
             transaction_timeout_ms=self.settings.transaction_timeout_ms,
+            pause_file=self.settings.pause_in_transaction_file,
         )
         self._parked_reader = Consumer(
             self.kafka.consumer_config(

@@ -9,12 +9,13 @@ handler takes its process down instead of dying unseen.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from streamfold.observability.logging import get_logger
 
-__all__ = ["Loop", "Runner", "Supervisor"]
+__all__ = ["Loop", "Rejoins", "Runner", "Supervisor"]
 
 log = get_logger(__name__)
 
@@ -59,6 +60,27 @@ class Loop:
     def stop(self) -> None:
         """Ask :meth:`run` to finish after the current step (safe from a signal handler)."""
         self._running = False
+
+
+class Rejoins:
+    """A runner's budget of rejoins in process (after a fence, or its group moving on
+    without it): at most ``limit`` within ``window_s``; one more means something keeps
+    taking its place, and it stops instead."""
+
+    def __init__(self, limit: int = 5, window_s: float = 600.0) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        #: When each rejoin within the window happened (time.monotonic()).
+        self.times: list[float] = []
+
+    def spend(self) -> str | None:
+        """Count a rejoin; over the budget, count nothing and say how often it happened."""
+        now = time.monotonic()
+        self.times = [t for t in self.times if now - t < self.window_s]
+        if len(self.times) >= self.limit:
+            return f"{len(self.times) + 1} times in {self.window_s:.0f} s"
+        self.times.append(now)
+        return None
 
 
 class Supervisor:

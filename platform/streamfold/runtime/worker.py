@@ -27,10 +27,10 @@ partitions while it was out of the group: paused, or cut off while a broker was 
 the open batch, which the fence aborted: the worker closes its consumer and stores and
 starts again in the same process, with a new producer, and rejoins, as Kafka Streams does
 with a migrated task. It stops instead when another member of the group holds its own
-instance id (:meth:`~streamfold.runtime.failover.Successor.rival`), or after
-``_MAX_RECOVERIES`` fences within ``_RECOVERY_WINDOW_S``. Any other exception leaves
-:meth:`AggregateWorker.run` after the open transaction was ABORTED: a batch is committed
-only by a clean stop, never on the way out of a failure.
+instance id (:meth:`~streamfold.runtime.failover.Successor.rival`), or after 5 fences
+within 10 minutes (:class:`~streamfold.runtime.supervisor.Rejoins`). Any other exception
+leaves :meth:`AggregateWorker.run` after the open transaction was ABORTED: a batch is
+committed only by a clean stop, never on the way out of a failure.
 
 Assignment first commits the open batch (cooperative-sticky assigns without revoking, and
 the wait below can outlast the transaction's timeout), then waits for the partitions'
@@ -74,7 +74,7 @@ from streamfold.runtime.saga_processor import (
     saga_routes,
 )
 from streamfold.runtime.settings import WorkerSettings
-from streamfold.runtime.supervisor import Loop
+from streamfold.runtime.supervisor import Loop, Rejoins
 from streamfold.runtime.topology import TopologySpec
 from streamfold.state.restore import ChangelogRestorer
 from streamfold.state.standby import StandbyStores
@@ -95,8 +95,6 @@ _STANDBY_STEP_S = 0.05
 _FIRST_OFFSETS_WAIT_S = 1.0
 _LAG_INTERVAL_S = 5.0
 #: A worker fenced more often than this within the window stops (see the module docstring).
-_MAX_RECOVERIES = 5
-_RECOVERY_WINDOW_S = 600.0
 #: How often the loop looks for due timers (and the idle poll's bound when sagas run).
 _TIMER_CHECK_S = 0.02
 
@@ -175,8 +173,7 @@ class AggregateWorker(Loop):
         self._member_id: str | None = None
         self._next_lag_report = 0.0
         self._held_back: dict[tuple[str, int], int] = {}
-        #: When each fence this worker recovered from happened (time.monotonic()).
-        self.recoveries: list[float] = []
+        self.rejoins = Rejoins()  # after fences
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -279,19 +276,15 @@ class AggregateWorker(Loop):
     def _recover_from(self, fence: FencedError) -> None:
         """After a fence (the worker is closed): make ready to start again, or re-raise."""
         assert self._successor is not None
-        now = time.monotonic()
-        self.recoveries = [t for t in self.recoveries if now - t < _RECOVERY_WINDOW_S]
-        if len(self.recoveries) >= _MAX_RECOVERIES:
-            raise FencedError(
-                f"fenced {len(self.recoveries) + 1} times in {_RECOVERY_WINDOW_S:.0f} s: {fence}"
-            ) from fence
+        over = self.rejoins.spend()
+        if over is not None:
+            raise FencedError(f"fenced {over}: {fence}") from fence
         rival = self._successor.rival(self._member_id)
         if rival is not None:
             raise FencedError(
                 f"another member of {self.group_id} ({rival}) runs with this worker's instance"
                 f" id {self.settings.instance_id!r}: {fence}"
             ) from fence
-        self.recoveries.append(now)
         log.warning(
             "the worker was fenced; rejoining with a new producer",
             topology=self.topology.name,

@@ -63,6 +63,7 @@ from streamfold.domain.context import BoundedContext
 from streamfold.domain.naming import aggregate_topics, context_topics
 from streamfold.errors import RetryableError
 from streamfold.observability.logging import get_logger
+from streamfold.runtime.supervisor import Rejoins
 from streamfold.sink.batches import Ack, Batch, Intent, Pending, intent, parse_intent
 from streamfold.sink.ddl import TableSpec, aggregate_tables, commands_view_sql, context_tables
 from streamfold.sink.metrics import SinkMetrics
@@ -119,9 +120,6 @@ def commit_refusal(error: KafkaError | None) -> str:
     return "fail"
 
 
-#: At most this many in-process rejoins in ``_REJOIN_WINDOW_S``; one more stops the sink.
-_MAX_REJOINS = 5
-_REJOIN_WINDOW_S = 600.0
 _MAX_BACKOFF_S = 5.0
 _TIMEOUT = 30.0
 #: Records per ``consume`` call: one call per this many records, not per record.
@@ -297,7 +295,7 @@ class SinkConnector:
         self._joined = False  # the group gave this sink its first assignment (maybe empty)
         self._target_up = True
         self._abandoning = False  # rejoining: the rebalance callbacks commit nothing
-        self.rejoins: list[float] = []  # when the sink rejoined in process (monotonic)
+        self.rejoins = Rejoins()  # after its group moved on
         self.flushed_batches = 0
         self.records_read = 0  # records (with errors and EOFs) that consume returned
 
@@ -361,14 +359,9 @@ class SinkConnector:
         committed offset and intent, as a restarted sink would.
         """
         assert self._consumer is not None
-        now = time.monotonic()
-        self.rejoins = [t for t in self.rejoins if now - t < _REJOIN_WINDOW_S]
-        if len(self.rejoins) >= _MAX_REJOINS:
-            raise _GroupMovedOn(
-                f"the group moved on {len(self.rejoins) + 1} times in"
-                f" {_REJOIN_WINDOW_S:.0f} s: {moved_on}"
-            ) from moved_on
-        self.rejoins.append(now)
+        over = self.rejoins.spend()
+        if over is not None:
+            raise _GroupMovedOn(f"the group moved on {over}: {moved_on}") from moved_on
         log.warning(
             "a batch's intent was refused: the group moved on; rejoining",
             connector=self.spec.name,

@@ -281,10 +281,12 @@ class TimedRun:
     def topics(self) -> AggregateTopics:
         return aggregate_topics("timed", "reminder", self.prefix)
 
-    def worker(self, instance: str = "t1", **env: str) -> WorkerProcess:
+    def worker(
+        self, instance: str = "t1", topology: Path | None = None, **env: str
+    ) -> WorkerProcess:
         (port,) = free_ports(1)
         process = WorkerProcess(
-            self.topology,
+            topology or self.topology,
             bootstrap_servers=self.settings.bootstrap_servers,
             registry_url=self.registry_url,
             instance_id=instance,

@@ -157,3 +157,68 @@ def test_a_skip_drops_the_failed_event_and_handles_those_behind_it(timed_run: Ti
         timed_run.settings.bootstrap_servers,
     )
     assert "no aggregate is parked" in listed.stdout
+
+
+def test_a_fenced_handler_rejoins_and_echoes_each_event_once(timed_run: TimedRun) -> None:
+    """A handler paused inside its open transaction, past its session and the transaction's
+    timeout: another takes its partitions, the broker aborts the transaction. Woken up, the
+    zombie finds its producer fenced; it rejoins with a new one instead of taking its
+    process down, and every event is echoed once."""
+    directory = timed_run.directory
+    aggregates = directory / "aggregates.yaml"
+    aggregates.write_text(
+        "name: timed\ncontext: tests.integration.runtime.timed:timed\n"
+        "aggregates: [reminder]\nsagas: []\nhandlers: []\n",
+        encoding="utf-8",
+    )
+    handlers = directory / "handlers.yaml"
+    handlers.write_text(
+        "name: timed\ncontext: tests.integration.runtime.timed:timed\n"
+        "aggregates: []\nsagas: []\nhandlers: [echo]\n",
+        encoding="utf-8",
+    )
+    timed_run.worker("w1", topology=aggregates)
+    hold = directory / "hold-h1"
+    zombie = timed_run.worker(
+        "h1",
+        topology=handlers,
+        STREAMFOLD_WORKER_SESSION_TIMEOUT_MS="6000",
+        STREAMFOLD_WORKER_TRANSACTION_TIMEOUT_MS="10000",
+        STREAMFOLD_WORKER_PAUSE_IN_TRANSACTION_FILE=str(hold),
+    )
+    sent: list[str] = []
+
+    def send(count: int) -> None:
+        for _ in range(count):
+            reminder = f"r-{len(sent)}"
+            timed_run.producer.send(Schedule(reminder_id=reminder, delay_seconds=3600))
+            sent.append(reminder)
+        timed_run.producer.flush()
+
+    send(20)
+    wait_for(lambda: len(echoes(timed_run)) >= 20, 60, "twenty echoes")
+    hold.touch()  # the zombie's next transaction stays open once it has echoed
+    send(20)
+    wait_for(lambda: hold.with_name("hold-h1.held").exists(), 60, "the zombie to hold")
+    zombie.pause()
+    hold.unlink()
+    try:
+        timed_run.worker("h2", topology=handlers)
+        wait_for(lambda: len(echoes(timed_run)) >= 40, 120, "forty echoes")
+    finally:
+        zombie.resume()
+    assert zombie.log_file is not None
+    log_file = zombie.log_file
+
+    def rejoined() -> bool:
+        assert zombie.running(), "the fenced handler took its process down"
+        return "the event handler was fenced; rejoining" in log_file.read_text("utf-8")
+
+    wait_for(rejoined, 120, "the zombie to find out it was fenced")
+    send(40)
+    wait_for(lambda: len(echoes(timed_run)) >= 80, 120, "eighty echoes")
+    time.sleep(2)
+    found = Counter(e["reminder_id"] for e in echoes(timed_run))
+    assert set(found) == set(sent)
+    assert set(found.values()) == {1}, "an event was echoed twice"
+    assert zombie.running()
