@@ -94,7 +94,6 @@ _STANDBY_STEP_S = 0.05
 #: How long committed offsets may take before a departed previous owner is fenced.
 _FIRST_OFFSETS_WAIT_S = 1.0
 _LAG_INTERVAL_S = 5.0
-#: A worker fenced more often than this within the window stops (see the module docstring).
 #: How often the loop looks for due timers (and the idle poll's bound when sagas run).
 _TIMER_CHECK_S = 0.02
 
