@@ -60,11 +60,26 @@ def setup_logging() -> None:
     SIGUSR1 writes every thread's Python stack to stderr (as a JVM's thread dump on SIGQUIT):
     ``kill -USR1 <pid>`` shows where a process that went quiet is waiting, and a child
     that does not stop in time is asked for it before its SIGKILL (embedded/children.py)."""
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    _dump_stacks_on_sigusr1()
     fmt = os.environ.get("STREAMFOLD_LOG_FORMAT", "console")
     if fmt not in ("console", "json"):
         raise ConfigurationError(f"STREAMFOLD_LOG_FORMAT must be console or json, not {fmt!r}")
     configure_logging(cast(LogFormat, fmt), os.environ.get("STREAMFOLD_LOG_LEVEL", "INFO"))
+
+
+def _dump_stacks_on_sigusr1() -> None:
+    """To the process's own stderr (file descriptor 2), even where ``sys.stderr`` is
+    replaced by a stream without one (a test's CliRunner): faulthandler writes to a file
+    descriptor, from the signal handler. A process without a stderr has nothing to write
+    to, and registers nothing."""
+    stream = sys.__stderr__
+    if stream is None:
+        return
+    try:
+        stream.fileno()
+    except (OSError, ValueError):  # io.UnsupportedOperation is both
+        return
+    faulthandler.register(signal.SIGUSR1, file=stream, all_threads=True)
 
 
 def kafka_settings(bootstrap: str | None = None) -> KafkaSettings:

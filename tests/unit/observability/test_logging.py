@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import faulthandler
+import io
 import json
 import logging
 import os
@@ -91,3 +92,20 @@ def test_sigusr1_writes_every_threads_stack(
         signal.signal(signal.SIGUSR1, previous)
     err = capfd.readouterr().err
     assert "Current thread" in err and "test_sigusr1_writes_every_threads_stack" in err
+
+
+def test_a_cli_run_with_a_replaced_stderr_still_sets_up_and_dumps_to_fd_2(
+    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """click's CliRunner replaces ``sys.stderr`` with a stream that has no file descriptor:
+    every command run through it must still start, and SIGUSR1 still writes to fd 2."""
+    monkeypatch.setattr("sys.stderr", io.StringIO())
+    previous = signal.getsignal(signal.SIGUSR1)
+    setup_logging()
+    try:
+        os.kill(os.getpid(), signal.SIGUSR1)
+        time.sleep(0.1)
+    finally:
+        faulthandler.unregister(signal.SIGUSR1)
+        signal.signal(signal.SIGUSR1, previous)
+    assert "test_a_cli_run_with_a_replaced_stderr" in capfd.readouterr().err
