@@ -18,6 +18,7 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests.fault.report import write_section
 
 from streamfold.testing.pytest_plugin import scaled
 
@@ -222,3 +223,12 @@ def test_no_generated_request_gets_a_server_error(registry_client: httpx.Client)
     # The requests reached the handlers: some succeeded, most were refused in several ways.
     assert statuses[200] > 0, statuses
     assert len([s for s in statuses if 400 <= s < 500]) >= 4, statuses
+    answers = ", ".join(f"{code}: {count:,}" for code, count in sorted(statuses.items()))
+    write_section(
+        "fuzz-registry",
+        "The registry's REST API on generated requests",
+        f"{sum(statuses.values()):,} generated requests over {len(ROUTES)} routes (hostile"
+        " path segments, query strings, bodies, content types): 0 answers of 5xx, every"
+        f" error with a Confluent `error_code`. Answers: {answers}.",
+        float(os.environ.get("STREAMFOLD_TEST_SCALE", "1.0")),
+    )

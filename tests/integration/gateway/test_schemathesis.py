@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -33,6 +34,7 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from tests.fault.report import write_section
 
 from streamfold.testing.pytest_plugin import scaled
 
@@ -45,7 +47,8 @@ Case = schemathesis.Case[Any]
 
 MAX_WAIT_MS = 300
 JWT_SECRET = "a-schemathesis-secret-of-32-bytes!"
-EXAMPLES = scaled(25, float(os.environ.get("STREAMFOLD_TEST_SCALE", "1.0")), 5)
+SCALE = float(os.environ.get("STREAMFOLD_TEST_SCALE", "1.0"))
+EXAMPLES = scaled(25, SCALE, 5)
 CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance]
 
 
@@ -180,6 +183,15 @@ def test_the_secured_gateway_honours_its_openapi(
     assert failures == [], "\n\n".join(failures)
     # The token was accepted: requests got past auth, to the routes themselves.
     assert len([s for s in statuses if s != 401]) > len(statuses) // 2, sorted(statuses)
+    answers = ", ".join(f"{code}: {count:,}" for code, count in sorted(Counter(statuses).items()))
+    write_section(
+        f"fuzz-gateway-{mode.value}",
+        f"schemathesis against the JWT-secured gateway ({mode.value} requests)",
+        f"{len(statuses):,} generated requests over {len(operations)} operations of its"
+        f" /openapi.json, with a valid tenant's token: 0 answers of 5xx, every status declared"
+        f" and every body conforming to its schema. Answers: {answers}.",
+        SCALE,
+    )
 
 
 def test_the_secured_gateway_refuses_a_bad_token_as_its_openapi_says(
@@ -197,3 +209,9 @@ def test_the_secured_gateway_refuses_a_bad_token_as_its_openapi_says(
     ]
     assert failures == [], "\n\n".join(failures)
     assert statuses and set(statuses) == {401}, sorted(statuses)
+    write_section(
+        "fuzz-gateway-bad-token",
+        "schemathesis against the JWT-secured gateway (a token signed by another key)",
+        f"{len(statuses):,} generated requests: every one a conforming 401.",
+        SCALE,
+    )
