@@ -30,7 +30,7 @@ A fenced producer (the broker aborted a transaction this worker held open past i
 while it was paused or cut off; or a transactional call hung) ends the open batch, which
 the fence aborted: the handler closes its consumers and starts again in the same process
 with a new producer, as the aggregate worker does, at most 5 times in 10 minutes
-(:class:`~streamfold.runtime.supervisor.Rejoins`); then it stops, and its process with it.
+(:class:`~streamfold.transport.rejoins.Rejoins`); then it stops, and its process with it.
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ import json
 import time
 import traceback
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -67,11 +66,12 @@ from streamfold.observability.logging import get_logger
 from streamfold.runtime.checkpoint import BatchAbortedError, Checkpoint, FencedError
 from streamfold.runtime.rebalance import CallbackGuard
 from streamfold.runtime.settings import WorkerSettings
-from streamfold.runtime.supervisor import Loop, Rejoins
+from streamfold.runtime.supervisor import RejoiningLoop
 from streamfold.runtime.topology import TopologySpec
 from streamfold.transport.admin import KafkaAdmin, TopicSpec, translate_kafka_error
 from streamfold.transport.partitioning import partition_for
 from streamfold.transport.reading import reader, watermarks
+from streamfold.transport.rejoins import Rejoins
 from streamfold.transport.settings import KafkaSettings
 
 __all__ = ["HandlerMetrics", "HandlerWorker", "ask", "parked_aggregates", "parked_key"]
@@ -126,7 +126,7 @@ class _Run:
         self.records.append((self.worker.prefix + topic, raw_key, raw_value, headers))
 
 
-class HandlerWorker(Loop):
+class HandlerWorker(RejoiningLoop):
     """Runs one event handler of a topology; :meth:`run` until :meth:`stop`."""
 
     def __init__(
@@ -176,40 +176,24 @@ class HandlerWorker(Loop):
         self._started = False
         self._joined = False
         self._callbacks = CallbackGuard()
-        self._stop_asked = False
         self.rejoins = Rejoins()  # after fences
 
     # ------------------------------------------------------------------ lifecycle
 
-    def run(self, until: Callable[[], bool] | None = None) -> None:
-        """Run until stopped; a fenced handler starts again (see the module docstring)."""
-
-        def done() -> bool:
-            return self._stop_asked or (until is not None and until())
-
-        while True:
-            try:
-                super().run(done)
-                return
-            except FencedError as exc:
-                if self._stop_asked:
-                    raise  # it was stopping anyway
-                over = self.rejoins.spend()
-                if over is not None:
-                    raise FencedError(f"fenced {over}: {exc}") from exc
-                log.warning(
-                    "the event handler was fenced; rejoining with a new producer",
-                    handler=self.handler.full_name,
-                    error=str(exc)[:300],
-                )
-                self._book.clear()
-                self._staged.clear()
-                self._joined = False
-                self._callbacks = CallbackGuard()
-
-    def stop(self) -> None:
-        self._stop_asked = True
-        super().stop()
+    def _recover_from(self, fence: FencedError) -> None:
+        """After a fence (see the module docstring): make ready to start again, or raise."""
+        over = self.rejoins.spend()
+        if over is not None:
+            raise FencedError(f"fenced {over}: {fence}") from fence
+        log.warning(
+            "the event handler was fenced; rejoining with a new producer",
+            handler=self.handler.full_name,
+            error=str(fence)[:300],
+        )
+        self._book.clear()
+        self._staged.clear()
+        self._joined = False
+        self._callbacks = CallbackGuard()
 
     def start(self) -> None:
         admin = KafkaAdmin(self.kafka)

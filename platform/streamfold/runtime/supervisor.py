@@ -9,13 +9,13 @@ handler takes its process down instead of dying unseen.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from streamfold.observability.logging import get_logger
+from streamfold.runtime.checkpoint import FencedError
 
-__all__ = ["Loop", "Rejoins", "Runner", "Supervisor"]
+__all__ = ["Loop", "RejoiningLoop", "Runner", "Supervisor"]
 
 log = get_logger(__name__)
 
@@ -62,25 +62,33 @@ class Loop:
         self._running = False
 
 
-class Rejoins:
-    """A runner's budget of rejoins in process (after a fence, or its group moving on
-    without it): at most ``limit`` within ``window_s``; one more means something keeps
-    taking its place, and it stops instead."""
+class RejoiningLoop(Loop):
+    """A loop whose producer may be fenced: :meth:`run` closes it (Loop's way, aborting
+    nothing the fence has not aborted), asks :meth:`_recover_from` to make it ready to start
+    again (or to raise), and runs it again, until it is stopped."""
 
-    def __init__(self, limit: int = 5, window_s: float = 600.0) -> None:
-        self.limit = limit
-        self.window_s = window_s
-        #: When each rejoin within the window happened (time.monotonic()).
-        self.times: list[float] = []
+    _stop_asked = False
 
-    def spend(self) -> str | None:
-        """Count a rejoin; over the budget, count nothing and say how often it happened."""
-        now = time.monotonic()
-        self.times = [t for t in self.times if now - t < self.window_s]
-        if len(self.times) >= self.limit:
-            return f"{len(self.times) + 1} times in {self.window_s:.0f} s"
-        self.times.append(now)
-        return None
+    def run(self, until: Callable[[], bool] | None = None) -> None:
+        def done() -> bool:
+            return self._stop_asked or (until is not None and until())
+
+        while True:
+            try:
+                super().run(done)
+                return
+            except FencedError as exc:
+                if self._stop_asked:
+                    raise  # it was stopping anyway
+                self._recover_from(exc)
+
+    def stop(self) -> None:
+        self._stop_asked = True
+        super().stop()
+
+    def _recover_from(self, fence: FencedError) -> None:
+        """After a fence (the loop is closed): make ready to start again, or raise."""
+        raise fence
 
 
 class Supervisor:

@@ -28,7 +28,7 @@ the open batch, which the fence aborted: the worker closes its consumer and stor
 starts again in the same process, with a new producer, and rejoins, as Kafka Streams does
 with a migrated task. It stops instead when another member of the group holds its own
 instance id (:meth:`~streamfold.runtime.failover.Successor.rival`), or after 5 fences
-within 10 minutes (:class:`~streamfold.runtime.supervisor.Rejoins`). Any other exception
+within 10 minutes (:class:`~streamfold.transport.rejoins.Rejoins`). Any other exception
 leaves :meth:`AggregateWorker.run` after the open transaction was ABORTED: a batch is
 committed only by a clean stop, never on the way out of a failure.
 
@@ -74,12 +74,13 @@ from streamfold.runtime.saga_processor import (
     saga_routes,
 )
 from streamfold.runtime.settings import WorkerSettings
-from streamfold.runtime.supervisor import Loop, Rejoins
+from streamfold.runtime.supervisor import RejoiningLoop
 from streamfold.runtime.topology import TopologySpec
 from streamfold.state.restore import ChangelogRestorer
 from streamfold.state.standby import StandbyStores
 from streamfold.state.stores import PartitionStores
 from streamfold.transport.admin import KafkaAdmin, TopicSpec, translate_kafka_error
+from streamfold.transport.rejoins import Rejoins
 from streamfold.transport.settings import KafkaSettings
 
 __all__ = ["AggregateWorker", "FencedError", "WorkerMetricsPort"]
@@ -128,7 +129,7 @@ class WorkerMetricsPort(Protocol):
     def timer_fired(self, saga: str, lateness_seconds: float) -> None: ...
 
 
-class AggregateWorker(Loop):
+class AggregateWorker(RejoiningLoop):
     """Runs a topology's aggregates; :meth:`run` until :meth:`stop` (or SIGTERM at the edge)."""
 
     def __init__(
@@ -158,7 +159,6 @@ class AggregateWorker(Loop):
         self._timed: list[SagaProcessor | CommandProcessor] = []
         self._next_timer_check = 0.0
         self._running = False
-        self._stop_asked = False
         self._started = False
         self._consumer: Consumer | None = None
         self._checkpoint: Checkpoint | None = None
@@ -252,25 +252,6 @@ class AggregateWorker(Loop):
             sagas=[s.name for s in self.sagas],
             middleware=[_qualname(m) for m in self.context.middlewares],
         )
-
-    def run(self, until: Callable[[], bool] | None = None) -> None:
-        """Run until stopped; a fenced worker starts again (see the module docstring)."""
-
-        def done() -> bool:
-            return self._stop_asked or (until is not None and until())
-
-        while True:
-            try:
-                super().run(done)
-                return
-            except FencedError as exc:
-                if self._stop_asked:
-                    raise  # it was stopping anyway
-                self._recover_from(exc)
-
-    def stop(self) -> None:
-        self._stop_asked = True
-        super().stop()
 
     def _recover_from(self, fence: FencedError) -> None:
         """After a fence (the worker is closed): make ready to start again, or re-raise."""

@@ -63,7 +63,6 @@ from streamfold.domain.context import BoundedContext
 from streamfold.domain.naming import aggregate_topics, context_topics
 from streamfold.errors import RetryableError
 from streamfold.observability.logging import get_logger
-from streamfold.runtime.supervisor import Rejoins
 from streamfold.sink.batches import Ack, Batch, Intent, Pending, intent, parse_intent
 from streamfold.sink.ddl import TableSpec, aggregate_tables, commands_view_sql, context_tables
 from streamfold.sink.metrics import SinkMetrics
@@ -82,6 +81,7 @@ from streamfold.transport.admin import (
     TopicSpec,
     translate_kafka_error,
 )
+from streamfold.transport.rejoins import Rejoins
 from streamfold.transport.settings import KafkaSettings
 
 __all__ = ["ProjectedAck", "SinkConnector", "SinkMetrics"]

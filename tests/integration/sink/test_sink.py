@@ -204,7 +204,11 @@ def _open_intents(
 
 
 def _sink_process(
-    run: RetailRun, spec: ConnectorSpec, directory: Path, ready_when: str = "ready"
+    run: RetailRun,
+    spec: ConnectorSpec,
+    directory: Path,
+    ready_when: str = "ready",
+    extra_env: dict[str, str] | None = None,
 ) -> SinkProcess:
     spec_file = directory / "sink.yaml"
     spec_file.write_text(yaml.safe_dump(spec.model_dump(mode="json", exclude_none=True)))
@@ -216,6 +220,7 @@ def _sink_process(
         health_port=port,
         log_file=directory / "sink.log",
         ready_when=ready_when,
+        extra_env=extra_env,
     )
     process.start(timeout=120)
     return process
@@ -487,18 +492,9 @@ def test_a_sink_paused_past_its_session_rejoins_and_doubles_nothing(
     spec = _spec(run, instance_id="sink-a", batch_rows=500)
     hold = tmp_path / "hold"
     hold.touch()  # its first flush holds before the intents
-    spec_file = tmp_path / "sink.yaml"
-    spec_file.write_text(yaml.safe_dump(spec.model_dump(mode="json", exclude_none=True)))
-    (port,) = free_ports(1)
-    process = SinkProcess(
-        spec_file,
-        bootstrap_servers=run.settings.bootstrap_servers,
-        registry_url=run.registry_url,
-        health_port=port,
-        log_file=tmp_path / "sink.log",
-        extra_env={"STREAMFOLD_SINK_HOLD_BEFORE_INTENT_FILE": str(hold)},
+    process = _sink_process(
+        run, spec, tmp_path, extra_env={"STREAMFOLD_SINK_HOLD_BEFORE_INTENT_FILE": str(hold)}
     )
-    process.start(timeout=120)
     admin = AdminClient(run.settings.admin_config())
     try:
         _wait(lambda: hold.with_name("hold.held").exists(), 60, "the sink to hold a flush")

@@ -82,14 +82,7 @@ def test_sigusr1_writes_every_threads_stack(
     """A process that went quiet can be asked where it waits (the children's stop asks
     before its SIGKILL)."""
     monkeypatch.setenv("STREAMFOLD_LOG_FORMAT", "json")
-    previous = signal.getsignal(signal.SIGUSR1)
-    setup_logging()
-    try:
-        os.kill(os.getpid(), signal.SIGUSR1)
-        time.sleep(0.1)
-    finally:
-        faulthandler.unregister(signal.SIGUSR1)
-        signal.signal(signal.SIGUSR1, previous)
+    _set_up_then_sigusr1()
     err = capfd.readouterr().err
     assert "Current thread" in err and "test_sigusr1_writes_every_threads_stack" in err
 
@@ -100,6 +93,12 @@ def test_a_cli_run_with_a_replaced_stderr_still_sets_up_and_dumps_to_fd_2(
     """click's CliRunner replaces ``sys.stderr`` with a stream that has no file descriptor:
     every command run through it must still start, and SIGUSR1 still writes to fd 2."""
     monkeypatch.setattr("sys.stderr", io.StringIO())
+    _set_up_then_sigusr1()
+    assert "test_a_cli_run_with_a_replaced_stderr" in capfd.readouterr().err
+
+
+def _set_up_then_sigusr1() -> None:
+    """``setup_logging()``, then a SIGUSR1 to this process; the handlers put back after."""
     previous = signal.getsignal(signal.SIGUSR1)
     setup_logging()
     try:
@@ -108,4 +107,3 @@ def test_a_cli_run_with_a_replaced_stderr_still_sets_up_and_dumps_to_fd_2(
     finally:
         faulthandler.unregister(signal.SIGUSR1)
         signal.signal(signal.SIGUSR1, previous)
-    assert "test_a_cli_run_with_a_replaced_stderr" in capfd.readouterr().err

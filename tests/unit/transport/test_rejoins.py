@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from streamfold.runtime import supervisor
-from streamfold.runtime.supervisor import Rejoins
+from streamfold.transport import rejoins
+from streamfold.transport.rejoins import Rejoins
 
 
 def test_a_rejoin_budget_refuses_the_one_too_many_and_forgets_old_ones(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     now = [1000.0]
-    monkeypatch.setattr(supervisor.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(rejoins.time, "monotonic", lambda: now[0])
     budget = Rejoins(limit=2, window_s=60.0)
     assert budget.spend() is None
     now[0] += 10
