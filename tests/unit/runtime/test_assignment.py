@@ -138,10 +138,9 @@ class _Recorder:
         return "member-1"
 
     # checkpoint
-    def commit(self) -> bool:
-        self.calls.append("commit the open batch")
+    def abort(self) -> None:
+        self.calls.append("abort the open batch")
         self.open = False
-        return True
 
     # stores
     def open_store(self, topic: str, partition: int) -> bool:
@@ -149,8 +148,10 @@ class _Recorder:
         return True
 
 
-def test_an_assignment_commits_the_open_batch_before_waiting_for_the_previous_owner() -> None:
-    """Cooperative-sticky assigns without revoking; the wait may outlast our transaction."""
+def test_an_assignment_aborts_the_open_batch_before_waiting_for_the_previous_owner() -> None:
+    """Cooperative-sticky assigns without revoking; the wait may outlast our transaction.
+    Aborted, not committed: offsets sent from inside a rebalance callback can wait on a
+    rebalance that cannot end until the callback returns."""
     fake = _Recorder()
     stores = SimpleNamespace(open=fake.open_store)
     worker = SimpleNamespace(
@@ -173,7 +174,7 @@ def test_an_assignment_commits_the_open_batch_before_waiting_for_the_previous_ow
     assert fake.calls == [
         "assign",
         "pause",
-        "commit the open batch",
+        "abort the open batch",
         "initialise transactions",
         "wait for the previous owner",
         "open store",
