@@ -32,18 +32,12 @@ within 10 minutes (:class:`~streamfold.transport.rejoins.Rejoins`). Any other ex
 leaves :meth:`AggregateWorker.run` after the open transaction was ABORTED: a batch is
 committed only by a clean stop, never on the way out of a failure.
 
-Assignment first aborts the open batch (cooperative-sticky assigns without revoking, and
+Assignment first commits the open batch (cooperative-sticky assigns without revoking, and
 the wait below can outlast the transaction's timeout), then waits for the partitions'
 previous owner, then opens their stores, which restore while the partitions stay paused;
-other partitions keep processing. Revocation aborts the open transaction too, and closes
-the stores. Both abort rather than commit: a commit sends the batch's offsets to the group
-coordinator from inside the rebalance callback, and when another rebalance begins meanwhile
-(a restarted member rejoining) the coordinator refuses them while the rebalance is in
-progress, and the rebalance cannot end while the callback waits: in a soak run
-``send_offsets_to_transaction`` did not return for 45 s, until the bound on it
-(checkpoint.py) fenced the worker. An abort asks only the transaction coordinator; the
-batch's inputs are read again (one batch, at most ``commit_interval_ms`` of work). SIGTERM:
-stop reading, commit, close the stores, leave the group.
+other partitions keep processing. Revocation commits the open transaction (or aborts it
+when the partitions were lost) and closes the stores. SIGTERM: stop reading, commit, close
+the stores, leave the group.
 """
 
 from __future__ import annotations
@@ -586,9 +580,8 @@ class AggregateWorker(RejoiningLoop):
         if self._checkpoint.open and self._checkpoint.fenced is None:
             # Cooperative-sticky assigns without revoking: the open batch (of partitions
             # this worker keeps) must not wait out the previous owner below, which can
-            # take longer than its own transaction may stay open. Aborted, not committed
-            # (see the module docstring); its inputs are read again.
-            self._checkpoint.abort()
+            # take longer than its own transaction may stay open.
+            self._checkpoint.commit()
         self._await_previous_owner(consumer, partitions)
         for tp in partitions:
             if self._standbys is not None and tp.topic in self._stores.changelogs:
@@ -644,7 +637,7 @@ class AggregateWorker(RejoiningLoop):
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         assert self._checkpoint is not None
         if self._checkpoint.open and self._checkpoint.fenced is None:
-            self._checkpoint.abort()  # not committed: see the module docstring
+            self._checkpoint.commit()
         for tp in partitions:
             self._close_store(tp.topic, tp.partition)
         log.info("partitions revoked", partitions=_names(partitions))

@@ -138,9 +138,10 @@ class _Recorder:
         return "member-1"
 
     # checkpoint
-    def abort(self) -> None:
-        self.calls.append("abort the open batch")
+    def commit(self) -> bool:
+        self.calls.append("commit the open batch")
         self.open = False
+        return True
 
     # stores
     def open_store(self, topic: str, partition: int) -> bool:
@@ -148,10 +149,8 @@ class _Recorder:
         return True
 
 
-def test_an_assignment_aborts_the_open_batch_before_waiting_for_the_previous_owner() -> None:
-    """Cooperative-sticky assigns without revoking; the wait may outlast our transaction.
-    Aborted, not committed: offsets sent from inside a rebalance callback can wait on a
-    rebalance that cannot end until the callback returns."""
+def test_an_assignment_commits_the_open_batch_before_waiting_for_the_previous_owner() -> None:
+    """Cooperative-sticky assigns without revoking; the wait may outlast our transaction."""
     fake = _Recorder()
     stores = SimpleNamespace(open=fake.open_store)
     worker = SimpleNamespace(
@@ -174,7 +173,7 @@ def test_an_assignment_aborts_the_open_batch_before_waiting_for_the_previous_own
     assert fake.calls == [
         "assign",
         "pause",
-        "abort the open batch",
+        "commit the open batch",
         "initialise transactions",
         "wait for the previous owner",
         "open store",
