@@ -50,6 +50,36 @@ class Report:
             self.problems.append(text)
 
 
+def locate(
+    settings: KafkaSettings, topic: str, command_ids: set[str], *, timeout: float = 300.0
+) -> list[str]:
+    """Where in ``topic`` the commands ``command_ids`` were read from: one line per partition,
+    with the offsets, so a command without a result can be looked for in the workers' logs."""
+    where: dict[int, list[int]] = defaultdict(list)
+    for message in read_to_end(settings, topic, timeout=timeout):
+        if h.header_map(message.headers()).get(h.COMMAND_ID) in command_ids:
+            where[message.partition() or 0].append(message.offset() or 0)
+    lines = [
+        f"  {topic}[{partition}]: {len(offsets)} at offsets {_ranges(offsets)}"
+        for partition, offsets in sorted(where.items())
+    ]
+    found = sum(len(offsets) for offsets in where.values())
+    if found < len(command_ids):
+        lines.append(f"  {len(command_ids) - found} of them are not in {topic} at all")
+    return lines
+
+
+def _ranges(offsets: list[int]) -> str:
+    """``[3, 4, 5, 9]`` as ``"3-5, 9"``."""
+    spans: list[list[int]] = []
+    for offset in sorted(offsets):
+        if spans and offset == spans[-1][1] + 1:
+            spans[-1][1] = offset
+        else:
+            spans.append([offset, offset])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
+
+
 def check_aggregate(
     settings: KafkaSettings,
     aggregate: Aggregate[Any],
@@ -84,6 +114,8 @@ def check_aggregate(
         missing = sent - set(seen)
         if missing:
             report.problem(f"{len(missing)} commands have no result, e.g. {sorted(missing)[:3]}")
+            for line in locate(settings, topics.commands, missing, timeout=timeout):
+                report.problem(line)
         extra = set(seen) - sent
         if extra:
             report.problem(f"{len(extra)} results for commands never sent: {sorted(extra)[:3]}")
