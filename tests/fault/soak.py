@@ -17,6 +17,7 @@ every sample and fault, so a long run that dies never loses what it measured. Ex
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -53,6 +54,8 @@ from tests.integration.runtime.conftest import RetailRun
 REPORT = Path(__file__).resolve().parents[2] / "benchmarks" / "reports" / "soak.md"
 PATIENCE = 900.0
 STALL_WINDOW = 60.0
+#: What a worker logs when it was fenced and rejoins with a new producer (runtime/worker.py).
+REJOINED = "the worker was fenced; rejoining with a new producer"
 FAULTS = ("worker", "sink", "outage", "worker", "sink")
 
 
@@ -127,6 +130,30 @@ class Soak:
         self.columns = ["time", *sorted(self.pids), "worker lag", "sink lag", "commands sent"]
         self.samples.append("| " + " | ".join(cells) + " |")
 
+    def rejoins(self) -> list[str]:
+        """Each time a worker was fenced and rejoined (a hung transactional call among
+        them), from the workers' JSON logs: when, which worker and why."""
+        found: list[tuple[str, str]] = []
+        for worker in self.stack.workers:
+            log_file = worker.log_file
+            if log_file is None or not log_file.exists():
+                continue
+            with log_file.open(encoding="utf-8", errors="replace") as lines:
+                for line in lines:
+                    if REJOINED not in line:
+                        continue
+                    try:
+                        record = json.loads(line)
+                    except ValueError:
+                        continue  # a line cut by a SIGKILL
+                    found.append(
+                        (
+                            str(record.get("timestamp", ""))[11:19],
+                            f"{worker.instance_id}: {str(record.get('error', ''))[:160]}",
+                        )
+                    )
+        return [f"{at} UTC, {what}" for at, what in sorted(found)]
+
     # -- the report ----------------------------------------------------------------------
 
     def write(self, found: Invariants | None = None) -> None:
@@ -168,6 +195,13 @@ class Soak:
                 f"\nResults stall: max {max(stalls):.2f} s, median {median(stalls):.2f} s."
             )
         lines += [f"\n{f.story}" for f in self.faults if f.story]
+        rejoins = self.rejoins()
+        lines += [
+            "",
+            f"Workers fenced and rejoined with a new producer: {len(rejoins)}"
+            + ("." if not rejoins else ":"),
+            *[f"- {line}" for line in rejoins],
+        ]
         lines += [
             "",
             "## Resources",

@@ -39,7 +39,7 @@ from topologies.retail.domain import (
 )
 from topologies.retail.workload import stock_commands
 
-from streamfold.client import Client, CommandPending, GatewayUnavailable
+from streamfold.client import Client, CommandPending, GatewayUnavailable, NotFound
 from streamfold.domain import Command
 from streamfold.domain.naming import aggregate_topics
 from streamfold.embedded.ports import free_ports
@@ -60,6 +60,8 @@ CONNECTOR = Path(__file__).resolve().parents[2] / "connectors" / "retail"
 AGGREGATES = ("store_stock", "supplier", "item")
 PARTITIONS = 6
 REPLAYING = "replaying an unfinished batch"
+#: How often the load asks the gateway about the PROJECTED waits it answered 202 (s).
+LOOK_UP_EVERY = 10.0
 
 
 def aggregate_of(command: Command) -> str:
@@ -103,6 +105,8 @@ class SteadyLoad:
     #: (monotonic time, "200" / "202") of every PROJECTED answer, in order
     answers: list[tuple[float, str]] = field(default_factory=list)
     retried: set[str] = field(default_factory=set)
+    #: answered 202, then found projected by a later look-up while the load ran
+    found_later: set[str] = field(default_factory=set)
     failures: list[BaseException] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -150,10 +154,27 @@ class SteadyLoad:
             return AddItem(item_id=f"gw-item-{n}", name=f"item {n}", price=Decimal("2.00"))
         return ChangePrice(item_id=f"gw-item-{n - 4}", price=Decimal("2.10"))
 
+    def _look_up_pending(self, client: Client) -> None:
+        """Ask the gateway about the commands answered 202 so far, each until it is found
+        projected: while the load runs, before the gateway's bounded memory of outcomes
+        (``recent``) forgets them."""
+        for command_id, status in list(self.projected.items()):
+            if status != "202" or command_id in self.found_later:
+                continue
+            try:
+                if client.status(command_id).stage == "projected":
+                    self.found_later.add(command_id)
+            except (NotFound, GatewayUnavailable):
+                pass  # not processed yet, or the gateway is restarting: asked again later
+
     def _through_the_gateway(self) -> None:
         with Client(self.stack.gateway.url, context=retail) as client:
             n = 0
+            next_look_up = time.monotonic() + LOOK_UP_EVERY
             while not self._stop.is_set():
+                if time.monotonic() >= next_look_up:
+                    self._look_up_pending(client)
+                    next_look_up = time.monotonic() + LOOK_UP_EVERY
                 n += 1
                 command = self._gateway_command(n)
                 command_id = str(uuid.uuid4())
@@ -450,7 +471,13 @@ class RetailStack:
         late = [c for c, status in load.projected.items() if status == "202"]
         with Client(self.gateway.url, context=retail) as client:
             for command_id in late:
-                outcome = client.wait(command_id, wait="projected", timeout=120)
+                if command_id in load.found_later:
+                    continue
+                try:
+                    outcome = client.wait(command_id, wait="projected", timeout=120)
+                except NotFound as exc:
+                    reports["store_stock"].problem(f"{command_id} answered 202, then: {exc}")
+                    continue
                 if outcome.stage != "projected":
                     reports["store_stock"].problem(f"{command_id} never projected: {outcome.stage}")
         ends = record_ends(

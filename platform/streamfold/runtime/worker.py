@@ -170,6 +170,10 @@ class AggregateWorker(RejoiningLoop):
         self._callbacks = CallbackGuard()
         self._joined = False
         self._member_id: str | None = None
+        #: Assigned in a rebalance callback, taken over by the next step (_take_over); the
+        #: flag is up for an assignment of nothing too.
+        self._arrived: list[TopicPartition] = []
+        self._assigned = False
         self._next_lag_report = 0.0
         self._held_back: dict[tuple[str, int], int] = {}
         self.rejoins = Rejoins()  # after fences
@@ -236,6 +240,7 @@ class AggregateWorker(RejoiningLoop):
                 changelog_ids,
             )
             self._follow_everything(changelogs.values())
+        self._arrived, self._assigned = [], False
         self._consumer.subscribe(
             [*self.processors, *self.feeds],
             on_assign=self._callbacks.guard(self._on_assign),
@@ -386,6 +391,7 @@ class AggregateWorker(RejoiningLoop):
         return (
             self._started
             and self._joined
+            and not self._assigned
             and self._stores is not None
             and self._stores.restoring == 0
         )
@@ -427,6 +433,8 @@ class AggregateWorker(RejoiningLoop):
         assert consumer is not None and checkpoint is not None and stores is not None
         if checkpoint.fenced is not None:
             raise FencedError(f"the worker was fenced: {checkpoint.fenced}")
+        if self._assigned:
+            self._take_over()
         if self._standbys is not None and time.monotonic() >= self._next_standby_step:
             self._standbys.step(0.0)
             self._next_standby_step = time.monotonic() + _STANDBY_STEP_S
@@ -574,23 +582,48 @@ class AggregateWorker(RejoiningLoop):
     # ------------------------------------------------------------------ rebalancing
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        assert self._stores is not None and self._checkpoint is not None
+        """Take the partitions, paused; the next step takes them over (:meth:`_take_over`).
+
+        Nothing transactional happens in here. A rebalance callback holds the group's
+        rebalance up while it runs, and a transactional call can wait on that rebalance:
+        with another member joining meanwhile, ``send_offsets_to_transaction`` made here
+        was seen not to return until its 45 s bound fenced the worker.
+        """
         consumer.incremental_assign(partitions)
         consumer.pause(partitions)
-        if self._checkpoint.open and self._checkpoint.fenced is None:
-            # Cooperative-sticky assigns without revoking: the open batch (of partitions
-            # this worker keeps) must not wait out the previous owner below, which can
-            # take longer than its own transaction may stay open.
-            self._checkpoint.commit()
-        self._await_previous_owner(consumer, partitions)
-        for tp in partitions:
-            if self._standbys is not None and tp.topic in self._stores.changelogs:
-                self._standbys.release(self._stores.changelogs[tp.topic], tp.partition)
-            if tp.topic in self.feeds or self._stores.open(tp.topic, tp.partition):
-                consumer.resume([tp])
+        self._arrived.extend(partitions)
+        self._assigned = True
         self._joined = True
         self._member_id = consumer.memberid()
-        log.info("partitions assigned", partitions=_names(partitions))
+
+    def _take_over(self) -> None:
+        """Take over the partitions assigned since the last step: commit the open batch,
+        wait for their previous owner, open their stores and resume those that are ready.
+
+        Cooperative-sticky assigns without revoking, so the open batch (of partitions this
+        worker keeps) is committed first: the wait for the previous owner can take longer
+        than its own transaction may stay open. An assignment of nothing (a member that
+        joins gets nothing in the first of cooperative-sticky's two rebalances) only
+        initialises the producer's transactions, the first time.
+        """
+        consumer, checkpoint, stores = self._consumer, self._checkpoint, self._stores
+        assert consumer is not None and checkpoint is not None and stores is not None
+        arrived, self._arrived, self._assigned = self._arrived, [], False
+        if not arrived:
+            self._init_transactions()
+            return
+        if checkpoint.open and checkpoint.fenced is None:
+            checkpoint.commit()
+        try:
+            self._await_previous_owner(consumer, arrived)
+        except KafkaException as exc:
+            raise translate_kafka_error(exc, "reading the committed offsets") from exc
+        for tp in arrived:
+            if self._standbys is not None and tp.topic in stores.changelogs:
+                self._standbys.release(stores.changelogs[tp.topic], tp.partition)
+            if tp.topic in self.feeds or stores.open(tp.topic, tp.partition):
+                consumer.resume([tp])
+        log.info("partitions assigned", partitions=_names(arrived))
         self._report_partitions()
 
     def _await_previous_owner(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -636,6 +669,7 @@ class AggregateWorker(RejoiningLoop):
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         assert self._checkpoint is not None
+        self._forget_arrived(partitions)
         if self._checkpoint.open and self._checkpoint.fenced is None:
             self._checkpoint.commit()
         for tp in partitions:
@@ -645,6 +679,7 @@ class AggregateWorker(RejoiningLoop):
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         assert self._checkpoint is not None
+        self._forget_arrived(partitions)
         if self._checkpoint.open and self._checkpoint.fenced is None:
             try:
                 self._checkpoint.abort()
@@ -654,6 +689,12 @@ class AggregateWorker(RejoiningLoop):
             self._close_store(tp.topic, tp.partition)
         log.warning("partitions lost", partitions=_names(partitions))
         self._report_partitions()
+
+    def _forget_arrived(self, partitions: list[TopicPartition]) -> None:
+        """Revoked before it was taken over: not taken over (no store was opened)."""
+        if self._arrived:
+            gone = {(tp.topic, tp.partition) for tp in partitions}
+            self._arrived = [tp for tp in self._arrived if (tp.topic, tp.partition) not in gone]
 
     def _close_store(self, topic: str, partition: int) -> None:
         assert self._stores is not None

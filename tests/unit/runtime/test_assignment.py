@@ -149,16 +149,17 @@ class _Recorder:
         return True
 
 
-def test_an_assignment_commits_the_open_batch_before_waiting_for_the_previous_owner() -> None:
-    """Cooperative-sticky assigns without revoking; the wait may outlast our transaction."""
-    fake = _Recorder()
-    stores = SimpleNamespace(open=fake.open_store)
+def _worker(fake: _Recorder) -> SimpleNamespace:
+    stores = SimpleNamespace(open=fake.open_store, changelogs={})
     worker = SimpleNamespace(
         settings=WorkerSettings(),
+        _consumer=fake,
         _checkpoint=fake,
         feeds={},
         _stores=stores,
         _joined=False,
+        _arrived=[],
+        _assigned=False,
         _await_previous_owner=lambda c, p: AggregateWorker._await_previous_owner(
             worker,  # type: ignore[arg-type]
             c,
@@ -169,7 +170,26 @@ def test_an_assignment_commits_the_open_batch_before_waiting_for_the_previous_ow
         _init_transactions=lambda: fake.calls.append("initialise transactions"),
         _standbys=None,
     )
+    return worker
+
+
+def test_the_assignment_callback_makes_no_transactional_call() -> None:
+    """A transactional call inside the callback can wait on the rebalance the callback holds
+    up: it only takes the partitions, paused, for the next step."""
+    fake = _Recorder()
+    worker = _worker(fake)
     AggregateWorker._on_assign(worker, fake, PARTITIONS)  # type: ignore[arg-type]
+    assert fake.calls == ["assign", "pause"]
+    assert worker._arrived == PARTITIONS
+    assert worker._assigned and worker._joined
+
+
+def test_a_take_over_commits_the_open_batch_before_waiting_for_the_previous_owner() -> None:
+    """Cooperative-sticky assigns without revoking; the wait may outlast our transaction."""
+    fake = _Recorder()
+    worker = _worker(fake)
+    AggregateWorker._on_assign(worker, fake, PARTITIONS)  # type: ignore[arg-type]
+    AggregateWorker._take_over(worker)  # type: ignore[arg-type]
     assert fake.calls == [
         "assign",
         "pause",
@@ -179,3 +199,24 @@ def test_an_assignment_commits_the_open_batch_before_waiting_for_the_previous_ow
         "open store",
         "resume",
     ]
+    assert worker._arrived == []
+    assert not worker._assigned
+
+
+def test_an_assignment_of_nothing_still_initialises_transactions() -> None:
+    """It fences a zombie of this instance id as soon as this member is in the group."""
+    fake = _Recorder()
+    worker = _worker(fake)
+    AggregateWorker._on_assign(worker, fake, [])  # type: ignore[arg-type]
+    AggregateWorker._take_over(worker)  # type: ignore[arg-type]
+    assert fake.calls == ["assign", "pause", "initialise transactions"]
+    assert not worker._assigned
+
+
+def test_partitions_revoked_before_their_take_over_are_not_taken_over() -> None:
+    fake = _Recorder()
+    worker = _worker(fake)
+    kept = TopicPartition("retail.store_stock.commands", 1)
+    AggregateWorker._on_assign(worker, fake, [*PARTITIONS, kept])  # type: ignore[arg-type]
+    AggregateWorker._forget_arrived(worker, PARTITIONS)  # type: ignore[arg-type]
+    assert worker._arrived == [kept]
