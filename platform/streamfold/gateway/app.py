@@ -52,6 +52,7 @@ from streamfold.gateway.commands import (
     CommandRoute,
     Json,
     fastapi_endpoint,
+    scope_caller,
     status_of,
     timeout_of,
     unless_gone,
@@ -136,7 +137,7 @@ def build_app(
             _query_route(app, context, query, reader, auth_responses, authenticator)
     _plumbing(app, bus, metrics)
     _problems_in_openapi(app)
-    return CommandLane(app, routes)
+    return CommandLane(app, routes, authenticator)
 
 
 def _problems_in_openapi(app: FastAPI) -> None:
@@ -163,17 +164,10 @@ def _problems_in_openapi(app: FastAPI) -> None:
 # ---------------------------------------------------------------------- commands
 
 
-async def current_caller(
-    request: Request,
-    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
-    x_api_key: Annotated[str | None, Header(include_in_schema=False)] = None,
-) -> Caller:
-    """The verified caller of a request (a dependency of every route that needs one).
-
-    ``async``: FastAPI runs a plain function dependency on its thread pool, a hop per
-    request (in a profile, 41 % of the gateway's samples were waits for that pool)."""
-    authenticator: Authenticator = request.app.state.authenticator
-    return authenticator.caller(authorization, x_api_key)
+async def current_caller(request: Request) -> Caller:
+    """The caller of a request (a dependency of every route that needs one): the one
+    :class:`~streamfold.gateway.commands.CommandLane` verified before routing."""
+    return scope_caller(request.scope)
 
 
 def _command_route(app: FastAPI, route: CommandRoute, auth_responses: dict[int | str, Any]) -> None:

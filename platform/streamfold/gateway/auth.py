@@ -1,8 +1,10 @@
 """Who is calling: API keys or bearer JWTs, each naming a tenant and a principal.
 
-Off by default (the embedded stack). When on, every route but the probes, the metrics and
-the docs needs a credential (else 401), and the caller's tenant and principal come only from
-the verified credential:
+Off by default (the embedded stack). When on, every request but the probes, the metrics and
+the docs needs a credential (else 401), checked before the request is routed or its body
+read (:class:`~streamfold.gateway.commands.CommandLane`), so that a caller without one learns
+nothing of the routes; the caller's tenant and principal come only from the verified
+credential:
 
 - ``api_key``: ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``; keys are
   ``key=tenant:principal`` entries, from the settings or a secret file (one per line,

@@ -65,6 +65,7 @@ __all__ = [
     "CommandLane",
     "CommandRoute",
     "Json",
+    "scope_caller",
     "status_of",
 ]
 
@@ -218,11 +219,21 @@ class CommandRoute:
 
 
 class CommandLane:
-    """The ASGI layer that answers ``POST`` to command paths ahead of FastAPI."""
+    """The ASGI layer in front of FastAPI: it authenticates, and answers ``POST`` to
+    command paths itself.
 
-    def __init__(self, app: FastAPI, routes: dict[str, CommandRoute]) -> None:
+    With auth on, every request but the :data:`PUBLIC_PATHS` is authenticated here, before
+    it is routed or its body read: a caller without a good credential gets 401 and learns
+    nothing of the routes (not a 404 for a path that does not exist, a 405 or a 413). The
+    verified caller goes on in the ASGI scope (:func:`scope_caller`).
+    """
+
+    def __init__(
+        self, app: FastAPI, routes: dict[str, CommandRoute], authenticator: Authenticator
+    ) -> None:
         self.app = app
         self.routes = routes
+        self.authenticator = authenticator
 
     @property
     def state(self) -> Any:
@@ -230,16 +241,33 @@ class CommandLane:
         return self.app.state
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Any) -> None:
-        route = self.routes.get(scope["path"]) if scope["type"] == "http" else None
-        if route is None or scope["method"] != "POST":
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        route = self.routes.get(path)
+        if route is None and (not self.authenticator.enabled or _public(path)):
             await self.app(scope, receive, send)
             return
         raw = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        if "text/event-stream" in raw.get("accept", ""):
-            await self.app(scope, receive, send)  # FastAPI's route streams
+        if self.authenticator.enabled and not _public(path):
+            try:
+                scope[_CALLER] = self.authenticator.caller(
+                    raw.get("authorization"), raw.get("x-api-key")
+                )
+            except ProblemError as exc:
+                await _problem(exc, path)(scope, receive, send)
+                return
+        if (
+            route is None
+            or scope["method"] != "POST"
+            or "text/event-stream" in raw.get("accept", "")
+        ):
+            await self.app(scope, receive, send)  # FastAPI's routes (a command's streams)
             return
+        who: Caller = scope.get(_CALLER, _ANONYMOUS)
         if not tracing_enabled():
-            response = await self._respond(route, raw, receive)
+            response = await self._respond(route, who, raw, receive)
         else:  # the request's server span, continuing the caller's trace
             with tracer.start_as_current_span(
                 f"POST {route.path}",
@@ -247,26 +275,43 @@ class CommandLane:
                 kind=SpanKind.SERVER,
                 attributes={"http.request.method": "POST", "http.route": route.path},
             ) as span:
-                response = await self._respond(route, raw, receive)
+                response = await self._respond(route, who, raw, receive)
                 span.set_attribute("http.response.status_code", response.status_code)
         await response(scope, receive, send)
 
     async def _respond(
-        self, route: CommandRoute, raw: dict[str, str], receive: Receive
+        self, route: CommandRoute, who: Caller, raw: dict[str, str], receive: Receive
     ) -> Response:
         try:
-            return await self._answer(route, raw, receive)
+            body = await _read_body(receive)
+            headers = parse_headers(raw)
+            return await route.answer(route.parse(body), who, headers, receive)
         except ProblemError as exc:
-            problem = exc.problem
-            if problem.instance is None:
-                problem = problem.model_copy(update={"instance": route.path})
-            return problem_response(problem, exc.headers)
+            return _problem(exc, route.path)
 
-    async def _answer(self, route: CommandRoute, raw: dict[str, str], receive: Receive) -> Response:
-        body = await _read_body(receive)
-        who = route.authenticator.caller(raw.get("authorization"), raw.get("x-api-key"))
-        headers = parse_headers(raw)
-        return await route.answer(route.parse(body), who, headers, receive)
+
+#: Paths open without a credential: the probes, the metrics, the contract and its docs.
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"})
+_PUBLIC_PREFIX = "/docs/static/"
+#: The ASGI scope key of the verified caller.
+_CALLER = "streamfold.caller"
+_ANONYMOUS = Caller()
+
+
+def _public(path: str) -> bool:
+    return path in PUBLIC_PATHS or path.startswith(_PUBLIC_PREFIX)
+
+
+def scope_caller(scope: MutableMapping[str, Any]) -> Caller:
+    """The caller :class:`CommandLane` verified (anonymous with auth off)."""
+    return scope.get(_CALLER, _ANONYMOUS)  # type: ignore[no-any-return]
+
+
+def _problem(exc: ProblemError, path: str) -> Response:
+    problem = exc.problem
+    if problem.instance is None:
+        problem = problem.model_copy(update={"instance": path})
+    return problem_response(problem, exc.headers)
 
 
 async def _read_body(receive: Receive) -> bytes:

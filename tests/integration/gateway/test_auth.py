@@ -159,6 +159,38 @@ def test_a_bad_credential_is_401_on_every_route(secured: Secured, tenant_a: http
                 assert problem(answer, 401)["type"] == "urn:streamfold:problem:unauthorized"
 
 
+def not_routed(store: str) -> list[tuple[str, str, bytes | None]]:
+    """Requests the router or the body reader would refuse: no route, an unencoded ``/`` in
+    an aggregate id, a method the path has not, a body over the limit."""
+    return [
+        ("GET", "/no/such/route", None),
+        ("GET", f"/retail/store_stock/{store}/item-1/state", None),
+        ("DELETE", REGISTER, None),
+        ("POST", REGISTER, b"{" + b" " * (2 * 1024 * 1024) + b"}"),
+    ]
+
+
+def test_a_request_is_authenticated_before_it_is_routed_or_read(secured: Secured) -> None:
+    """A caller without a good credential learns nothing of the routes: 401 even where the
+    answer would otherwise be 404, 405 or 413 (the probes and the docs stay open)."""
+    store = fresh("store")
+    for why, headers in {"none": {}, **secured.bad}.items():
+        with secured.stack.client(headers=headers) as client:
+            for method, path, body in not_routed(store):
+                answer = client.request(method, path, content=body)
+                assert answer.status_code == 401, (why, method, path, answer.text)
+                assert problem(answer, 401)["type"] == "urn:streamfold:problem:unauthorized"
+            for path in ("/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"):
+                assert client.get(path).status_code == 200, (why, path)
+            assert client.get("/docs/static/swagger-ui.css").status_code == 200, why
+    with secured.client("tenant-a") as tenant_a:
+        answers = [
+            tenant_a.request(method, path, content=body).status_code
+            for method, path, body in not_routed(store)
+        ]
+    assert answers == [404, 404, 405, 413]
+
+
 def test_a_good_credential_is_answered_on_every_route(
     secured: Secured, tenant_a: httpx.Client
 ) -> None:
