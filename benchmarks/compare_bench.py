@@ -1,8 +1,9 @@
 """streamfold side by side with Quix Streams and faust-streaming, on the same broker, in one run.
 
 Run: ``.venv/bin/python benchmarks/compare_bench.py [--commands 100000] [--aggregates 10000]
-[--partitions 6] [--rounds 2] [--latency-rate 200] [--latency-seconds 20] [--engines ...]
-[--profile] [--quick]`` from the repository root (``--render compare.json`` writes the report
+[--partitions 6] [--rounds 2] [--latency-rate 1000] [--faust-latency-rate 200]
+[--latency-rounds 2] [--latency-seconds 20] [--engines ...] [--profile] [--quick]`` from the
+repository root (``--render compare.json`` writes the report
 again from a run's JSON). It starts its own single-node Kafka (the fetched jars) and one schema
 registry process, makes (or reuses) a virtualenv per peer under ``~/.cache/streamfold/bench-venvs``
 (Quix Streams 3.28 needs confluent-kafka below 2.13, so the peers cannot share streamfold's
@@ -18,8 +19,10 @@ environment), and then, for every engine of :mod:`compare_engines`:
    faust, by far the slowest, runs ``--faust-rounds`` times. Peak RSS is the engine process's
    (with any children), sampled every 0.2 s;
 2. latency: each engine (passthrough aside) as a process answering commands sent at a steady
-   ``--latency-rate`` per second after a warm-up; per command, the time from the client's
-   send to its read_committed consumer seeing the result;
+   ``--latency-rate`` per second (faust: ``--faust-latency-rate``) after a warm-up; per
+   command, the time from the client's send to its read_committed consumer seeing the
+   result. The floor (bare transactions, no processing: ``handwritten_loop.py --floor``) and
+   the worker run ``--latency-rounds`` interleaved rounds, the lowest p99 counting;
 3. outputs: each run's records are read back whole: counts per topic, outcomes, and for a
    sample of commands and aggregates the decoded results, events and last states, compared
    with the hand-written loop's (equal work, equal answers).
@@ -27,8 +30,10 @@ environment), and then, for every engine of :mod:`compare_engines`:
 faust runs with exactly-once; if that fails, the harness says why and runs at-least-once.
 When the worker's exactly-once rate is below 80 % of the hand-written loop's (or with
 ``--profile``), one more run of each is sampled with py-spy and the report says where the
-time goes.
-The report goes to ``benchmarks/reports/compare.md``, with ``compare.json`` and ``compare.png``.
+time goes (without py-spy installed, the report says so and the run goes on).
+The report goes to ``benchmarks/reports/compare.md``, with ``compare.json`` and ``compare.png``,
+written again after every run (marked partial until the run ends), so a long run that stops
+keeps what it measured.
 """
 
 from __future__ import annotations
@@ -88,7 +93,11 @@ class Options:
     partitions: int = 6
     rounds: int = 2
     faust_rounds: int = 1
-    latency_rate: int = 200
+    latency_rate: int = 1000
+    #: faust's offered load (it does not keep up with ``latency_rate``).
+    faust_latency_rate: int = 200
+    #: Interleaved latency rounds of the floor and the worker (the others run once).
+    latency_rounds: int = 2
     latency_seconds: float = 20.0
     latency: bool = True
     stall_s: float = 180.0
@@ -189,11 +198,12 @@ def run_throughput(
     master: str,
     total: int,
     samples: tuple[set[str], set[str]],
-) -> tuple[list[Run], dict[str, dict[str, Any]], list[str]]:
-    """Every planned run; the sampled outputs per engine; notes on what changed course."""
-    runs: list[Run] = []
-    sampled: dict[str, dict[str, Any]] = {}
-    notes: list[str] = []
+    comparison: Comparison,
+    save: Callable[[Comparison], None],
+) -> None:
+    """Every planned run, into ``comparison`` (its runs, the sampled outputs per engine,
+    notes on what changed course), saved after each run."""
+    runs, sampled, notes = comparison.runs, comparison.samples, comparison.notes
     for planned, r in throughput_plan(options):
         faust_failed = any(n.startswith("faust EOS") for n in notes)
         name = "faust ALO" if planned == "faust EOS" and faust_failed else planned
@@ -205,11 +215,16 @@ def run_throughput(
             run = _one_run(stack, options, pythons, "faust ALO", r, master, total, samples, sampled)
             _show(run)
             runs.append(run)
-    reference = sampled.get("handwritten")
-    for run in runs:
+        _compare_outputs(comparison)
+        save(comparison)
+
+
+def _compare_outputs(comparison: Comparison) -> None:
+    """Whether each run's sampled outputs equal the hand-written loop's (once it has run)."""
+    reference = comparison.samples.get("handwritten")
+    for run in comparison.runs:
         if reference is not None and run.error is None and run.engine != "passthrough":
-            run.equal_to_handwritten = _same(sampled[run.engine], reference)
-    return runs, sampled, notes
+            run.equal_to_handwritten = _same(comparison.samples[run.engine], reference)
 
 
 def _show(run: Run) -> None:
@@ -288,10 +303,23 @@ def _changelog_records(stack: BenchStack, prefix: str) -> int:
     return sum(sum(1 for _ in read_to_end(stack.kafka, t, timeout=60)) for t in names)
 
 
+def latency_plan(options: Options) -> list[tuple[str, int]]:
+    """The latency runs and their offered loads: interleaved rounds of the floor and the
+    worker, then each other engine once (faust at its own rate)."""
+    plan = [
+        (name, options.latency_rate)
+        for _ in range(options.latency_rounds)
+        for name in ("floor", "streamfold EOS")
+    ]
+    plan += [(name, options.latency_rate) for name in FAST if name != "streamfold EOS"]
+    plan.append(("faust EOS", options.faust_latency_rate))
+    return [(name, rate) for name, rate in plan if options.runs(name)]
+
+
 def run_latency(
-    stack: BenchStack, options: Options, pythons: dict[str, Path], engines: list[str]
+    stack: BenchStack, options: Options, pythons: dict[str, Path], engines: list[str], rate: int
 ) -> list[Latency]:
-    """Each engine as a process at ``latency_rate`` commands/s, after a warm-up."""
+    """Each engine as a process at ``rate`` commands/s, after a warm-up."""
     measured = []
     for name in engines:
         engine = ENGINES[name]
@@ -299,7 +327,7 @@ def run_latency(
         topics = create_topics(stack, prefix)
         running = RunningEngine(stack, engine, prefix, None)
         watcher = ResultWatcher(stack.kafka, topics.results, stack.partitions)
-        figures = Latency(name, options.latency_rate)
+        figures = Latency(name, rate)
         # The client's own batching must not add to what is measured.
         producer = CommandProducer(
             stack.kafka, stack.codec(), retail, topic_prefix=prefix, **{"linger.ms": 0}
@@ -307,11 +335,11 @@ def run_latency(
         try:
             running.start(pythons.get(engine.kind))
             watcher.start()
-            n = int(options.latency_rate * options.latency_seconds)
+            n = int(rate * options.latency_seconds)
             commands = list(stock_commands(options.aggregates, WARM_UP + n, seed=11))
-            warm = paced(producer, commands[:WARM_UP], options.latency_rate)
+            warm = paced(producer, commands[:WARM_UP], rate)
             _wait_for(watcher, running, list(warm), 240)
-            sent = paced(producer, commands[WARM_UP:], options.latency_rate)
+            sent = paced(producer, commands[WARM_UP:], rate)
             _wait_for(watcher, running, list(sent), 120)
             missing = [i for i in sent if i not in watcher.seen]
             if missing:
@@ -330,7 +358,7 @@ def run_latency(
             running.stop()
             producer.close()
         shown = figures.error or f"p50 {figures.p50_ms:,.1f} ms, p99 {figures.p99_ms:,.1f} ms"
-        print(f"latency at {options.latency_rate}/s: {name}: {shown}", flush=True)
+        print(f"latency at {rate}/s: {name}: {shown}", flush=True)
         measured.append(figures)
     return measured
 
@@ -351,15 +379,21 @@ def _quantile(ordered: list[float], q: float) -> float:
 
 
 def compare(
-    stack: BenchStack, options: Options, pythons: dict[str, Path], report: Callable[[str], None]
+    stack: BenchStack,
+    options: Options,
+    pythons: dict[str, Path],
+    report: Callable[[str], None],
+    save: Callable[[Comparison], None] | None = None,
 ) -> Comparison:
-    """Run the whole comparison on ``stack``."""
+    """Run the whole comparison on ``stack``; ``save`` gets what is measured so far after
+    every run (a long run that stops keeps its finished runs)."""
     stack.partitions = options.partitions
     master, total, sampling = prepare_input(stack, options)
     report(f"input ready: {total:,} commands in {master}")
-    runs, sampled, notes = run_throughput(stack, options, pythons, master, total, sampling)
-    profiles: dict[str, list[str]] = {}
-    best = best_rates(runs)
+    comparison = Comparison(asdict(options), [], [], [], {}, {})
+    keep = save if save is not None else (lambda _c: None)
+    run_throughput(stack, options, pythons, master, total, sampling, comparison, keep)
+    best = best_rates(comparison.runs)
     eos, hand = best.get("streamfold EOS", 0.0), best.get("handwritten", 0.0)
     below = options.profile_below is not None and eos < options.profile_below * hand
     if options.profile or (eos and hand and below):
@@ -367,13 +401,15 @@ def compare(
             report(f"profiling {name} (py-spy, one more run)")
             lines: list[str] = []
             _one_run(stack, options, pythons, name, -1, master, total, sampling, {}, lines)
-            profiles[name] = lines
-    latencies: list[Latency] = []
+            comparison.profiles[name] = lines
+            keep(comparison)
     if options.latency:
-        faust = "faust ALO" if any(r.engine == "faust ALO" for r in runs) else "faust EOS"
-        engines = [e for e in (*FAST, faust) if options.runs(e)]
-        latencies = run_latency(stack, options, pythons, engines)
-    return Comparison(asdict(options), runs, latencies, notes, sampled, profiles)
+        ran_alo = any(r.engine == "faust ALO" for r in comparison.runs)
+        for planned, rate in latency_plan(options):
+            name = "faust ALO" if planned == "faust EOS" and ran_alo else planned
+            comparison.latencies += run_latency(stack, options, pythons, [name], rate)
+            keep(comparison)
+    return comparison
 
 
 def peer_pythons(cache_dir: Path) -> dict[str, Path]:
@@ -390,6 +426,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=defaults.rounds)
     parser.add_argument("--faust-rounds", type=int, default=defaults.faust_rounds)
     parser.add_argument("--latency-rate", type=int, default=defaults.latency_rate)
+    parser.add_argument("--faust-latency-rate", type=int, default=defaults.faust_latency_rate)
+    parser.add_argument("--latency-rounds", type=int, default=defaults.latency_rounds)
     parser.add_argument("--latency-seconds", type=float, default=defaults.latency_seconds)
     parser.add_argument("--no-latency", action="store_true")
     parser.add_argument(
@@ -408,7 +446,12 @@ def main() -> None:
         data = json.loads(args.render.read_text(encoding="utf-8"))
         meta = data.get("meta", {"command": "benchmarks/compare_bench.py", "started": "?"})
         paths = write_report(
-            load(data), args.out, meta["command"], meta["started"], meta.get("revision")
+            load(data),
+            args.out,
+            meta["command"],
+            meta["started"],
+            meta.get("revision"),
+            partial=meta.get("partial") == "yes",
         )
         print(f"wrote {', '.join(str(p) for p in paths.values())}")
         return
@@ -419,6 +462,8 @@ def main() -> None:
         rounds=args.rounds,
         faust_rounds=args.faust_rounds,
         latency_rate=args.latency_rate,
+        faust_latency_rate=args.faust_latency_rate,
+        latency_rounds=args.latency_rounds,
         latency_seconds=args.latency_seconds,
         latency=not args.no_latency,
         engines=args.engines,
@@ -431,6 +476,7 @@ def main() -> None:
         raise SystemExit("matplotlib is missing: run scripts/setup (or pip install -e '.[bench]')")
     configure_logging("console", "WARNING")
     started = time.strftime("%Y-%m-%d %H:%M")
+    command = " ".join(["benchmarks/compare_bench.py", *sys.argv[1:]])
     pythons = peer_pythons(default_cache_dir())
     with (
         tempfile.TemporaryDirectory(prefix="compare-bench-") as tmp,
@@ -439,8 +485,13 @@ def main() -> None:
         (port,) = free_ports(1)
         with RegistryProcess(kafka.bootstrap_servers, port, log_file=Path(tmp) / "registry.log"):
             stack = BenchStack(kafka.bootstrap_servers, f"http://127.0.0.1:{port}", Path(tmp))
-            comparison = compare(stack, options, pythons, lambda s: print(s, flush=True))
-    command = " ".join(["benchmarks/compare_bench.py", *sys.argv[1:]])
+            comparison = compare(
+                stack,
+                options,
+                pythons,
+                lambda s: print(s, flush=True),
+                lambda c: write_report(c, args.out, command, started, partial=True),
+            )
     paths = write_report(comparison, args.out, command, started)
     print(paths["md"].read_text(encoding="utf-8"))
     print(f"wrote {', '.join(str(p) for p in paths.values())}")

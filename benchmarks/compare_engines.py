@@ -73,7 +73,7 @@ class Engine:
     """One candidate: how it runs and what it writes per command."""
 
     name: str
-    kind: str  # passthrough | handwritten | streamfold | quix | faust
+    kind: str  # passthrough | floor | handwritten | streamfold | quix | faust
     exactly_once: bool
     guarantee: str
     writes: str
@@ -96,6 +96,14 @@ ENGINES = {
             "exactly-once (one transaction per batch, offsets in it)",
             "event + state (accepted commands), result (every command); at commit one "
             "changelog record per aggregate touched in the transaction",
+        ),
+        Engine(
+            "floor",
+            "floor",
+            True,
+            "exactly-once (one transaction per batch, offsets in it)",
+            "the command's value copied as event, state and result; at commit one changelog "
+            "record per key touched in the transaction: the transactions without the work",
         ),
         Engine(
             "streamfold EOS",
@@ -343,7 +351,7 @@ class RunningEngine:
                 group,
                 str(self.total),
             ]
-        if kind == "handwritten":
+        if kind in ("handwritten", "floor"):
             return [
                 sys.executable,
                 str(BENCH / "handwritten_loop.py"),
@@ -351,6 +359,7 @@ class RunningEngine:
                 stack.registry_url,
                 self.prefix,
                 str(self.directory / "state"),
+                *(["--floor"] if kind == "floor" else []),
             ]
         assert python is not None, f"{kind} needs its virtualenv's python"
         plan = {

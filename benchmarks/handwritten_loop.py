@@ -414,6 +414,29 @@ class _HandwrittenLoop:
         self.open = False
 
 
+class _FloorLoop(_HandwrittenLoop):
+    """The bare-transaction floor: the loop's transactions and records, no processing.
+
+    Per command, its value copied unchanged as the event, the state and the result (keyed
+    by the command id, on the command's partition, as a result is), and at commit the last
+    value per key to the changelog: the four records of an accepted command, in the same
+    transactions on the same commit rules. A command's latency through any exactly-once
+    worker on this broker cannot be lower than through this."""
+
+    def process(self, message: Message) -> None:
+        partition, offset = message.partition() or 0, message.offset() or 0
+        headers = message.headers() or []
+        command_id = dict(headers)["command_id"]
+        key, value = message.key() or b"", message.value() or b""
+        self._send(self.topics.events, key, value, headers)
+        self._send(self.topics.state, key, value, headers)
+        _produce(
+            self.producer, self.topics.results, command_id, value, headers, partition=partition
+        )
+        self.staged.setdefault(partition, {})[key] = value
+        self._done(partition, offset)
+
+
 def _wire(writer: RecordWriter[Any]) -> tuple[bytes, Any]:
     return b"\x00" + writer.schema_id.to_bytes(4, "big"), writer.contract.parsed
 
@@ -442,14 +465,16 @@ def handwritten_eos(
 def main() -> None:
     """Run the hand-written loop until SIGTERM, then print its figures as one JSON line.
 
-    ``python benchmarks/handwritten_loop.py BOOTSTRAP REGISTRY_URL PREFIX STATE_DIR``: the
-    latency measurement runs it as a process, as it runs ``streamfold worker``.
+    ``python benchmarks/handwritten_loop.py BOOTSTRAP REGISTRY_URL PREFIX STATE_DIR
+    [--floor]``: the latency measurement runs it as a process, as it runs ``streamfold
+    worker``; with ``--floor``, the bare-transaction floor (:class:`_FloorLoop`).
     """
     bootstrap, registry_url, prefix, state_dir = sys.argv[1:5]
     stopping: list[int] = []
     signal.signal(signal.SIGTERM, lambda signum, _frame: stopping.append(signum))
     codec = AvroCodec(ConfluentSchemaRegistry.from_url(registry_url))
-    loop = _HandwrittenLoop(
+    kind = _FloorLoop if sys.argv[5:] == ["--floor"] else _HandwrittenLoop
+    loop = kind(
         KafkaSettings(bootstrap_servers=bootstrap), codec, prefix, Path(state_dir), 1000, 100
     )
     timing = loop.run(None, stop=lambda: bool(stopping))

@@ -585,6 +585,9 @@ def profile_summary(
     process stays out. Without ``idle``, a thread waiting (in librdkafka, in a sleep) is not
     sampled, so the shares are of CPU time; with it, they are of wall time.
     """
+    if not os.access(_PY_SPY, os.X_OK):
+        action()  # the run goes on; only its profile is missing
+        return [f"No profile: py-spy is not installed ({_PY_SPY}; it is in the bench extra)."]
     raw = directory / f"profile-{uuid.uuid4().hex[:6]}.txt"
     spy = subprocess.Popen(
         [_PY_SPY, "record", "--pid", str(pid or os.getpid()), "--format", "raw",

@@ -18,7 +18,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "benchmarks"))
 
-from compare_bench import Options, compare, peer_pythons
+from compare_bench import Comparison, Options, compare, peer_pythons
 from compare_report import write_report
 from measurements import BenchStack
 from streamfold.cli.edge import default_cache_dir
@@ -40,11 +40,20 @@ def test_every_engine_answers_every_command_alike(
         rounds=1,
         faust_rounds=1,
         latency_rate=50,
+        faust_latency_rate=50,
+        latency_rounds=2,
         latency_seconds=1.0,
         stall_s=120,
         profile_below=None,
     )
-    comparison = compare(stack, options, pythons, print)
+    saved: list[tuple[int, int]] = []  # (throughput runs, latency runs) at each save
+    partial = tmp_path / "partial"
+
+    def save(so_far: Comparison) -> None:
+        saved.append((len(so_far.runs), len(so_far.latencies)))
+        write_report(so_far, partial, "compare_bench.py --test", "now", partial=True)
+
+    comparison = compare(stack, options, pythons, print, save)
 
     runs = {run.engine: run for run in comparison.runs}
     failed = {name: run.error for name, run in runs.items() if run.error}
@@ -83,15 +92,26 @@ def test_every_engine_answers_every_command_alike(
         assert samples[name]["events"] == samples["handwritten"]["events"], name
         assert samples[name]["states"] == samples["handwritten"]["states"], name
 
-    latencies = {x.engine: x for x in comparison.latencies}
-    assert set(latencies) == set(runs) - {"passthrough"}
-    for name, latency in latencies.items():
-        assert latency.error is None, name
-        assert latency.commands == 50 and 0 < latency.p50_ms <= latency.p99_ms, name
+    # Every engine's latency, and two interleaved rounds of the floor and the worker.
+    ran = [x.engine for x in comparison.latencies]
+    assert ran[:4] == ["floor", "streamfold EOS", "floor", "streamfold EOS"]
+    assert sorted(ran[4:]) == sorted(set(runs) - {"passthrough", "streamfold EOS"})
+    for latency in comparison.latencies:
+        assert latency.error is None, latency.engine
+        assert latency.commands == 50, latency.engine
+        assert 0 < latency.p50_ms <= latency.p99_ms, latency.engine
+
+    # The report was saved after every run: a run that stops keeps what it measured.
+    throughput_runs, latency_runs = len(comparison.runs), len(comparison.latencies)
+    assert saved[:throughput_runs] == [(n, 0) for n in range(1, throughput_runs + 1)]
+    assert saved[throughput_runs:] == [(throughput_runs, n) for n in range(1, latency_runs + 1)]
+    assert "**Partial report**" in (partial / "compare.md").read_text(encoding="utf-8")
 
     paths = write_report(comparison, tmp_path / "report", "compare_bench.py --test", "now")
     data = json.loads(paths["json"].read_text(encoding="utf-8"))
     assert {r["engine"] for r in data["runs"]} == set(runs)
     text = paths["md"].read_text(encoding="utf-8")
     assert "Quix Streams 3.28.1, exactly-once" in text and "faust-streaming 0.15.3" in text
+    assert "Partial report" not in text
+    assert "bare-transaction p99" in text and "bare transactions, no processing" in text
     assert paths["png"].read_bytes().startswith(b"\x89PNG")
