@@ -17,7 +17,9 @@ Processor`, and the steps a worker runs for each command record it reads.
    So any producer is safe; a murmur2 producer only saves the hop. (A keyless command that
    happens to be on its aggregate's partition is processed where it is);
 5. load the aggregate's entry from the partition's store (an entry or a state that cannot
-   be read: dead letter ``corrupt_state``, and the partition goes on);
+   be read: dead letter ``corrupt_state``, and the partition goes on). The decoded entry and
+   state are cached with the committed value (:mod:`streamfold.state.cache`), so a command
+   to an aggregate seen lately decodes nothing of it;
 6. a command whose ``tenant`` header is not the aggregate's (the tenant of the command
    that created it) is rejected with ``tenant_mismatch``, and the entry is not touched, so
    tenant isolation holds for commands straight from Kafka too; a command id the entry
@@ -128,6 +130,23 @@ class Processed(Protocol):
     def dead_letter(self, aggregate: str, reason: str) -> None: ...
 
     def forwarded(self, aggregate: str) -> None: ...
+
+
+class _Loaded:
+    """An aggregate's decoded entry, and its decoded state once asked for: the value the
+    store caches for it (read-only once cached: nothing here changes it but ``state_of``,
+    which fills in what the entry's bytes decode to)."""
+
+    __slots__ = ("entry", "state", "state_known")
+
+    def __init__(self, entry: AggregateEntry, state: Any = None, state_known: bool = False):
+        self.entry = entry
+        self.state = state
+        self.state_known = state_known
+
+
+def _load(raw: bytes) -> _Loaded:
+    return _Loaded(AggregateEntry.decode(raw))
 
 
 @dataclass(slots=True)
@@ -292,11 +311,11 @@ class CommandProcessor:
         if about.partition != home:
             return self._forward(message, about, akey, home, outbox)
         # 5. load
-        raw = store.get(akey)
         try:
-            entry = AggregateEntry.decode(raw) if raw is not None else _EMPTY
+            loaded = store.get_decoded(akey, _load)
         except CorruptEntryError as exc:
             return self._dead_letter(message, about, DeadLetterReason.CORRUPT_STATE, exc, outbox)
+        entry = loaded.entry if loaded is not None else _EMPTY
         command_type = self._type_names.get(type(command), type(command).__name__)
         # 6. another tenant's aggregate is refused (before the repeat check: a repeat's
         # answer would tell its result); a repeat gets its first result
@@ -318,11 +337,7 @@ class CommandProcessor:
             self.counters.command(self.name, "duplicate")
             return "duplicate"
         try:
-            state = (
-                self._states.decode_as(entry.state, self.aggregate.state_type)
-                if entry.state is not None
-                else None
-            )
+            state = self._state_of(loaded)
         except CodecError as exc:
             return self._dead_letter(message, about, DeadLetterReason.CORRUPT_STATE, exc, outbox)
         # 7. decide and fold
@@ -347,7 +362,7 @@ class CommandProcessor:
                     rejection.code,
                     rejection.message[:MESSAGE_LIMIT],
                 )
-                self._remember(store, outbox, about, akey, entry, result)
+                self._remember(store, outbox, about, akey, entry, state, result)
                 self._send_result(outbox, about, aggregate_id, command_type, result)
                 self.counters.command(self.name, Outcome.REJECTED.value)
                 return Outcome.REJECTED.value
@@ -375,10 +390,22 @@ class CommandProcessor:
             tenant=tenant,
             timers=timers,
         )
-        self._stage(store, outbox, about, akey, after)
+        self._stage(store, outbox, about, akey, after, _Loaded(after, decision.state, True))
         self._send_result(outbox, about, aggregate_id, command_type, result)
         self.counters.command(self.name, Outcome.ACCEPTED.value)
         return Outcome.ACCEPTED.value
+
+    def _state_of(self, loaded: _Loaded | None) -> Any:
+        """The aggregate's decoded state (None: none yet), decoded once per cached value."""
+        if loaded is None:
+            return None
+        if not loaded.state_known:
+            raw = loaded.entry.state
+            state = (
+                self._states.decode_as(raw, self.aggregate.state_type) if raw is not None else None
+            )
+            loaded.state, loaded.state_known = state, True
+        return loaded.state
 
     # ------------------------------------------------------------------ timers
 
@@ -549,6 +576,7 @@ class CommandProcessor:
         about: _Command,
         akey: bytes,
         entry: AggregateEntry,
+        state: Any,
         result: StoredResult,
     ) -> None:
         """Record a rejection in the entry, so a repeat gets the same answer."""
@@ -560,7 +588,7 @@ class CommandProcessor:
             result=result,
             window=self.window,
         )
-        self._stage(store, outbox, about, akey, after)
+        self._stage(store, outbox, about, akey, after, _Loaded(after, state, True))
 
     def _stage(
         self,
@@ -569,8 +597,10 @@ class CommandProcessor:
         about: _Command,
         akey: bytes,
         entry: AggregateEntry,
+        loaded: _Loaded | None = None,
     ) -> None:
-        """Stage the new entry; the worker sends it to the changelog when it commits.
+        """Stage the new entry (``loaded``: it decoded, kept for the next reads); the worker
+        sends it to the changelog when it commits.
 
         The changelog record carries no headers, so an entry the producer would refuse is
         caught here, while the command that made it is known."""
@@ -582,7 +612,7 @@ class CommandProcessor:
                 f"the entry of {akey.decode(errors='replace')!r} would be {len(encoded)} "
                 f"bytes, over the {outbox.max_record_bytes}-byte record limit",
             )
-        store.stage(akey, encoded)
+        store.stage(akey, encoded, loaded)
 
     def _send_result(
         self,

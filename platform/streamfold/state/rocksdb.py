@@ -14,21 +14,25 @@ it is: restoring reads the changelog from the next offset (:meth:`restore_batch`
 between 2's commit and its WriteBatch loses nothing: those records are in the changelog.
 
 Memory is bounded by :class:`RocksDBOptions`: one block cache and one write-buffer budget
-shared by every store of the process (:class:`StoreEnvironment`).
+shared by every store of the process (:class:`StoreEnvironment`), and in front of RocksDB one
+cache of decoded committed values (:mod:`streamfold.state.cache`; :meth:`PartitionStore.
+get_decoded`, and :meth:`PartitionStore.stage` with the decoded value).
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import cast
+from typing import Any, TypeVar, cast
 
 import rocksdict
 from pydantic import BaseModel, ConfigDict, Field
 
 from streamfold.errors import PermanentError
+from streamfold.state.cache import DecodedCache
 
 __all__ = ["PartitionStore", "RocksDBOptions", "StoreEnvironment", "StoreError"]
 
@@ -37,6 +41,11 @@ OFFSET_KEY = b"\x00streamfold.changelog_offset"
 #: The key of the id of the changelog topic the store was filled from.
 CHANGELOG_ID_KEY = b"\x00streamfold.changelog_id"
 _INTERNAL = (OFFSET_KEY, CHANGELOG_ID_KEY)
+#: Tokens under which a store's values are cached (a new one each time its values change
+#: outside a transaction: the old ones are never read again).
+_TOKENS = itertools.count(1)
+_NOT_STAGED = object()
+T = TypeVar("T")
 
 
 #: RocksDB's own L0 triggers (compaction, write slowdown, write stop), restored after a restore.
@@ -67,6 +76,10 @@ class RocksDBOptions(BaseModel):
     #: restore's rate: benchmarks/worker_bench.py section 3). At most about this many L0
     #: files are left behind, which RocksDB compacts in the background.
     restore_l0_compaction_trigger: int = Field(default=16, ge=2)
+    #: The decoded values of committed entries kept in memory in front of RocksDB, for all
+    #: stores together (:mod:`streamfold.state.cache`; charged as encoded size plus an
+    #: estimate of the objects); 0 turns it off.
+    state_cache_mb: int = Field(default=32, ge=0)
 
 
 class StoreEnvironment:
@@ -78,6 +91,7 @@ class StoreEnvironment:
         self.write_buffers = rocksdict.WriteBufferManager.new_write_buffer_manager_with_cache(
             options.write_buffer_mb * 1024 * 1024, False, self.cache
         )
+        self.decoded = DecodedCache(options.state_cache_mb * 1024 * 1024)
 
     def rocksdb_options(self) -> rocksdict.Options:
         opts = rocksdict.Options(raw_mode=True)
@@ -109,6 +123,10 @@ class PartitionStore:
         self._environment = environment
         self._db = self._open()
         self._staged: dict[bytes, bytes | None] = {}
+        #: The decoded values of staged writes, given to :meth:`stage`.
+        self._staged_decoded: dict[bytes, Any] = {}
+        self._cache = environment.decoded
+        self._token = next(_TOKENS)
         self._write = rocksdict.WriteOptions()
         # The changelog is the durable log (see restore); the stub wrongly calls this a method.
         self._write.disable_wal = True  # type: ignore[method-assign,assignment]
@@ -122,6 +140,26 @@ class PartitionStore:
         if key in self._staged:
             return self._staged[key]
         value: bytes | None = self._db.get(key)
+        return value
+
+    def get_decoded(self, key: bytes, decode: Callable[[bytes], T]) -> T | None:
+        """The value of ``key`` as ``decode`` makes it (None: no value), a staged write
+        included; a committed value is decoded once and then served from the cache until
+        it changes or ages out. ``decode``'s errors go to the caller and nothing is kept."""
+        if key in self._staged:
+            decoded = self._staged_decoded.get(key, _NOT_STAGED)
+            if decoded is not _NOT_STAGED:
+                return cast(T, decoded)
+            raw = self._staged[key]
+            return decode(raw) if raw is not None else None
+        cached = self._cache.get(self._token, key)
+        if cached is not None:
+            return cast(T, cached)
+        raw = self._db.get(key)
+        if raw is None:
+            return None
+        value = decode(raw)
+        self._cache.put(self._token, key, value, len(raw))
         return value
 
     @property
@@ -180,9 +218,16 @@ class PartitionStore:
 
     # ---------------------------------------------------------------- transactional writes
 
-    def stage(self, key: bytes, value: bytes | None) -> None:
-        """Keep a write (None deletes) until :meth:`commit` or :meth:`discard`."""
+    def stage(self, key: bytes, value: bytes | None, decoded: Any = None) -> None:
+        """Keep a write (None deletes) until :meth:`commit` or :meth:`discard`.
+
+        ``decoded``: what :meth:`get_decoded` makes of ``value``; given, it is served to
+        reads from now on and cached at commit, which saves decoding the value again."""
         self._staged[key] = value
+        if decoded is not None and value is not None:
+            self._staged_decoded[key] = decoded
+        else:
+            self._staged_decoded.pop(key, None)
 
     @property
     def staged(self) -> int:
@@ -206,13 +251,23 @@ class PartitionStore:
         if changelog_offset is not None:
             batch.put(OFFSET_KEY, str(changelog_offset).encode())
         self._db.write(batch, self._write)
+        cache, token, decoded = self._cache, self._token, self._staged_decoded
+        for key, value in self._staged.items():  # write-through: the cache follows RocksDB
+            known = decoded.get(key, _NOT_STAGED)
+            if known is _NOT_STAGED or value is None:
+                cache.drop(token, key)
+            else:
+                cache.put(token, key, known, len(value))
         self._staged.clear()
+        decoded.clear()
         if changelog_offset is not None:
             self._offset = changelog_offset
 
     def discard(self) -> None:
-        """Drop the staged writes (the transaction aborted)."""
+        """Drop the staged writes (the transaction aborted); the cache holds only what is
+        committed, so it has nothing to take back."""
         self._staged.clear()
+        self._staged_decoded.clear()
 
     def restore_batch(
         self, records: Iterable[tuple[bytes, bytes | None]], last_offset: int
@@ -237,6 +292,7 @@ class PartitionStore:
         batch.put(OFFSET_KEY, str(last_offset).encode())
         self._db.write(batch, self._write)
         self._offset = last_offset
+        self._token = next(_TOKENS)  # values changed under the cache
 
     def begin_restore(self) -> None:
         """Compact less while a restore writes (see
@@ -276,7 +332,9 @@ class PartitionStore:
         shutil.rmtree(self.path, ignore_errors=True)
         self._db = self._open()
         self._staged.clear()
+        self._staged_decoded.clear()
         self._offset = None
+        self._token = next(_TOKENS)
 
     def flush(self) -> None:
         """Persist memtables (the WAL is off: without this, a clean stop re-restores)."""
@@ -284,6 +342,8 @@ class PartitionStore:
 
     def close(self) -> None:
         self._staged.clear()
+        self._staged_decoded.clear()
+        self._token = next(_TOKENS)
         self._db.close()
 
     @staticmethod

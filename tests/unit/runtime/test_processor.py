@@ -290,3 +290,33 @@ def test_a_rejection_message_is_kept_short_in_the_result_and_the_entry(
     entry = AggregateEntry.decode(store.get(b"s/i") or b"")
     ((_id, packed),) = entry.recent
     assert len(packed[4]) == MESSAGE_LIMIT
+
+
+def test_with_the_state_cache_an_abort_takes_nothing_back_that_was_committed(
+    setup: Any,
+) -> None:
+    """The processor reads its aggregates through the store's decoded cache: after an
+    aborted transaction the next command sees the committed aggregate, not the aborted one,
+    and a committed aggregate is decoded once, not on every command."""
+    processor, store, codec, _counters = setup
+    supply = ReceiveSupply(store_id="s", item_id="i", supplier_id="x", quantity=5)
+    assert processor.process(record(codec, supply, 1), store, Outbox()) == "accepted"
+    store.commit(1)
+    sale = RecordSale(
+        store_id="s", item_id="i", sale_id="a", quantity=5, unit_price=Decimal("1.00")
+    )
+    assert processor.process(record(codec, sale, 2), store, Outbox()) == "accepted"
+    store.discard()  # the transaction aborted: the sale never happened
+    decoded = store._cache.hits
+    second = RecordSale(
+        store_id="s", item_id="i", sale_id="b", quantity=3, unit_price=Decimal("1.00")
+    )
+    outbox = Outbox()
+    assert processor.process(record(codec, second, 3), store, outbox) == "accepted"
+    (result,) = results(codec, outbox)
+    assert result["version"] == 2  # on the committed version 1, not the aborted 2
+    assert store._cache.hits == decoded + 1  # served from the cache, not decoded again
+    store.commit(3)
+    entry = AggregateEntry.decode(store.get(b"s/i") or b"")
+    state = processor._states.decode_as(entry.state or b"", stock.state_type)
+    assert (entry.version, state.on_hand) == (2, 2)
