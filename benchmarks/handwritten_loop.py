@@ -4,20 +4,26 @@
   topic, committing offsets after each batch (no transaction, no decoding): the floor of
   what one Python process moves through one broker;
 - :func:`handwritten_eos`: per command what :class:`~streamfold.runtime.worker.AggregateWorker`
-  does, written out with the libraries directly. It decodes the command with fastavro
-  (skipping the 5-byte Confluent header), reads the aggregate's msgpack entry from a RocksDB
+  does, written out with the libraries directly. It decodes the command with the fastest Avro
+  code at hand, the compiled readers and writers of :mod:`streamfold.contracts.compiled`
+  (plain functions generated from the schema; fastavro where they cannot), skipping the
+  5-byte Confluent header, reads the aggregate's msgpack entry from a RocksDB
   (rocksdict) store of the partition, decodes the state, validates command and state as the
   retail pydantic models and calls the retail decide and evolve functions directly
   (``receive_supply`` / ``record_sale`` / ``adjust_stock``, then ``supply_received`` /
-  ``sale_recorded`` / ``stock_adjusted``), encodes the event, state and result with fastavro
-  behind a Confluent header, and produces the event, state and result records (and, at
-  commit, each touched aggregate's latest entry to the changelog) in
-  one Kafka transaction per batch with ``send_offsets_to_transaction``. The batch commits on
+  ``sale_recorded`` / ``stock_adjusted``), encodes the event, state and result with the
+  compiled writers behind a Confluent header, and produces the event, state and result
+  records (and, at commit, each touched aggregate's latest entry to the changelog) in one
+  Kafka transaction per batch with ``send_offsets_to_transaction``. The batch commits on
   the worker's rules (``max_batch`` commands, ``commit_interval_ms``, or nothing more to read
-  right now); then each touched store gets one WriteBatch with its changelog offset.
+  right now); then each touched store gets one WriteBatch with its changelog offset. A
+  transaction begins no sooner than the worker's ``transaction_gap_ms`` (3 ms) after the
+  previous one ended; records made meanwhile are held and sent once it begins, as the worker
+  does.
 
 Schemas are registered (and parsed) once at start through the codec, as any hand-written
-service would fetch its schema ids; nothing of the codec or the runtime runs per command.
+service would fetch its schema ids; per command only the generated Avro functions run, nothing
+of the codec's classes or of the runtime.
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ from topologies.retail.domain import (
 )
 
 from streamfold.contracts.codec import AvroCodec, RecordWriter
+from streamfold.contracts.compiled import compile_reader
 from streamfold.contracts.registry import ConfluentSchemaRegistry
 from streamfold.contracts.results import RESULT_NAMESPACE, CommandResult
 from streamfold.domain import Metadata, Rejected
@@ -66,6 +73,7 @@ __all__ = ["LoopTiming", "handwritten_eos", "passthrough"]
 
 OFFSET_KEY = b"\x00bench.changelog_offset"
 WINDOW = 32  # the worker's default idempotency window
+GAP_S = 0.003  # the worker's default transaction_gap_ms
 # The worker's producer and consumer tuning (runtime/worker.py, start()).
 PRODUCER_TUNING: dict[str, Any] = {
     "linger.ms": 2,
@@ -169,15 +177,16 @@ class _HandwrittenLoop:
         self.max_batch = max_batch
         self.interval = commit_interval_ms / 1000
         # Schema ids and parsed schemas, once.
-        self.commands: dict[int, tuple[Any, type[Any]]] = {}
+        self.commands: dict[int, tuple[Reader, type[Any]]] = {}
         for model in (ReceiveSupply, RecordSale, AdjustStock):
             writer = codec.writer(self.topics.commands, model, ns)
-            self.commands[writer.schema_id] = (writer.contract.parsed, model)
+            self.commands[writer.schema_id] = (_reader(writer.contract.parsed), model)
         self.events = {
             model: _wire(codec.writer(self.topics.events, model, ns))
             for model in (SupplyReceived, SaleRecorded, StockAdjusted)
         }
         self.state = _wire(codec.writer(self.topics.state, StoreStock, ns))
+        self.read_state = _reader(self.state[1].parsed)
         self.result = _wire(codec.writer(self.topics.results, CommandResult, RESULT_NAMESPACE))
         self.consumer = Consumer(kafka.consumer_config(self.group, **CONSUMER_TUNING))
         self.producer = Producer(
@@ -193,6 +202,9 @@ class _HandwrittenLoop:
         self.next_offsets: dict[int, int] = {}
         self.changelog_offsets: dict[int, int] = {}
         self.open = False
+        self.in_transaction = False
+        self.quiet_until = 0.0  # no transaction begins before (the gap)
+        self.held: list[tuple[str, Any, Any, Any, dict[str, Any]]] = []
         self.started = 0.0
         self.count = 0
         self.committed = 0
@@ -218,7 +230,6 @@ class _HandwrittenLoop:
                     if not first:
                         first = time.perf_counter()
                     if not self.open:
-                        self.producer.begin_transaction()
                         self.open, self.started = True, time.monotonic()
                     self.process(message)
                 if self.open and (
@@ -238,10 +249,8 @@ class _HandwrittenLoop:
         headers = dict(message.headers() or [])
         command_id = headers["command_id"].decode()
         value = message.value() or b""
-        parsed, model = self.commands[int.from_bytes(value[1:5], "big")]
-        buf = BytesIO(value)
-        buf.seek(5)
-        command = model.model_validate(schemaless_reader(buf, parsed, None))
+        read, model = self.commands[int.from_bytes(value[1:5], "big")]
+        command = model.model_validate(read(value))
         _kind, millis = message.timestamp()
         meta = Metadata(
             command_id=uuid.UUID(command_id), issued_at=datetime.fromtimestamp(millis / 1000, UTC)
@@ -266,9 +275,7 @@ class _HandwrittenLoop:
                 return
         state = None
         if state_bytes is not None:
-            buf = BytesIO(state_bytes)
-            buf.seek(5)
-            state = StoreStock.model_validate(schemaless_reader(buf, self.state[1], None))
+            state = StoreStock.model_validate(self.read_state(state_bytes))
         decide, creates = DECIDE[model]
         try:
             if state is None and not creates:
@@ -337,11 +344,10 @@ class _HandwrittenLoop:
             "code": code,
             "message": text,
             "duplicate": duplicate,
-            "processed_at": datetime.now(UTC),
+            "processed_at": time.time_ns() // 1_000_000,
         }
         # On the command's partition number, as the worker places results.
-        _produce(
-            self.producer,
+        self._produce(
             self.topics.results,
             command_id.encode(),
             _encode(*self.result, record),
@@ -350,7 +356,28 @@ class _HandwrittenLoop:
         )
 
     def _send(self, topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]]) -> None:
-        _produce(self.producer, topic, key, value, headers)
+        self._produce(topic, key, value, headers)
+
+    def _produce(self, topic: str, key: Any, value: Any, headers: Any, **kw: Any) -> None:
+        """Produce in the open transaction; held until it begins, once the gap has passed."""
+        if not self.in_transaction:
+            self.held.append((topic, key, value, headers, kw))
+            if time.monotonic() < self.quiet_until:
+                return
+            self._begin()
+            return
+        _produce(self.producer, topic, key, value, headers, **kw)
+
+    def _begin(self) -> None:
+        """Begin the transaction (waiting out the gap) and send what was held."""
+        wait = self.quiet_until - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        self.producer.begin_transaction()
+        self.in_transaction = True
+        for topic, key, value, headers, kw in self.held:
+            _produce(self.producer, topic, key, value, headers, **kw)
+        self.held.clear()
 
     def _delivered(self, err: KafkaError | None, message: Message) -> None:
         if err is None:
@@ -371,6 +398,8 @@ class _HandwrittenLoop:
     def commit(self) -> None:
         """Changelogs, flush, offsets into the transaction, commit; then the WriteBatches."""
         started = time.monotonic()
+        if not self.in_transaction:
+            self._begin()
         for partition, staged in self.staged.items():
             items = list(staged.items())
             for key, value in items[:-1]:
@@ -395,6 +424,8 @@ class _HandwrittenLoop:
             offsets, self.consumer.consumer_group_metadata(), 30
         )
         self.producer.commit_transaction(30)
+        self.in_transaction = False
+        self.quiet_until = time.monotonic() + GAP_S
         self.transactions += 1
         self.commit_seconds += time.monotonic() - started
         for partition, staged in self.staged.items():
@@ -430,22 +461,42 @@ class _FloorLoop(_HandwrittenLoop):
         key, value = message.key() or b"", message.value() or b""
         self._send(self.topics.events, key, value, headers)
         self._send(self.topics.state, key, value, headers)
-        _produce(
-            self.producer, self.topics.results, command_id, value, headers, partition=partition
-        )
+        self._produce(self.topics.results, command_id, value, headers, partition=partition)
         self.staged.setdefault(partition, {})[key] = value
         self._done(partition, offset)
 
 
+Reader = Callable[[bytes], dict[str, Any]]
+
+
 def _wire(writer: RecordWriter[Any]) -> tuple[bytes, Any]:
-    return b"\x00" + writer.schema_id.to_bytes(4, "big"), writer.contract.parsed
+    """The Confluent header and the contract (its compiled writer, else its parsed schema)."""
+    return b"\x00" + writer.schema_id.to_bytes(4, "big"), writer.contract
 
 
-def _encode(header: bytes, schema: Any, record: dict[str, Any]) -> bytes:
+def _encode(header: bytes, contract: Any, record: dict[str, Any]) -> bytes:
+    if contract.compiled is not None:
+        out = bytearray(header)
+        contract.compiled(record, out)
+        return bytes(out)
     buf = BytesIO()
     buf.write(header)
-    schemaless_writer(buf, schema, record)
+    schemaless_writer(buf, contract.parsed, record)
     return buf.getvalue()
+
+
+def _reader(parsed: Any) -> Reader:
+    """The compiled reader of ``parsed`` past the 5-byte header (else fastavro's)."""
+    compiled = compile_reader(parsed)
+    if compiled is not None:
+        return lambda value: compiled(value, 5)
+
+    def read(value: bytes) -> dict[str, Any]:
+        buf = BytesIO(value)
+        buf.seek(5)
+        return schemaless_reader(buf, parsed, None)  # type: ignore[return-value]
+
+    return read
 
 
 def handwritten_eos(
