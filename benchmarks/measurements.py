@@ -37,7 +37,7 @@ from streamfold.runtime.process import WorkerProcess
 from streamfold.runtime.settings import WorkerSettings
 from streamfold.runtime.topology import TopicSettings, TopologySpec
 from streamfold.runtime.worker import AggregateWorker
-from streamfold.state.entry import AggregateEntry, StoredResult
+from streamfold.state.entry import AggregateEntry, Recent, StoredResult
 from streamfold.state.restore import ChangelogRestorer
 from streamfold.state.rocksdb import PartitionStore, RocksDBOptions, StoreEnvironment
 from streamfold.transport.admin import KafkaAdmin, TopicSpec
@@ -415,7 +415,7 @@ def fill_changelog(stack: BenchStack, prefix: str, n: int) -> int:
             )
             for v in range(1, 6)
         )
-        value = AggregateEntry(5, False, state, recent).encode()
+        value = AggregateEntry(5, False, state, Recent.of(recent)).encode()
         size += len(value)
         key = f"{store_id}/{item_id}".encode()
         while True:

@@ -307,8 +307,21 @@ class Checkpoint:
         where = -1 if partition is None else partition
         if batch.sending:
             try:
-                self._emit(topic, key, value, headers, where)
+                if self._reporting:
+                    self._emit(topic, key, value, headers, where)
+                else:  # the hot path: straight to the producer while its queue has room
+                    produce: Any = self.producer.produce  # its stub: str | bytes | None values
+                    try:
+                        if partition is None:
+                            produce(topic, value, key, headers=headers)
+                        else:
+                            produce(topic, value, key, headers=headers, partition=partition)
+                    except BufferError:
+                        self._emit(topic, key, value, headers, where)  # waits for room
             except KafkaException as exc:
+                refused = _unproducible(exc, topic, key, value, headers)
+                if refused is not None:
+                    raise refused from exc
                 self._classify(exc, "producing")
                 log.warning("producing failed; aborting and reprocessing", error=str(exc))
                 self.abort()
@@ -362,13 +375,9 @@ class Checkpoint:
             else:
                 self._produce(topic, key, value, headers=headers, partition=partition)
         except KafkaException as exc:
-            error = _kafka_error(exc)
-            if error is not None and error.code() in _RECORD_CODES:
-                raise UnproducibleRecordError(
-                    _input_id(headers) or "",
-                    DeadLetterReason.RECORD_TOO_LARGE,
-                    f"{topic}: {error.str()} ({len(value or b'') + len(key or b'')} bytes)",
-                ) from exc
+            refused = _unproducible(exc, topic, key, value, headers)
+            if refused is not None:
+                raise refused from exc
             raise
 
     def _produce(self, topic: str, key: bytes | None, value: bytes | None, **kwargs: Any) -> None:
@@ -610,3 +619,17 @@ def _input_id(headers: Headers) -> str | None:
         if name == h.COMMAND_ID:
             return value.decode(errors="replace")
     return None
+
+
+def _unproducible(
+    exc: KafkaException, topic: str, key: bytes | None, value: bytes | None, headers: Headers
+) -> UnproducibleRecordError | None:
+    """The input's fault when the producer refused the record itself (too large)."""
+    error = _kafka_error(exc)
+    if error is None or error.code() not in _RECORD_CODES:
+        return None
+    return UnproducibleRecordError(
+        _input_id(headers) or "",
+        DeadLetterReason.RECORD_TOO_LARGE,
+        f"{topic}: {error.str()} ({len(value or b'') + len(key or b'')} bytes)",
+    )

@@ -711,14 +711,31 @@ def _metadata(raw: dict[str, str], command_id: str, message: Message) -> Metadat
     else:
         _kind, millis = message.timestamp()
         issued_at = datetime.fromtimestamp(millis / 1000, UTC) if millis and millis > 0 else _now()
-    return Metadata.model_construct(
-        command_id=uuid.UUID(command_id),
-        request_id=raw.get(h.REQUEST_ID),
-        tenant=raw.get(h.TENANT),
-        principal=raw.get(h.PRINCIPAL),
-        issued_at=issued_at,
-        expected_version=expected_version,
+    return _new_metadata(
+        {
+            "command_id": uuid.UUID(command_id),
+            "request_id": raw.get(h.REQUEST_ID),
+            "tenant": raw.get(h.TENANT),
+            "principal": raw.get(h.PRINCIPAL),
+            "issued_at": issued_at,
+            "expected_version": expected_version,
+        }
     )
+
+
+_METADATA_FIELDS = tuple(Metadata.model_fields)
+
+
+def _new_metadata(values: dict[str, Any]) -> Metadata:
+    """A :class:`Metadata` of checked ``values`` (every field), built as pydantic's
+    ``model_construct`` builds one, without its loop over the fields' defaults: half its
+    cost (2.1 against 4.0 us), once per command. The unit tests compare the two."""
+    meta = object.__new__(Metadata)
+    object.__setattr__(meta, "__dict__", values)
+    object.__setattr__(meta, "__pydantic_fields_set__", set(_METADATA_FIELDS))
+    object.__setattr__(meta, "__pydantic_extra__", None)
+    object.__setattr__(meta, "__pydantic_private__", None)
+    return meta
 
 
 def _now() -> datetime:

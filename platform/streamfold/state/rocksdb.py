@@ -79,7 +79,7 @@ class RocksDBOptions(BaseModel):
     #: The decoded values of committed entries kept in memory in front of RocksDB, for all
     #: stores together (:mod:`streamfold.state.cache`; charged as encoded size plus an
     #: estimate of the objects); 0 turns it off.
-    state_cache_mb: int = Field(default=32, ge=0)
+    state_cache_mb: int = Field(default=16, ge=0)
 
 
 class StoreEnvironment:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 from confluent_kafka import Message
+from pydantic import ValidationError
 from topologies.retail.domain import ReceiveSupply, RecordSale, retail, stock
 
 from streamfold.contracts import headers as h
@@ -17,8 +19,9 @@ from streamfold.contracts.codec import AvroCodec
 from streamfold.contracts.headers import DeadLetterReason
 from streamfold.contracts.registry import InMemorySchemaRegistry
 from streamfold.contracts.results import RESULT_NAMESPACE, CommandResult
+from streamfold.domain.messages import Metadata
 from streamfold.errors import Rejected
-from streamfold.runtime.command_processor import MESSAGE_LIMIT, CommandProcessor
+from streamfold.runtime.command_processor import MESSAGE_LIMIT, CommandProcessor, _new_metadata
 from streamfold.runtime.processor import Quarantined, UnproducibleRecordError
 from streamfold.state.entry import AggregateEntry
 from streamfold.state.rocksdb import PartitionStore, RocksDBOptions, StoreEnvironment
@@ -320,3 +323,22 @@ def test_with_the_state_cache_an_abort_takes_nothing_back_that_was_committed(
     entry = AggregateEntry.decode(store.get(b"s/i") or b"")
     state = processor._states.decode_as(entry.state or b"", stock.state_type)
     assert (entry.version, state.on_hand) == (2, 2)
+
+
+def test_the_metadata_the_processor_builds_is_the_one_pydantic_would_build() -> None:
+    values: dict[str, Any] = {
+        "command_id": uuid.uuid4(),
+        "request_id": "r-1",
+        "tenant": "t",
+        "principal": None,
+        "issued_at": datetime.now(UTC),
+        "expected_version": 3,
+    }
+    built, constructed = _new_metadata(dict(values)), Metadata.model_construct(**values)
+    assert built == constructed and repr(built) == repr(constructed)
+    assert built.model_dump() == constructed.model_dump()
+    assert built.model_fields_set == constructed.model_fields_set
+    assert built.model_copy(update={"tenant": "u"}).tenant == "u" and built.tenant == "t"
+    assert Metadata.model_validate(built.model_dump()) == built
+    with pytest.raises(ValidationError):
+        built.tenant = "changed"  # type: ignore[misc]  # still frozen
