@@ -166,8 +166,15 @@ def _problems_in_openapi(app: FastAPI) -> None:
 
 async def current_caller(request: Request) -> Caller:
     """The caller of a request (a dependency of every route that needs one): the one
-    :class:`~streamfold.gateway.commands.CommandLane` verified before routing."""
-    return scope_caller(request.scope)
+    :class:`~streamfold.gateway.commands.CommandLane` verified before routing. Served
+    without the lane, the app verifies the credential here (it never falls open)."""
+    verified = scope_caller(request.scope)
+    if verified is not None:
+        return verified
+    authenticator: Authenticator = request.app.state.authenticator
+    return authenticator.caller(
+        request.headers.get("authorization"), request.headers.get("x-api-key")
+    )
 
 
 def _command_route(app: FastAPI, route: CommandRoute, auth_responses: dict[int | str, Any]) -> None:

@@ -302,9 +302,9 @@ def _public(path: str) -> bool:
     return path in PUBLIC_PATHS or path.startswith(_PUBLIC_PREFIX)
 
 
-def scope_caller(scope: MutableMapping[str, Any]) -> Caller:
-    """The caller :class:`CommandLane` verified (anonymous with auth off)."""
-    return scope.get(_CALLER, _ANONYMOUS)  # type: ignore[no-any-return]
+def scope_caller(scope: MutableMapping[str, Any]) -> Caller | None:
+    """The caller :class:`CommandLane` verified (None: it verified none)."""
+    return scope.get(_CALLER)
 
 
 def _problem(exc: ProblemError, path: str) -> Response:
