@@ -15,8 +15,9 @@ between 2's commit and its WriteBatch loses nothing: those records are in the ch
 
 Memory is bounded by :class:`RocksDBOptions`: one block cache and one write-buffer budget
 shared by every store of the process (:class:`StoreEnvironment`), and in front of RocksDB one
-cache of decoded committed values (:mod:`streamfold.state.cache`; :meth:`PartitionStore.
-get_decoded`, and :meth:`PartitionStore.stage` with the decoded value).
+cache of decoded committed values (:mod:`streamfold.state.cache`): read with
+:meth:`PartitionStore.get_decoded`, filled by :meth:`PartitionStore.stage` with the decoded
+value.
 """
 
 from __future__ import annotations
