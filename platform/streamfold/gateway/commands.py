@@ -246,11 +246,12 @@ class CommandLane:
             return
         path: str = scope["path"]
         route = self.routes.get(path)
-        if route is None and (not self.authenticator.enabled or _public(path)):
+        guarded = self.authenticator.enabled and not _public(path)
+        if route is None and not guarded:
             await self.app(scope, receive, send)
             return
         raw = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        if self.authenticator.enabled and not _public(path):
+        if guarded:
             try:
                 scope[_CALLER] = self.authenticator.caller(
                     raw.get("authorization"), raw.get("x-api-key")

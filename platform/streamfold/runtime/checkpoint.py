@@ -307,21 +307,8 @@ class Checkpoint:
         where = -1 if partition is None else partition
         if batch.sending:
             try:
-                if self._reporting:
-                    self._emit(topic, key, value, headers, where)
-                else:  # the hot path: straight to the producer while its queue has room
-                    produce: Any = self.producer.produce  # its stub: str | bytes | None values
-                    try:
-                        if partition is None:
-                            produce(topic, value, key, headers=headers)
-                        else:
-                            produce(topic, value, key, headers=headers, partition=partition)
-                    except BufferError:
-                        self._emit(topic, key, value, headers, where)  # waits for room
+                self._emit(topic, key, value, headers, where)
             except KafkaException as exc:
-                refused = _unproducible(exc, topic, key, value, headers)
-                if refused is not None:
-                    raise refused from exc
                 self._classify(exc, "producing")
                 log.warning("producing failed; aborting and reprocessing", error=str(exc))
                 self.abort()

@@ -98,9 +98,6 @@ class Recent:
     def of(cls, pairs: Sequence[Sequence[Any]]) -> Recent:
         return cls(msgpack.packb([list(p) for p in pairs], use_bin_type=True))
 
-    def __len__(self) -> int:
-        return _split_header(self.raw)[0]
-
     def __iter__(self) -> Iterator[list[Any]]:
         pairs: list[list[Any]] = msgpack.unpackb(self.raw, raw=False)
         return iter(pairs)
