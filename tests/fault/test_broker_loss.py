@@ -86,6 +86,15 @@ def stop_node(cluster: LocalKafkaCluster, node_id: int) -> None:
 
 
 @pytest.mark.timeout(1800)
+def stacks_in(log_file: Path) -> str:
+    """The threads' stacks a hung child wrote to its log on SIGUSR1 (faulthandler), and the
+    lines before them: where it hung, in the failure's message."""
+    lines = log_file.read_text(encoding="utf-8", errors="replace").splitlines()
+    starts = [n for n, line in enumerate(lines) if line.startswith(("Thread 0x", "Current thread"))]
+    first = starts[0] if starts else len(lines)
+    return "\n".join(lines[max(0, first - 15) :])[-6_000:]
+
+
 def test_broker_loss_under_load_loses_and_doubles_nothing(
     cluster: LocalKafkaCluster, tmp_path: Path, test_scale: float
 ) -> None:
@@ -234,7 +243,8 @@ def test_broker_loss_under_load_loses_and_doubles_nothing(
         for child in [gateway, sink, *run.workers]:
             assert child.process is not None and child.process.poll() is None, child.log_file
         stopped = {w.instance_id: w.stop() for w in run.workers}
-        assert stopped == {"w1": 0, "w2": 0}, f"a worker did not stop on SIGTERM: {stopped}"
+        hung = {w.instance_id: stacks_in(w.log_file) for w in run.workers if stopped[w.instance_id]}
+        assert stopped == {"w1": 0, "w2": 0}, f"a worker did not stop on SIGTERM: {stopped} {hung}"
     finally:
         stop.set()
         if watcher is not None:

@@ -58,6 +58,12 @@ __all__ = ["Successor", "member_client_id", "owner_metadata"]
 log = get_logger(__name__)
 
 _TIMEOUT = 30.0
+#: The bound of each question asked for a take-over (the partitions' last owners, the
+#: group's members). An answer that does not come within it (a coordinator that moved and is
+#: still loading the group) is no view to trust: nothing is fenced, and the successor waits
+#: as without a fence. A slow answer must not hold a take-over, and a SIGTERM behind it, for
+#: the client's 30 s.
+_LOOKUP_TIMEOUT = 5.0
 
 
 def owner_metadata(transactional_id: str) -> str:
@@ -115,7 +121,7 @@ class Successor:
         asked = [TopicPartition(tp.topic, tp.partition) for tp in partitions]
         request = ConsumerGroupTopicPartitions(self._group_id, asked)
         futures = self._admin.list_consumer_group_offsets(
-            [request], require_stable=False, request_timeout=_TIMEOUT
+            [request], require_stable=False, request_timeout=_LOOKUP_TIMEOUT
         )
         owners = set()
         for future in futures.values():
@@ -130,7 +136,9 @@ class Successor:
         """The transactional ids of the group's members, or None when the description cannot
         be trusted to be complete: the group is not stable (a coordinator that moved with a
         lost broker, a rebalance under way) or does not list this worker itself."""
-        future = self._admin.describe_consumer_groups([self._group_id], request_timeout=_TIMEOUT)
+        future = self._admin.describe_consumer_groups(
+            [self._group_id], request_timeout=_LOOKUP_TIMEOUT
+        )
         description: Any = future[self._group_id].result()
         prefix = f"{self._settings.client_id}/"
         members = {

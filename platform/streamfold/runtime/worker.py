@@ -94,6 +94,9 @@ _TXN_ABORT_CHECK_S = 15.0
 _STANDBY_STEP_S = 0.05
 #: How long committed offsets may take before a departed previous owner is fenced.
 _FIRST_OFFSETS_WAIT_S = 1.0
+#: Each later read of them while the previous owner's transaction stays open: a stop asked
+#: meanwhile is seen within it.
+_OFFSETS_WAIT_S = 1.0
 _LAG_INTERVAL_S = 5.0
 #: How often the loop looks for due timers (and the idle poll's bound when sagas run).
 _TIMER_CHECK_S = 0.02
@@ -615,9 +618,13 @@ class AggregateWorker(RejoiningLoop):
         if checkpoint.open and checkpoint.fenced is None:
             checkpoint.commit()
         try:
-            self._await_previous_owner(consumer, arrived)
+            previous_owner_done = self._await_previous_owner(consumer, arrived)
         except KafkaException as exc:
             raise translate_kafka_error(exc, "reading the committed offsets") from exc
+        if not previous_owner_done:  # stopping: the partitions stay paused, never opened
+            self._arrived[:0] = arrived
+            self._assigned = True
+            return
         for tp in arrived:
             if self._standbys is not None and tp.topic in stores.changelogs:
                 self._standbys.release(stores.changelogs[tp.topic], tp.partition)
@@ -626,10 +633,11 @@ class AggregateWorker(RejoiningLoop):
         log.info("partitions assigned", partitions=_names(arrived))
         self._report_partitions()
 
-    def _await_previous_owner(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+    def _await_previous_owner(self, consumer: Consumer, partitions: list[TopicPartition]) -> bool:
         """Read the committed offsets: under read_committed this waits for the previous
         owner's open transaction to end, so the changelog ends where that owner stopped
-        writing (see state/restore.py).
+        writing (see state/restore.py). False when the worker was asked to stop meanwhile:
+        a SIGTERM never waits for another worker's transaction.
 
         A previous owner that has left the group is fenced first, which ends its open
         transaction at once (runtime/failover.py); so is one whose offsets still do not come
@@ -646,13 +654,13 @@ class AggregateWorker(RejoiningLoop):
             self._successor.take_over(partitions)
         bound = self.settings.transaction_timeout_ms / 1000 + _TXN_ABORT_CHECK_S
         deadline = time.monotonic() + bound
-        first = True
-        while True:
+        first, warned = True, False
+        while not self._stop_asked:
             remaining = deadline - time.monotonic()
-            wait = _FIRST_OFFSETS_WAIT_S if first else max(1.0, min(_TIMEOUT, remaining))
+            wait = _FIRST_OFFSETS_WAIT_S if first else _OFFSETS_WAIT_S
             try:
                 consumer.committed(partitions, timeout=wait)
-                return
+                return True
             except KafkaException as exc:
                 error = exc.args[0]
                 if error.code() != KafkaError._TIMED_OUT or remaining <= 0:
@@ -661,11 +669,14 @@ class AggregateWorker(RejoiningLoop):
                 first = False
                 if fencing and self._successor.take_over(partitions):
                     continue
-            log.warning(
-                "the previous owner's transaction is still open; waiting for it to end",
-                partitions=_names(partitions),
-                waited_up_to_s=round(bound - remaining, 1),
-            )
+            if not warned:
+                warned = True
+                log.warning(
+                    "the previous owner's transaction is still open; waiting for it to end",
+                    partitions=_names(partitions),
+                    waited_up_to_s=round(bound - remaining, 1),
+                )
+        return False
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         assert self._checkpoint is not None
