@@ -1,14 +1,15 @@
 """Where a worker's memory goes while it restores: RSS of a bare restore, step by step.
 
 Run by ``worker_bench.py`` as a child process (a fresh interpreter, so the figures are its
-own): ``python benchmarks/rss_probe.py BOOTSTRAP CHANGELOG PARTITIONS DIR [--queue-kb N]``.
+own): ``python benchmarks/rss_probe.py BOOTSTRAP CHANGELOG PARTITIONS DIR [--queue-kb N]
+[--set KEY=VALUE ...]``.
 It restores every partition of ``CHANGELOG`` with
 :class:`~streamfold.state.restore.ChangelogRestorer` into fresh stores with the worker's
 default RocksDB options and prints, as one JSON object, the RSS in MB after the imports,
 at the peak of the restore, after it, after closing the restore consumer, and after
 ``malloc_trim(0)`` (what the C allocator keeps but no longer uses). ``--queue-kb`` replaces
 the restore consumer's ``queued.max.messages.kbytes`` (its prefetch buffer), to show that
-buffer's share.
+buffer's share; ``--set`` any other setting of the restore consumer.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 import psutil
 from confluent_kafka import Consumer
 
-from streamfold.runtime import restore
+from streamfold.state import restore
 from streamfold.state.restore import ChangelogRestorer
 from streamfold.state.rocksdb import PartitionStore, RocksDBOptions, StoreEnvironment
 from streamfold.transport.settings import KafkaSettings
@@ -42,17 +43,20 @@ def main() -> None:
     parser.add_argument("partitions", type=int)
     parser.add_argument("directory", type=Path)
     parser.add_argument("--queue-kb", type=int, default=None)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
     process = psutil.Process()
     mb = lambda: process.memory_info().rss / 2**20  # noqa: E731
     out: dict[str, Any] = {"after imports": mb()}
+    overrides: dict[str, str | int] = dict(item.split("=", 1) for item in args.set)
     if args.queue_kb is not None:
-        queue_kb = args.queue_kb
+        overrides["queued.max.messages.kbytes"] = args.queue_kb
+    if overrides:
 
         def consumer(config: dict[str, Any]) -> Consumer:
-            return Consumer({**config, "queued.max.messages.kbytes": queue_kb})
+            return Consumer({**config, **overrides})
 
-        restore.Consumer = consumer  # type: ignore[misc,assignment]
+        restore.Consumer = consumer  # type: ignore[attr-defined]
     peak = [0.0]
     done = threading.Event()
 

@@ -1,9 +1,10 @@
 """The aggregate worker against hand-written baselines: throughput, latency, restore, memory.
 
 Run: ``python benchmarks/worker_bench.py [--commands N] [--aggregates N] [--partitions 6]
-[--rounds 2] [--quick]`` from the repository root. It starts its own single-node Kafka (the
-fetched jars) and one schema registry process, then measures in the same run, so that every
-figure is a ratio against a baseline measured beside it on this noisy machine:
+[--rounds 2] [--state N] [--quick] [--report PATH]`` from the repository root. It starts its
+own single-node Kafka (the fetched jars) and one schema registry process, then measures in
+the same run, so that every figure is a ratio against a baseline measured beside it on this
+noisy machine:
 
 1. throughput, commands/s, each candidate on the same preloaded input (``store_stock``
    commands of :func:`topologies.retail.workload.stock_commands`, produced once into the
@@ -26,7 +27,8 @@ figure is a ratio against a baseline measured beside it on this noisy machine:
 
 Where the worker misses the throughput target, one more exactly-once run is sampled with
 py-spy and the report lists where its time goes. ``--quick`` scales everything down for a
-smoke run. The report goes to ``benchmarks/reports/worker.md``.
+smoke run (``tests/integration/bench/test_worker_bench.py`` runs it smaller still). The
+report goes to ``benchmarks/reports/worker.md`` unless ``--report`` names another file.
 """
 
 from __future__ import annotations
@@ -166,6 +168,7 @@ def main() -> None:
     parser.add_argument("--state", type=int, default=1_000_000, help="aggregates for 3 and 4")
     parser.add_argument("--profile", action="store_true", help="profile the worker anyway")
     parser.add_argument("--quick", action="store_true", help="a small smoke run")
+    parser.add_argument("--report", type=Path, default=REPORT, help="where the report goes")
     args = parser.parse_args()
     if args.quick:
         args.commands, args.aggregates = min(args.commands, 10_000), min(args.aggregates, 2_000)
@@ -215,8 +218,8 @@ def main() -> None:
             }
     measured = Figures(rates, profiles, latencies, (restores, raws), entry_size, rss, probes)
     report = render(args, started, measured)
-    REPORT.parent.mkdir(exist_ok=True)
-    REPORT.write_text(report, encoding="utf-8")
+    args.report.parent.mkdir(parents=True, exist_ok=True)
+    args.report.write_text(report, encoding="utf-8")
     print(report)
 
 

@@ -62,7 +62,9 @@ class RocksDBOptions(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    block_cache_mb: int = Field(default=64, ge=1)
+    #: Blocks and (charged to it) the memtables of every store. With 1M aggregates in
+    #: state a worker's RSS peaked at 254 MB with 64 (benchmarks/reports/worker.md).
+    block_cache_mb: int = Field(default=48, ge=1)
     #: Memtables of all stores together; they are charged to the block cache too.
     write_buffer_mb: int = Field(default=32, ge=1)
     write_buffer_per_store_mb: int = Field(default=8, ge=1)
