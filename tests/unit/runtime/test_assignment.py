@@ -63,15 +63,29 @@ class _Successor:
 
 
 def _wait(
-    consumer: _Committed, transaction_timeout_ms: int = 30_000, successor: Any = None
-) -> None:
+    consumer: _Committed,
+    transaction_timeout_ms: int = 30_000,
+    successor: Any = None,
+    stop_after: int | None = None,
+) -> bool:
+    """The wait; with ``stop_after``, a stop is asked once that many reads timed out."""
     consumer.clock = _CLOCK
     worker = SimpleNamespace(
         settings=WorkerSettings(transaction_timeout_ms=transaction_timeout_ms),
         _successor=successor or _Successor(),
         _init_transactions=lambda: None,
+        _stop_asked=False,
     )
-    AggregateWorker._await_previous_owner(worker, consumer, PARTITIONS)  # type: ignore[arg-type]
+    if stop_after is not None:
+        read = consumer.committed
+
+        def committed(partitions: list[TopicPartition], timeout: float) -> Any:
+            if len(consumer.calls) == stop_after:
+                worker._stop_asked = True  # as the SIGTERM handler does, between two reads
+            return read(partitions, timeout)
+
+        consumer.committed = committed  # type: ignore[method-assign]
+    return AggregateWorker._await_previous_owner(worker, consumer, PARTITIONS)  # type: ignore[arg-type]
 
 
 def test_a_departed_owner_is_fenced_before_the_offsets_are_read() -> None:
@@ -101,6 +115,16 @@ def test_other_errors_are_raised_at_once() -> None:
     with pytest.raises(KafkaException):
         _wait(consumer)
     assert len(consumer.calls) == 1
+
+
+def test_a_stop_asked_while_waiting_ends_the_wait_within_a_read() -> None:
+    """A SIGTERM never waits for another worker's transaction (Kubernetes kills 30 s after)."""
+    consumer = _Committed(timeouts=1000)
+    started = _CLOCK.now
+    assert _wait(consumer, stop_after=3) is False
+    assert len(consumer.calls) == 4  # the read under way when the stop came, then none
+    assert max(consumer.calls) <= 1.0
+    assert _CLOCK.now - started <= 4.0
 
 
 def test_the_wait_ends_once_the_broker_must_have_aborted_the_transaction() -> None:
@@ -169,6 +193,7 @@ def _worker(fake: _Recorder) -> SimpleNamespace:
         _successor=_Successor(),
         _init_transactions=lambda: fake.calls.append("initialise transactions"),
         _standbys=None,
+        _stop_asked=False,
     )
     return worker
 
@@ -201,6 +226,18 @@ def test_a_take_over_commits_the_open_batch_before_waiting_for_the_previous_owne
     ]
     assert worker._arrived == []
     assert not worker._assigned
+
+
+def test_a_take_over_given_up_on_a_stop_opens_no_store() -> None:
+    """The partitions stay paused and arrived: the close's revocation forgets them."""
+    fake = _Recorder()
+    worker = _worker(fake)
+    worker._stop_asked = True
+    AggregateWorker._on_assign(worker, fake, PARTITIONS)  # type: ignore[arg-type]
+    AggregateWorker._take_over(worker)  # type: ignore[arg-type]
+    assert fake.calls == ["assign", "pause", "commit the open batch", "initialise transactions"]
+    assert worker._arrived == PARTITIONS
+    assert worker._assigned
 
 
 def test_an_assignment_of_nothing_still_initialises_transactions() -> None:
