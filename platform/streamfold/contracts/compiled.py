@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import struct
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +30,24 @@ from fastavro.read import LOGICAL_READERS
 from fastavro.write import LOGICAL_WRITERS
 
 __all__ = ["CompiledReader", "CompiledWriter", "compile_reader", "compile_writer", "encode_long"]
+
+_write_uuid = LOGICAL_WRITERS["string-uuid"]
+
+
+def _checked_uuid(data: Any, schema: Any) -> Any:
+    """fastavro's ``uuid`` writer, refusing a string that is not a UUID.
+
+    fastavro writes any string as a ``uuid``, and every reader (ours, fastavro's,
+    Confluent's ``AvroDeserializer``) then fails on the record: bytes that can never be read
+    back. Registered in fastavro's table when this module loads, so the compiled writers and
+    fastavro's own (the fallback, and any other writer in the process) refuse it with a
+    ``ValueError`` naming it, which the codec reports as an ``EncodeError``."""
+    if isinstance(data, str):
+        uuid.UUID(data)
+    return _write_uuid(data, schema)
+
+
+LOGICAL_WRITERS["string-uuid"] = _checked_uuid
 
 #: ``write(record, out)`` appends the record's Avro binary encoding to ``out``.
 CompiledWriter = Callable[[dict[str, Any], bytearray], None]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import uuid
 from decimal import Decimal
 
 import pytest
@@ -90,6 +91,31 @@ def test_dict_fast_path_round_trips(model: Everything) -> None:
     name, decoded = c.reader(Everything, namespace=NS).decode_dict(data)
     assert name == f"{NS}.Everything"
     assert Everything.model_validate(decoded) == model
+
+
+def test_a_string_that_is_no_uuid_is_refused_not_written() -> None:
+    """fastavro alone writes it, and no reader can read the record back (found by
+    tests/unit/fuzz/test_codec_fuzz.py)."""
+    c = codec()
+    record = Everything(
+        flag=True,
+        count=1,
+        ratio=0.5,
+        text="t",
+        blob=b"b",
+        at=dt.datetime(2026, 12, 4, tzinfo=dt.UTC),
+        day=dt.date(2026, 12, 4),
+        clock=dt.time(12, 0),
+        price=Decimal("1.25"),
+        ident=uuid.uuid4(),
+        inner=Inner(label="i", weight=1.0),
+    ).model_dump()
+    record["ident"] = "not-a-uuid"
+    with pytest.raises(EncodeError, match="badly formed hexadecimal UUID string"):
+        c.writer(TOPIC, Everything, NS).encode_dict(record)
+    record["ident"] = "12345678123456781234567812345678"  # a UUID's hex, read back as one
+    data = c.writer(TOPIC, Everything, NS).encode_dict(record)
+    assert c.reader(Everything, namespace=NS).decode_as(data, Everything).ident.int > 0
 
 
 # --- schema evolution -------------------------------------------------------------------
