@@ -36,7 +36,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from streamfold.domain import Command
+from streamfold import Command
 from topologies.retail.domain import (
     AddItem,
     AdjustmentReason,

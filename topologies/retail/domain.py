@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 from pydantic import AwareDatetime, BaseModel, Field, NonNegativeInt, PositiveInt
 
-from streamfold.domain import BoundedContext, Command, Event, Metadata, Rejected, State
+from streamfold import BoundedContext, Command, Event, Metadata, Rejected, State
 
 retail = BoundedContext("retail", namespace="io.streamfold.retail")
 

@@ -10,7 +10,7 @@ import random
 from collections.abc import Iterator
 from decimal import Decimal
 
-from streamfold.domain import Command
+from streamfold import Command
 from topologies.retail.domain import (
     AdjustmentReason,
     AdjustStock,
