@@ -65,7 +65,13 @@ class Loop:
 class RejoiningLoop(Loop):
     """A loop whose producer may be fenced: :meth:`run` closes it (Loop's way, aborting
     nothing the fence has not aborted), asks :meth:`_recover_from` to make it ready to start
-    again (or to raise), and runs it again, until it is stopped."""
+    again (or to raise), and runs it again, until it is stopped.
+
+    A fence that ends a loop already asked to stop ends the stop: the open batch is not
+    committed (the fence aborted it, or the broker will; a successor processes it again),
+    and :meth:`run` returns. A SIGTERM that meets a lost broker is a stop, not a crash: the
+    process exits 0, as after any stop, and nothing is lost.
+    """
 
     _stop_asked = False
 
@@ -79,7 +85,11 @@ class RejoiningLoop(Loop):
                 return
             except FencedError as exc:
                 if self._stop_asked:
-                    raise  # it was stopping anyway
+                    log.warning(
+                        "stopped while fenced: the open batch was not committed",
+                        error=str(exc),
+                    )
+                    return
                 self._recover_from(exc)
 
     def stop(self) -> None:
