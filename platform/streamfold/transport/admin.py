@@ -202,8 +202,9 @@ class KafkaAdmin:
         """Partitions, leaders, replicas and non-default configuration of one topic.
 
         A topic that is unknown or has no leader is asked about again for up to
-        ``_SETTLE_S``: a topic just created shows in one broker's metadata before another's
-        (a worker started on three brokers was refused its own new topic this way)."""
+        ``_SETTLE_S``, and so are its configs: a topic just created shows in one broker's
+        metadata before another's (a worker started on three brokers was refused its own new
+        topic this way, by the metadata and, another time, by the configs)."""
         deadline = time.monotonic() + _SETTLE_S
         while True:
             try:
@@ -231,11 +232,20 @@ class KafkaAdmin:
             for p in sorted(topic.partitions.values(), key=lambda p: p.id)
         )
         resource = ConfigResource(ResourceType.TOPIC, name)
-        try:
-            configs = self._client.describe_configs([resource])[resource].result(
-                timeout=self._timeout
-            )
-        except KafkaException as exc:
-            raise translate_kafka_error(exc, f"describing configs of {name}") from exc
+        while True:  # the broker asked may not know the new topic yet either
+            try:
+                configs = self._client.describe_configs([resource])[resource].result(
+                    timeout=self._timeout
+                )
+                break
+            except KafkaException as exc:
+                error = exc.args[0] if exc.args else None
+                unknown = (
+                    isinstance(error, KafkaError)
+                    and error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+                )
+                if not unknown or time.monotonic() > deadline:
+                    raise translate_kafka_error(exc, f"describing configs of {name}") from exc
+            time.sleep(0.2)
         overrides = {k: str(v.value) for k, v in sorted(configs.items()) if not v.is_default}
         return TopicInfo(name, partitions, overrides)
