@@ -160,13 +160,13 @@ def test_broker_loss_under_load_loses_and_doubles_nothing(
             except BaseException as exc:  # noqa: BLE001 - the main thread asserts there is none
                 failures.append(exc)
 
-        def through_the_gateway() -> None:  # PROJECTED waits, a few a second
+        def through_the_gateway(lane: int) -> None:  # PROJECTED waits, a few a second
             with Client(gateway.url, context=retail) as client:
                 n = 0
                 while not stop.is_set():
                     n += 1
                     command = ReceiveSupply(
-                        store_id="gw", item_id=f"gw-{n % 50}", supplier_id="s-1", quantity=1
+                        store_id=f"gw{lane}", item_id=f"gw-{n % 50}", supplier_id="s-1", quantity=1
                     )
                     command_id = str(uuid.uuid4())
                     while True:  # a 503 was not sent: send it again, with the same id
@@ -187,7 +187,12 @@ def test_broker_loss_under_load_loses_and_doubles_nothing(
                         break
                     time.sleep(0.2)
 
-        load = [threading.Thread(target=direct), threading.Thread(target=through_the_gateway)]
+        # Three callers of the gateway: a wait that outlasts a projection stall (20 s, then
+        # 202) holds up only its own caller.
+        load = [
+            threading.Thread(target=direct),
+            *(threading.Thread(target=through_the_gateway, args=(lane,)) for lane in range(3)),
+        ]
         for thread in load:
             thread.start()
         time.sleep(phase / 2)
