@@ -35,9 +35,6 @@ def worker(
     setup_logging()
     # First: refused credentials or certificates stop the worker before its heavy imports.
     kafka = kafka_settings(bootstrap)
-    from streamfold.runtime.memory import keep_large_blocks_mapped  # noqa: PLC0415
-
-    keep_large_blocks_mapped()  # before any Kafka client starts a thread
     # Imported here: the CLI's other commands need none of the worker's dependencies.
     from confluent_kafka.schema_registry import SchemaRegistryClient  # noqa: PLC0415
 
