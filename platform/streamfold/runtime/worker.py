@@ -390,7 +390,8 @@ class AggregateWorker(RejoiningLoop):
 
     @property
     def ready(self) -> bool:
-        """Joined the group, and every partition it was assigned is restored."""
+        """Joined the group, and every partition it was assigned is taken over (its previous
+        owner done) and restored."""
         return (
             self._started
             and self._joined
@@ -611,9 +612,12 @@ class AggregateWorker(RejoiningLoop):
         """
         consumer, checkpoint, stores = self._consumer, self._checkpoint, self._stores
         assert consumer is not None and checkpoint is not None and stores is not None
-        arrived, self._arrived, self._assigned = self._arrived, [], False
+        # ``_assigned`` stays true until the stores are open: /readyz (another thread) must
+        # not answer 200 while the previous owner is awaited and nothing is restoring yet.
+        arrived, self._arrived = self._arrived, []
         if not arrived:
             self._init_transactions()
+            self._assigned = False
             return
         if checkpoint.open and checkpoint.fenced is None:
             checkpoint.commit()
@@ -623,13 +627,13 @@ class AggregateWorker(RejoiningLoop):
             raise translate_kafka_error(exc, "reading the committed offsets") from exc
         if not previous_owner_done:  # stopping: the partitions stay paused, never opened
             self._arrived[:0] = arrived
-            self._assigned = True
             return
         for tp in arrived:
             if self._standbys is not None and tp.topic in stores.changelogs:
                 self._standbys.release(stores.changelogs[tp.topic], tp.partition)
             if tp.topic in self.feeds or stores.open(tp.topic, tp.partition):
                 consumer.resume([tp])
+        self._assigned = False
         log.info("partitions assigned", partitions=_names(arrived))
         self._report_partitions()
 

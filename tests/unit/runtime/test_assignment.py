@@ -228,6 +228,26 @@ def test_a_take_over_commits_the_open_batch_before_waiting_for_the_previous_owne
     assert not worker._assigned
 
 
+def test_the_worker_is_not_ready_while_it_waits_for_the_previous_owner() -> None:
+    """/readyz answers from another thread: a 200 before the stores are open (nothing is
+    restoring yet) let a caller stop the worker before it had restored anything."""
+    fake = _Recorder()
+    worker = _worker(fake)
+    worker._started = True
+    worker._stores.restoring = 0
+    readiness: list[bool] = []
+
+    def committed(partitions: list[TopicPartition], timeout: float) -> Any:
+        readiness.append(AggregateWorker.ready.fget(worker))  # type: ignore[attr-defined]
+        return partitions
+
+    fake.committed = committed  # type: ignore[method-assign]
+    AggregateWorker._on_assign(worker, fake, PARTITIONS)  # type: ignore[arg-type]
+    AggregateWorker._take_over(worker)  # type: ignore[arg-type]
+    assert readiness == [False]
+    assert AggregateWorker.ready.fget(worker)  # type: ignore[attr-defined]
+
+
 def test_a_take_over_given_up_on_a_stop_opens_no_store() -> None:
     """The partitions stay paused and arrived: the close's revocation forgets them."""
     fake = _Recorder()
