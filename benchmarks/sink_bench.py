@@ -53,10 +53,11 @@ from streamfold.observability.logging import configure_logging
 from streamfold.registry.server import RegistryProcess
 from streamfold.sink.arrow import arrow_schema, arrow_table
 from streamfold.sink.connector import SinkConnector
-from streamfold.sink.ddl import aggregate_tables, json_text, row_converter
+from streamfold.sink.ddl import aggregate_tables
 from streamfold.sink.process import SinkProcess
 from streamfold.sink.spec import ConnectorSpec
 from streamfold.sink.target import ClickHouseTarget
+from streamfold.sink.types import json_text, row_converter
 from streamfold.transport.commands import CommandProducer
 
 REPORT = ROOT / "benchmarks" / "reports" / "sink.md"

@@ -105,7 +105,7 @@ class ClickHouseReader:
         """The row of one aggregate (latest, or at ``version``); None if there is none.
 
         ``table`` is ``<ctx>_<agg>``: with the database, a checked identifier, backquoted
-        (a :class:`~streamfold.sink.ddl.ProjectionSchemaError` otherwise, never SQL)."""
+        (a :class:`~streamfold.sink.types.ProjectionSchemaError` otherwise, never SQL)."""
         where = "aggregate_id = {id:String}"
         parameters: dict[str, Any] = {"id": aggregate_id}
         if tenant is not None:

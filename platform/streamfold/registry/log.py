@@ -81,7 +81,7 @@ class KafkaIntentLog:
     def start(self) -> None:
         """Create the topic if missing, then rebuild the state from it; return when caught up."""
         admin = KafkaAdmin(self.settings)
-        replication = self.replication_factor or _default_replication(admin)
+        replication = self.replication_factor or admin.default_replication()
         admin.create_topics([TopicSpec.compacted(self.topic, 1, replication)])
         self._producer = Producer(
             self.settings.producer_config(**{"linger.ms": 1, "compression.type": "none"})
@@ -285,8 +285,3 @@ def _resolve(waiter: _Waiter, outcome: dict[str, Any]) -> None:
             future.set_result(outcome)
 
     loop.call_soon_threadsafe(settle)
-
-
-def _default_replication(admin: KafkaAdmin) -> int:
-    """Three replicas where the cluster has three brokers, else as many as it has."""
-    return min(3, max(1, admin.broker_count()))

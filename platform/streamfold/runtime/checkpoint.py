@@ -73,6 +73,7 @@ from streamfold.observability.logging import get_logger
 from streamfold.runtime.processor import Quarantined, UnproducibleRecordError
 from streamfold.state.rocksdb import PartitionStore
 from streamfold.transport.admin import translate_kafka_error
+from streamfold.transport.producing import produce
 
 __all__ = [
     "BatchAbortedError",
@@ -352,28 +353,26 @@ class Checkpoint:
             if self._reporting:  # a delivery report carries no headers: name the input now
                 report = functools.partial(self._record_delivered, _input_id(headers))
                 if partition < 0:
-                    self._produce(topic, key, value, headers=headers, on_delivery=report)
+                    produce(self.producer, topic, value, key, headers=headers, on_delivery=report)
                 else:
-                    self._produce(
-                        topic, key, value, headers=headers, partition=partition, on_delivery=report
+                    produce(
+                        self.producer,
+                        topic,
+                        value,
+                        key,
+                        headers=headers,
+                        partition=partition,
+                        on_delivery=report,
                     )
             elif partition < 0:
-                self._produce(topic, key, value, headers=headers)
+                produce(self.producer, topic, value, key, headers=headers)
             else:
-                self._produce(topic, key, value, headers=headers, partition=partition)
+                produce(self.producer, topic, value, key, headers=headers, partition=partition)
         except KafkaException as exc:
             refused = _unproducible(exc, topic, key, value, headers)
             if refused is not None:
                 raise refused from exc
             raise
-
-    def _produce(self, topic: str, key: bytes | None, value: bytes | None, **kwargs: Any) -> None:
-        while True:
-            try:
-                self.producer.produce(topic, value, key, **kwargs)
-                return
-            except BufferError:
-                self.producer.poll(0.05)  # the local queue is full: let deliveries drain
 
     def _send_changelogs(self, batch: _Batch) -> None:
         """Send each touched store's staged entries to its changelog partition.
@@ -385,13 +384,14 @@ class Checkpoint:
             changelog = self.changelogs[topic]
             staged = store.staged_items()
             for key, value in staged[:-1]:
-                self._produce(changelog, key, value, partition=partition)
+                produce(self.producer, changelog, value, key, partition=partition)
             if staged:
                 key, value = staged[-1]
-                self._produce(
+                produce(
+                    self.producer,
                     changelog,
-                    key,
                     value,
+                    key,
                     partition=partition,
                     on_delivery=self._changelog_delivered,
                 )

@@ -197,7 +197,7 @@ class HandlerWorker(RejoiningLoop):
 
     def start(self) -> None:
         admin = KafkaAdmin(self.kafka)
-        replication = self._replication or min(3, max(1, admin.broker_count()))
+        replication = self._replication or admin.default_replication()
         admin.create_topics(
             [
                 TopicSpec(self.topics.dlq, self.partitions, replication),

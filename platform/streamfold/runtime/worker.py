@@ -741,7 +741,7 @@ class AggregateWorker(RejoiningLoop):
         and each changelog's topic id."""
         admin = KafkaAdmin(self.kafka)
         spec = self.topology.topics
-        replication = spec.replication_factor or min(3, max(1, admin.broker_count()))
+        replication = spec.replication_factor or admin.default_replication()
         partitions = spec.partitions
         prefix = self.settings.topic_prefix
         topics = [TopicSpec(context_topics(self.context.name, prefix).dlq, partitions, replication)]

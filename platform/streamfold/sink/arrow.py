@@ -6,7 +6,8 @@ same lists in C, and ClickHouse (chDB or a server over HTTP, the same call) conv
 the table's types. On the sink's events that halves the cost of an insert
 (``benchmarks/sink_bench.py``).
 
-The Arrow types follow the ClickHouse types of :mod:`streamfold.sink.ddl`:
+The Arrow types follow the ClickHouse types of :mod:`streamfold.sink.ddl`; those of the
+Avro types are in the type table of :mod:`streamfold.sink.types`:
 
 ================================  ==========================================================
 ClickHouse                        Arrow (values)
@@ -39,25 +40,38 @@ from typing import Any
 import pyarrow as pa  # type: ignore[import-untyped]  # pyarrow ships no type information
 
 from streamfold.sink.ddl import TableSpec
+from streamfold.sink.types import LEAVES
 
 __all__ = ["ArrowConversionError", "arrow_schema", "arrow_table"]
 
-_INTEGERS = {
-    f"{sign}Int{bits}": getattr(pa, f"{sign.lower()}int{bits}")()
-    for sign in ("", "U")
-    for bits in (8, 16, 32, 64)
-}
-_SCALARS: dict[str, Any] = {
-    "String": pa.binary(),
-    "Bool": pa.bool_(),
-    "Float32": pa.float32(),
-    "Float64": pa.float64(),
-    "Date32": pa.date32(),
-    **_INTEGERS,
-}
+
+def _pyarrow(name: str) -> Any:
+    """The pyarrow type the type table names: a factory of pyarrow, or ``timestamp[unit]``."""
+    if name.startswith("timestamp["):
+        return pa.timestamp(name[len("timestamp[") : -1], tz="UTC")
+    return getattr(pa, name)()
+
+
+def _scalars() -> dict[str, Any]:
+    """The Arrow type of each ClickHouse type of the type table, and of the integer types
+    of the platform's own columns (version, partition, offset, flags)."""
+    scalars: dict[str, Any] = {
+        f"{sign}Int{bits}": getattr(pa, f"{sign.lower()}int{bits}")()
+        for sign in ("", "U")
+        for bits in (8, 16, 32, 64)
+    }
+    for leaf in LEAVES.values():
+        if leaf.arrow is None or leaf.clickhouse.startswith("LowCardinality("):
+            continue
+        arrow = _pyarrow(leaf.arrow)
+        if scalars.setdefault(leaf.clickhouse, arrow) != arrow:
+            raise AssertionError(f"{leaf.clickhouse} has two Arrow types in the type table")
+    return scalars
+
+
+_SCALARS = _scalars()
 _DECIMAL = re.compile(r"Decimal\((\d+), (\d+)\)")
 _FIXED = re.compile(r"FixedString\((\d+)\)")
-_DATETIME64 = re.compile(r"DateTime64\(([36]), 'UTC'\)")
 _MAX_DECIMAL128 = 38
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -77,7 +91,8 @@ def _arrow_type(clickhouse: str, *, nested: bool = False) -> Any:
         if inner is not None:
             return _arrow_type(inner, nested=nested)
     if clickhouse in _SCALARS:
-        return _SCALARS[clickhouse]
+        scalar = _SCALARS[clickhouse]
+        return None if nested and pa.types.is_timestamp(scalar) else scalar
     if match := _DECIMAL.fullmatch(clickhouse):
         precision, scale = int(match.group(1)), int(match.group(2))
         if precision <= _MAX_DECIMAL128:
@@ -85,8 +100,6 @@ def _arrow_type(clickhouse: str, *, nested: bool = False) -> Any:
         return pa.decimal256(precision, scale)
     if match := _FIXED.fullmatch(clickhouse):
         return pa.binary(int(match.group(1)))
-    if (match := _DATETIME64.fullmatch(clickhouse)) and not nested:
-        return pa.timestamp("ms" if match.group(1) == "3" else "us", tz="UTC")
     items = _inner(clickhouse, "Array(")
     if items is not None:
         item = _arrow_type(items, nested=True)

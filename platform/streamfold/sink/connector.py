@@ -69,18 +69,14 @@ from streamfold.sink.metrics import SinkMetrics
 from streamfold.sink.passthrough import AvroPart, Framer
 from streamfold.sink.rows import RowBuilder, builders_for, row_width
 from streamfold.sink.spec import ConnectorSpec
-from streamfold.sink.target import (
-    ClickHouseTarget,
-    TargetError,
-    TargetUnavailableError,
-    redacted,
-)
+from streamfold.sink.target import SinkTarget, TargetError, TargetUnavailableError
 from streamfold.transport.admin import (
     COORDINATOR_MOVING,
     KafkaAdmin,
     TopicSpec,
     translate_kafka_error,
 )
+from streamfold.transport.producing import produce
 from streamfold.transport.rejoins import Rejoins
 from streamfold.transport.settings import KafkaSettings
 
@@ -234,7 +230,7 @@ class SinkConnector:
         context: BoundedContext,
         kafka: KafkaSettings,
         codec: AvroCodec,
-        target: ClickHouseTarget,
+        target: SinkTarget,
         metrics: SinkMetrics | None = None,
         sleep: Callable[[float], None] = time.sleep,
         hold_file: Path | None = None,
@@ -253,6 +249,7 @@ class SinkConnector:
         self.sources: dict[str, _Source] = {}
         self.tables: list[TableSpec] = list(context_tables(context))
         by_kind = {t.kind: t for t in self.tables}
+        framed = target.decodes_avro
         for aggregate in spec.select(context):
             topics = aggregate_topics(context.name, aggregate.name, spec.topic_prefix)
             own = {t.kind: t for t in aggregate_tables(context, aggregate)}
@@ -263,7 +260,7 @@ class SinkConnector:
             self.sources[topics.events] = _Source(
                 rows.events(own["events"]),
                 events,
-                framer=Framer(codec, events, topics.events, accepts),
+                framer=Framer(codec, events, topics.events, accepts) if framed else None,
                 order=2,
             )
             state = (own["state_last"], own["state"])
@@ -271,7 +268,11 @@ class SinkConnector:
                 rows.state(own["state_last"]),
                 state,
                 1,
-                framer=Framer(codec, state, topics.state, None, acks=aggregate.name),
+                framer=(
+                    Framer(codec, state, topics.state, None, acks=aggregate.name)
+                    if framed
+                    else None
+                ),
             )
             results = (by_kind["command_results"],)
             self.sources[topics.results] = _Source(rows.results(), results, 1, order=1)
@@ -314,7 +315,7 @@ class SinkConnector:
         admin = KafkaAdmin(self.kafka)
         commands = next(t for t in self.sources if t.endswith(".commands"))
         partitions = len(admin.describe(commands).partitions)
-        replication = min(3, max(1, admin.broker_count()))
+        replication = admin.default_replication()
         admin.create_topics([TopicSpec(self.projected_topic, partitions, replication)])
         self._producer = Producer(self.kafka.producer_config(**{"linger.ms": 5}))
         self._inserter = ThreadPoolExecutor(1, thread_name_prefix="sink-insert")
@@ -323,7 +324,7 @@ class SinkConnector:
         log.info(
             "sink started",
             connector=self.spec.name,
-            target=redacted(self.target.target),
+            target=self.target.describe(),
             database=self.target.database,
             topics=list(self.sources),
         )
@@ -729,18 +730,14 @@ class SinkConnector:
                     "projected_at": now,
                 }
             )
-            while True:
-                try:
-                    self._producer.produce(
-                        self.projected_topic,
-                        value,
-                        ack.command_id.encode(),
-                        partition=partition,
-                        on_delivery=self._ack_delivered,
-                    )
-                    break
-                except BufferError:
-                    self._producer.poll(0.05)
+            produce(
+                self._producer,
+                self.projected_topic,
+                value,
+                ack.command_id.encode(),
+                partition=partition,
+                on_delivery=self._ack_delivered,
+            )
         self._producer.poll(0)
         self.metrics.acks.inc(len(acks))
 

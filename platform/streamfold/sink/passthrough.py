@@ -22,7 +22,7 @@ expressions (:class:`WriterPlan`) produce exactly the row the Python path
 (:mod:`streamfold.sink.rows`) would: head columns from the framed fields, a typed column
 per model field (``NULL`` or the type's empty value where the writer lacks the field or
 writes ``null`` into a column that cannot hold it), and for events the ``payload`` JSON with
-:func:`~streamfold.sink.ddl.json_text`'s conventions (sorted keys; decimals, UUIDs and dates
+:func:`~streamfold.sink.types.json_text`'s conventions (sorted keys; decimals, UUIDs and dates
 as strings; timestamps in ISO 8601 with ``+00:00``). One difference: header values are
 stored as their bytes, where the Python path decodes them with replacement characters (the
 two agree on UTF-8, which is all the platform writes); and ClickHouse spells U+2028 and U+2029
@@ -50,7 +50,8 @@ from streamfold.contracts import headers as h
 from streamfold.contracts.codec import AvroCodec, CodecError
 from streamfold.contracts.compiled import encode_long
 from streamfold.sink.batches import Ack, Pending
-from streamfold.sink.ddl import Column, TableSpec, named_types
+from streamfold.sink.ddl import TableSpec
+from streamfold.sink.types import Column, FileType, file_type, named_types
 
 __all__ = ["AvroPart", "Framer", "WriterPlan", "container", "framed_schema", "sql_string"]
 
@@ -82,28 +83,6 @@ _HEAD: dict[str, str] = {
     "_partition": "reinterpretAsUInt32(`__sf_partition`)",
     "_offset": "reinterpretAsUInt64(`__sf_offset`)",
 }
-_PRIMITIVES = {
-    "string": "String",
-    "bytes": "String",
-    "boolean": "Bool",
-    "int": "Int32",
-    "long": "Int64",
-    "float": "Float32",
-    "double": "Float64",
-}
-_LOGICAL = {  # logical type: (its Avro base type, the ClickHouse type ClickHouse reads it as)
-    "uuid": ("string", "UUID"),
-    "date": ("int", "Date32"),
-    "time-millis": ("int", "Int32"),
-    "time-micros": ("long", "Int64"),
-    "timestamp-millis": ("long", "DateTime64(3, 'UTC')"),
-    "local-timestamp-millis": ("long", "DateTime64(3, 'UTC')"),
-    "timestamp-micros": ("long", "DateTime64(6, 'UTC')"),
-    "local-timestamp-micros": ("long", "DateTime64(6, 'UTC')"),
-}
-_NOT_NULLABLE = ("Array(", "Map(", "LowCardinality(")
-_MAX_PAYLOAD_SCALE = 6  # str(Decimal) switches to exponents below 1e-6
-_MAX_PAYLOAD_PRECISION = 28  # fastavro scales decimals in a 28-digit context
 _TENANT, _VERSION, _COMMAND_ID, _DELETED = h.TENANT, h.AGGREGATE_VERSION, h.COMMAND_ID, "deleted"
 
 
@@ -130,91 +109,6 @@ def sql_string(text: str) -> str:
 
 def _ident(name: str) -> str:
     return f"`{name}`"
-
-
-# --- types ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Typed:
-    """How ClickHouse reads one Avro type, and how the payload spells a value of it."""
-
-    clickhouse: str
-    json: str | None  # a SQL template over ``{x}``; None: the payload cannot spell it here
-
-
-def _typed(avro: Any, named: Mapping[str, Any]) -> _Typed | None:
-    """The ClickHouse type of an Avro type in a ``file(…, 'Avro', structure)``, or None."""
-    if isinstance(avro, list):
-        others = [b for b in avro if b != "null"]
-        if len(others) != 1 or len(avro) != 2:
-            return None
-        inner = _typed(others[0], named)
-        if inner is None or inner.clickhouse.startswith(_NOT_NULLABLE):
-            return None
-        spelled = None
-        if inner.json is not None:
-            value = inner.json.replace("{x}", "assumeNotNull({x})")
-            spelled = f"if(isNull({{x}}), 'null', {value})"
-        return _Typed(f"Nullable({inner.clickhouse})", spelled)
-    if isinstance(avro, str):
-        if avro in _PRIMITIVES:
-            return _primitive(avro)
-        if avro not in named:
-            return None
-        avro = named[avro]
-    if not isinstance(avro, dict):
-        return None
-    kind, logical = avro.get("type"), avro.get("logicalType")
-    if logical == "decimal" and kind in ("bytes", "fixed"):
-        precision, scale = avro.get("precision"), avro.get("scale", 0)
-        if not (isinstance(precision, int) and isinstance(scale, int) and 0 < precision <= 76):
-            return None
-        spelled = None
-        if scale <= _MAX_PAYLOAD_SCALE and precision <= _MAX_PAYLOAD_PRECISION:
-            spelled = f"concat('\"', toDecimalString({{x}}, {scale}), '\"')"
-        return _Typed(f"Decimal({precision}, {scale})", spelled)
-    if isinstance(logical, str) and logical in _LOGICAL and _LOGICAL[logical][0] == kind:
-        return _logical(logical)
-    if kind == "enum":
-        return _Typed("String", "toJSONString({x})")
-    if kind == "fixed" and isinstance(avro.get("size"), int):
-        return _Typed(f"FixedString({avro['size']})", None)
-    if kind in ("array", "map"):
-        inner = _typed(avro["items" if kind == "array" else "values"], named)
-        if inner is None or inner.clickhouse.startswith("LowCardinality("):
-            return None
-        if kind == "array":
-            return _Typed(f"Array({inner.clickhouse})", None)
-        return _Typed(f"Map(String, {inner.clickhouse})", None)
-    if isinstance(kind, str | list | dict) and kind not in ("record", "enum", "fixed"):
-        return _typed(kind, named)  # {"type": "long"}, or a logical type not mapped
-    return None
-
-
-def _primitive(name: str) -> _Typed:
-    spelled = {
-        "string": "toJSONString({x})",
-        "boolean": "if({x}, 'true', 'false')",
-        "int": "toString({x})",
-        "long": "toString({x})",
-    }.get(name)
-    return _Typed(_PRIMITIVES[name], spelled)
-
-
-def _logical(logical: str) -> _Typed:
-    clickhouse = _LOGICAL[logical][1]
-    if logical in ("uuid", "date"):
-        return _Typed(clickhouse, "concat('\"', toString({x}), '\"')")
-    if logical in ("timestamp-millis", "timestamp-micros"):
-        micros = "positiveModulo(toUnixTimestamp64Micro({x}), 1000000)"
-        spelled = (
-            "concat('\"', formatDateTime({x}, '%Y-%m-%dT%H:%i:%S', 'UTC'), "
-            f"if({micros} = 0, '', concat('.', leftPad(toString({micros}), 6, '0'))), "
-            "'+00:00\"')"
-        )
-        return _Typed(clickhouse, spelled)
-    return _Typed(clickhouse, None)  # time of day, local timestamps: not in a payload
 
 
 def framed_schema(writer: Mapping[str, Any]) -> dict[str, Any]:
@@ -253,14 +147,14 @@ def writer_plan(
         return WriterPlan(schema_id, name, False, why="not a record schema")
     named: dict[str, Any] = {}
     named_types(dict(writer), None, named)
-    fields: dict[str, _Typed] = {}
+    fields: dict[str, FileType] = {}
     for field in writer["fields"]:
         field_name = field.get("name")
         if not isinstance(field_name, str) or not _IDENTIFIER.fullmatch(field_name):
             return WriterPlan(schema_id, name, False, why=f"field name {field_name!r}")
         if field_name.startswith(_PREFIX):
             return WriterPlan(schema_id, name, False, why=f"field {field_name} is reserved")
-        typed = _typed(field["type"], named)
+        typed = file_type(field["type"], named)
         if typed is None:
             return WriterPlan(schema_id, name, False, why=f"field {field_name}'s type")
         fields[field_name] = typed
@@ -287,7 +181,7 @@ def writer_plan(
 def _expression(
     column: Column,
     model: bool,
-    fields: Mapping[str, _Typed],
+    fields: Mapping[str, FileType],
     event_type: str | None,
     topic: str,
 ) -> str | None:
@@ -308,7 +202,7 @@ def _expression(
     return _ident(column.name)
 
 
-def _payload(fields: Mapping[str, _Typed]) -> str | None:
+def _payload(fields: Mapping[str, FileType]) -> str | None:
     parts = []
     for index, name in enumerate(sorted(fields)):
         spelled = fields[name].json

@@ -30,10 +30,11 @@ from streamfold.domain.context import BoundedContext
 from streamfold.domain.naming import aggregate_topics
 from streamfold.errors import ConfigurationError, PermanentError
 from streamfold.sink.batches import Batch, Pending, intended_last
-from streamfold.sink.ddl import TableSpec, aggregate_tables, row_converter
+from streamfold.sink.ddl import TableSpec, aggregate_tables
 from streamfold.sink.rows import builders_for, row_width
 from streamfold.sink.spec import ConnectorSpec
 from streamfold.sink.target import ClickHouseTarget
+from streamfold.sink.types import row_converter
 from streamfold.transport.settings import KafkaSettings
 
 __all__ = ["RebuildError", "rebuild"]

@@ -30,7 +30,8 @@ from streamfold.contracts.codec import AvroCodec, CodecError, RecordReader
 from streamfold.domain.aggregate import Aggregate
 from streamfold.domain.context import BoundedContext
 from streamfold.sink.batches import Ack, Pending
-from streamfold.sink.ddl import TableSpec, column_plan, json_bytes, json_text
+from streamfold.sink.ddl import TableSpec
+from streamfold.sink.types import column_plan, json_bytes, json_text
 
 __all__ = ["Ack", "RowBuilder", "builders_for", "row_width"]
 
@@ -67,7 +68,7 @@ class _RowSource:
 
     The head columns are expressions over ``m`` (the message), ``hd`` (its headers as a
     dict of bytes) and ``r`` (the record); the model columns read ``r`` through the
-    converters of :func:`~streamfold.sink.ddl.column_plan`; the offset ends the row.
+    converters of :func:`~streamfold.sink.types.column_plan`; the offset ends the row.
     Header values are decoded as :func:`streamfold.contracts.headers.header_map` decodes them.
     """
 

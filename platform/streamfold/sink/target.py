@@ -1,4 +1,13 @@
-"""The ClickHouse side of a sink: one clickhouse-connect client for chDB and for servers.
+"""The store a sink projects into: the :class:`SinkTarget` seam, and its ClickHouse target.
+
+:class:`SinkTarget` is all the sink's loop (:mod:`streamfold.sink.connector`) asks of a
+target: create the tables, tell whether a batch's range landed, insert a batch once under
+its token. Every target passes one conformance suite
+(``tests/integration/sink/test_target_conformance.py``): :class:`ClickHouseTarget` on chDB
+(and on a server, given ``STREAMFOLD_TEST_CLICKHOUSE_URL``) and the in-memory
+:class:`~streamfold.sink.recording.RecordingTarget`.
+
+:class:`ClickHouseTarget` is one clickhouse-connect client for chDB and for servers.
 
 ``chdb:path`` (relative to the working directory), ``chdb:///abs/path`` or ``chdb://memory``
 select chDB, the ClickHouse engine in this process (one process may own a chDB path at a
@@ -17,7 +26,7 @@ import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import clickhouse_connect
@@ -28,10 +37,18 @@ from clickhouse_connect.driver.external import ExternalData
 from streamfold.errors import PermanentError, RetryableError
 from streamfold.observability.logging import get_logger
 from streamfold.sink.arrow import ArrowConversionError, arrow_schema, arrow_table
-from streamfold.sink.ddl import TableSpec, quoted_identifier
+from streamfold.sink.ddl import TableSpec
 from streamfold.sink.passthrough import AvroPart, sql_string
+from streamfold.sink.types import quoted_identifier
 
-__all__ = ["ClickHouseTarget", "TargetError", "TargetUnavailableError", "chdb_path", "redacted"]
+__all__ = [
+    "ClickHouseTarget",
+    "SinkTarget",
+    "TargetError",
+    "TargetUnavailableError",
+    "chdb_path",
+    "redacted",
+]
 
 log = get_logger(__name__)
 
@@ -87,6 +104,48 @@ def chdb_path(target: str) -> Path | None:
     return Path(rest).resolve()
 
 
+class SinkTarget(Protocol):
+    """What a sink needs of the store it projects into.
+
+    An insert is atomic and idempotent under its token: a batch inserted again with the
+    same token (a sink that restarted between the insert and its commit) is dropped, so a
+    replayed batch never doubles a row. Errors are :class:`TargetUnavailableError` (the
+    sink backs off and tries the same batch again) or :class:`TargetError` (permanent).
+    """
+
+    database: str
+    #: Whether :meth:`insert_avro` is supported; if not, every batch is decoded in Python.
+    decodes_avro: bool
+
+    def describe(self) -> str:
+        """The target's address for a log line, with no credential in it."""
+        ...
+
+    def ensure(self, tables: Sequence[TableSpec], extra_sql: Sequence[str] = ()) -> list[str]:
+        """Create the database and the missing ``tables``, add the columns they have gained
+        (returned as ``table.column``); ``extra_sql``: statements such a target understands
+        (views), which another kind of target may keep without running."""
+        ...
+
+    def holds(self, table: TableSpec, topic: str, partition: int, first: int, last: int) -> bool:
+        """Whether ``table`` has a row from ``topic``/``partition`` at an offset in
+        ``[first, last]``: an insert of that range landed."""
+        ...
+
+    def insert_columns(
+        self, table: TableSpec, columns: Sequence[Sequence[Any]], token: str
+    ) -> None:
+        """Insert the rows of ``columns`` (one sequence per column of ``table``) once."""
+        ...
+
+    def insert_avro(self, table: TableSpec, parts: Sequence[AvroPart], token: str) -> None:
+        """Insert framed Avro rows once (:mod:`streamfold.sink.passthrough`), decoded by the
+        target itself (only where :attr:`decodes_avro`)."""
+        ...
+
+    def close(self) -> None: ...
+
+
 class ClickHouseTarget:
     """Create the tables, insert batches with a deduplication token, run queries.
 
@@ -104,6 +163,11 @@ class ClickHouseTarget:
         self._client: Client | None = None
         self._lock = threading.Lock()
         self._arrow_schemas: dict[TableSpec, Any] = {}
+
+    decodes_avro = True
+
+    def describe(self) -> str:
+        return redacted(self.target)
 
     # ------------------------------------------------------------------ connection
 

@@ -124,6 +124,11 @@ class KafkaAdmin:
         except KafkaException as exc:
             raise translate_kafka_error(exc, "listing brokers") from exc
 
+    def default_replication(self) -> int:
+        """The replication factor of a topic the platform creates when none is configured:
+        three where the cluster has three brokers or more, else as many as it has."""
+        return min(3, max(1, self.broker_count()))
+
     def create_topics(self, specs: Iterable[TopicSpec], exist_ok: bool = True) -> list[str]:
         """Create topics; with ``exist_ok`` an existing topic is left as it is. Returns created."""
         new = [

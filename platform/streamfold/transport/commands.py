@@ -22,6 +22,7 @@ from streamfold.domain.naming import aggregate_topics
 from streamfold.errors import RetryableError
 from streamfold.observability.logging import get_logger
 from streamfold.transport.admin import translate_kafka_error
+from streamfold.transport.producing import produce
 from streamfold.transport.settings import KafkaSettings
 
 __all__ = ["CommandProducer", "DeliveryCallback"]
@@ -72,31 +73,28 @@ class CommandProducer:
         pairs += [(name, value) for name, value in headers.items()]
         if expected_version is not None:
             pairs.append((h.EXPECTED_VERSION, str(expected_version)))
-        while True:
-            try:
-                self._producer.produce(
-                    topic,
-                    writer.encode(command),
-                    aggregate.aggregate_id(command).encode(),
-                    headers=_kafka_headers(h.encode(pairs)),
-                    on_delivery=on_delivery or self._delivered,
-                )
-                return command_id
-            except BufferError:
-                self._producer.poll(0.05)
+        produce(
+            self._producer,
+            topic,
+            writer.encode(command),
+            aggregate.aggregate_id(command).encode(),
+            headers=_kafka_headers(h.encode(pairs)),
+            on_delivery=on_delivery or self._delivered,
+        )
+        return command_id
 
     def send_raw(
         self, topic: str, key: bytes | None, value: bytes | None, headers: h.Headers
     ) -> None:
         """Queue any bytes to any topic (garbage for tests, or a record from elsewhere)."""
-        while True:
-            try:
-                self._producer.produce(
-                    topic, value, key, headers=_kafka_headers(headers), on_delivery=self._delivered
-                )
-                return
-            except BufferError:
-                self._producer.poll(0.05)
+        produce(
+            self._producer,
+            topic,
+            value,
+            key,
+            headers=_kafka_headers(headers),
+            on_delivery=self._delivered,
+        )
 
     def reachable(self, timeout: float) -> bool:
         """Whether a broker answers a metadata request within ``timeout`` seconds."""

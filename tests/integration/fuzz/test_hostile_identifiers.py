@@ -22,16 +22,10 @@ from streamfold.contracts import AvroCodec, InMemorySchemaRegistry
 from streamfold.domain import BoundedContext, Command, Event, State
 from streamfold.errors import ConfigurationError
 from streamfold.gateway.reads import ClickHouseReader
-from streamfold.sink.ddl import (
-    Column,
-    ProjectionSchemaError,
-    TableSpec,
-    aggregate_tables,
-    context_tables,
-    qualified_table,
-)
+from streamfold.sink.ddl import TableSpec, aggregate_tables, context_tables, qualified_table
 from streamfold.sink.named_queries import NamedQuery, QueryParameter
 from streamfold.sink.target import ClickHouseTarget
+from streamfold.sink.types import Column, ProjectionSchemaError
 
 pytestmark = pytest.mark.integration
 

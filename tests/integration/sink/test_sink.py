@@ -27,6 +27,7 @@ from streamfold.sink.connector import SinkConnector
 from streamfold.sink.process import SinkProcess
 from streamfold.sink.progress import caught_up, record_ends
 from streamfold.sink.rebuild import rebuild
+from streamfold.sink.recording import RecordingTarget
 from streamfold.sink.spec import ConnectorSpec
 from streamfold.sink.target import ClickHouseTarget
 from streamfold.testing.pytest_plugin import scaled
@@ -162,6 +163,56 @@ def test_state_events_results_and_commands_are_projected_with_acks(
     _c, tables = target.query("SELECT name FROM system.tables WHERE database = 'retail'")
     assert not [t for (t,) in tables if t.endswith("__rebuild")]
     target.close()
+
+
+def test_a_sink_projects_through_the_seam_into_a_target_that_is_not_clickhouse(
+    retail_run: RetailRun, test_scale: float
+) -> None:
+    """The in-memory recording target: the sink's loop depends only on SinkTarget (and it
+    decodes every batch in Python, the recording target decoding no Avro)."""
+    run = retail_run
+    run.worker("w1")
+    sent, _sales = _produce(run, scaled(1_000, test_scale, 100), scaled(5_000, test_scale, 1_000))
+    run.wait_until_processed(sent)
+    events = len(_records(run, run.stock_topics.events))
+    target = RecordingTarget("retail")
+    sink = SinkConnector(_spec(run), retail, run.settings, run.codec, target)
+
+    def rows(table: str) -> list[dict[str, Any]]:
+        names = [c.name for c in target.tables[table].columns]
+        return [dict(zip(names, row, strict=True)) for row in list(target.rows[table])]
+
+    thread = threading.Thread(target=sink.run, daemon=True)
+    thread.start()
+    try:
+        _wait(
+            lambda: (
+                sink.ready
+                and len(target.rows["retail_command_results"]) >= len(sent)
+                and len(target.rows["retail_store_stock_events"]) >= events
+            ),
+            120,
+            "the results and events in the recording target",
+        )
+    finally:
+        sink.stop()
+        thread.join(60)
+    results = rows("retail_command_results")
+    assert sorted(r["command_id"] for r in results) == sorted(sent)
+    stored = rows("retail_store_stock_events")
+    assert len({(r["aggregate_id"], r["version"]) for r in stored}) == len(stored) == events
+    last: dict[str, dict[str, Any]] = {}
+    for row in rows("retail_store_stock_state_last"):
+        if row["aggregate_id"] not in last or row["version"] > last[row["aggregate_id"]]["version"]:
+            last[row["aggregate_id"]] = row
+    assert {k: (v["on_hand"], v["sold_amount"]) for k, v in last.items()} == {
+        k: (v["on_hand"], v["sold_amount"]) for k, v in _latest_states(run).items()
+    }
+    acked = {
+        (m.key() or b"").decode()
+        for m in _records(run, context_topics("retail", run.prefix).projected)
+    }
+    assert sent <= acked
 
 
 def _batches(process: SinkProcess) -> float:

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from topologies.retail.domain import retail
 
-from streamfold.sink.ddl import Column, aggregate_tables
+from streamfold.sink.ddl import aggregate_tables
 from streamfold.sink.target import ClickHouseTarget
+from streamfold.sink.types import Column
 
 pytestmark = pytest.mark.integration
 

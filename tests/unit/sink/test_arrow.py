@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from streamfold.sink.arrow import ArrowConversionError, arrow_schema, arrow_table
-from streamfold.sink.ddl import Column, TableSpec
+from streamfold.sink.ddl import TableSpec
 from streamfold.sink.target import ClickHouseTarget
+from streamfold.sink.types import Column
 
 pytestmark = pytest.mark.unit
 

@@ -15,15 +15,17 @@ from streamfold.contracts.avro import avro_schema
 from streamfold.contracts.results import CommandResult
 from streamfold.domain import BoundedContext, Event, State
 from streamfold.sink.ddl import (
-    Column,
-    ProjectionSchemaError,
     TableSpec,
     aggregate_tables,
-    clickhouse_type,
-    column_value,
     commands_view_sql,
     context_tables,
     projection_ddl,
+)
+from streamfold.sink.types import (
+    Column,
+    ProjectionSchemaError,
+    clickhouse_type,
+    column_value,
     row_converter,
 )
 
