@@ -333,6 +333,18 @@ class Aggregate(Generic[S]):
             builtin = (self.soft_delete.deleted, self.soft_delete.recovered)
         return (*self._evolvers, *builtin)
 
+    @property
+    def deletion(self) -> SoftDelete:
+        """The soft-delete messages of an aggregate declared with ``soft_delete=True``, typed:
+        ``deletion.delete(aggregate_id=..., reason=...)`` is its delete command (a
+        :class:`~streamfold.domain.messages.DeleteAggregate`), ``deletion.deleted`` its event,
+        ``deletion.recover`` and ``deletion.recovered`` the way back. A
+        :class:`~streamfold.errors.ConfigurationError` for an aggregate without soft delete.
+        """
+        if self.soft_delete is None:
+            raise ConfigurationError(f"{self!r} has no soft delete (declare soft_delete=True)")
+        return self.soft_delete
+
     def creates(self, command: type[Command]) -> bool:
         """Whether ``command`` may create the aggregate."""
         decider = self._deciders.get(command)

@@ -9,7 +9,7 @@
 :meth:`Aggregate.handle` — the very code path a worker runs. Expectations raise
 ``AssertionError`` with a message that says what differs: the number of events first, then the
 event index and the field path (``event 1 (SaleRecorded): amount: expected 6.00, got 4.00``).
-Each ``expect_*`` returns the outcome, so expectations chain.
+Each ``expect_*`` returns the :class:`AggregateResult`, so expectations chain.
 
 The subject is the first argument: given a saga, ``given`` starts a saga scenario
 (``given(saga, *events).when(event).expect_commands(...)``, see
@@ -29,7 +29,7 @@ from streamfold.errors import Rejected
 from streamfold.testing.diff import diff
 from streamfold.testing.sagas import SagaGiven, given_saga
 
-__all__ = ["Given", "Outcome", "given"]
+__all__ = ["AggregateResult", "Given", "given"]
 
 S = TypeVar("S", bound=State)
 
@@ -93,7 +93,9 @@ class Given(Generic[S]):
         self.aggregate = aggregate
         self.snapshot = snapshot
 
-    def when_timer(self, name: str, due: datetime, metadata: Metadata | None = None) -> Outcome[S]:
+    def when_timer(
+        self, name: str, due: datetime, metadata: Metadata | None = None
+    ) -> AggregateResult[S]:
         """Fire the aggregate's timer ``name`` due at ``due``, as a worker would then."""
         snap = self.snapshot
         meta = metadata or Metadata(issued_at=due)
@@ -107,13 +109,13 @@ class Given(Generic[S]):
                 deleted=snap.deleted,
             )
         except Rejected as rejected:
-            return Outcome(TimerFired(name, due), None, rejected)
+            return AggregateResult(TimerFired(name, due), None, rejected)
         if decision is None:
             empty: Decision[S] = Decision("given", (), snap.state, snap.version, snap.deleted)
-            return Outcome(TimerFired(name, due), empty, None)
-        return Outcome(TimerFired(name, due), decision, None)
+            return AggregateResult(TimerFired(name, due), empty, None)
+        return AggregateResult(TimerFired(name, due), decision, None)
 
-    def when(self, command: Command, metadata: Metadata | None = None) -> Outcome[S]:
+    def when(self, command: Command, metadata: Metadata | None = None) -> AggregateResult[S]:
         """Handle ``command`` as a worker would; a rejection is captured, not raised."""
         snap = self.snapshot
         try:
@@ -121,11 +123,11 @@ class Given(Generic[S]):
                 snap.state, snap.version, command, metadata, deleted=snap.deleted
             )
         except Rejected as rejected:
-            return Outcome(command, None, rejected)
-        return Outcome(command, decision, None)
+            return AggregateResult(command, None, rejected)
+        return AggregateResult(command, decision, None)
 
 
-class Outcome(Generic[S]):
+class AggregateResult(Generic[S]):
     """What happened to the command; assert on it with the ``expect_*`` methods."""
 
     def __init__(
@@ -158,7 +160,7 @@ class Outcome(Generic[S]):
         """The state after the command (fails if the command was rejected)."""
         return self._accepted("a state").state
 
-    def expect_events(self, *expected: Event) -> Outcome[S]:
+    def expect_events(self, *expected: Event) -> AggregateResult[S]:
         """Expect exactly these events, in order (none: the command changes nothing)."""
         __tracebackhide__ = True
         actual = self._accepted(f"{len(expected)} event(s)").events
@@ -175,7 +177,7 @@ class Outcome(Generic[S]):
                 )
         return self
 
-    def expect_state(self, expected: S | None) -> Outcome[S]:
+    def expect_state(self, expected: S | None) -> AggregateResult[S]:
         """Expect the state after the command to equal ``expected``."""
         __tracebackhide__ = True
         differences = diff(expected, self._accepted("a state").state)
@@ -183,7 +185,7 @@ class Outcome(Generic[S]):
             raise AssertionError("state: " + "; ".join(differences))
         return self
 
-    def expect_version(self, version: int) -> Outcome[S]:
+    def expect_version(self, version: int) -> AggregateResult[S]:
         """Expect the aggregate's version after the command."""
         __tracebackhide__ = True
         actual = self._accepted(f"version {version}").version
@@ -193,7 +195,7 @@ class Outcome(Generic[S]):
 
     def expect_timer(
         self, name: str, *, at: datetime | None = None, cancelled: bool = False
-    ) -> Outcome[S]:
+    ) -> AggregateResult[S]:
         """Expect the decision to set the aggregate's timer ``name`` (due ``at``, if given)
         or, with ``cancelled``, to cancel it."""
         __tracebackhide__ = True
@@ -206,14 +208,14 @@ class Outcome(Generic[S]):
             raise AssertionError(f"timer {name!r}: expected due {at}, got {timers[name]}")
         return self
 
-    def expect_deleted(self, deleted: bool = True) -> Outcome[S]:
+    def expect_deleted(self, deleted: bool = True) -> AggregateResult[S]:
         """Expect the aggregate to be (or not be) soft-deleted after the command."""
         __tracebackhide__ = True
         if self._accepted("a deleted flag").deleted != deleted:
             raise AssertionError(f"expected deleted={deleted}")
         return self
 
-    def expect_rejected(self, code: str, message: str | None = None) -> Outcome[S]:
+    def expect_rejected(self, code: str, message: str | None = None) -> AggregateResult[S]:
         """Expect a rejection with ``code`` (and, if given, ``message`` within its message)."""
         __tracebackhide__ = True
         if self.rejection is None:

@@ -6,17 +6,9 @@ from typing import Any
 
 import pytest
 
-from streamfold.domain import (
-    BoundedContext,
-    Command,
-    Event,
-    HandlerContractError,
-    Metadata,
-    Rejected,
-    Snapshot,
-    State,
-)
-from streamfold.errors import ConfigurationError
+from streamfold.domain import BoundedContext, Command, Event, Metadata, Rejected, State
+from streamfold.domain.aggregate import Snapshot
+from streamfold.errors import ConfigurationError, HandlerContractError
 
 pytestmark = pytest.mark.unit
 
@@ -175,7 +167,7 @@ def test_id_function_must_return_a_non_empty_string() -> None:
 
 def test_soft_delete_messages_are_named_after_the_state() -> None:
     _, accounts = make()
-    soft = accounts.soft_delete
+    soft = accounts.deletion
     names = [soft.delete, soft.deleted, soft.recover, soft.recovered]
     assert [m.__name__ for m in names] == [
         "DeleteAccount",
@@ -189,7 +181,7 @@ def test_soft_delete_messages_are_named_after_the_state() -> None:
 
 def test_soft_delete_lifecycle() -> None:
     _, accounts = make()
-    soft = accounts.soft_delete
+    soft = accounts.deletion
     deleted = accounts.handle(OPEN, 1, soft.delete(aggregate_id="a1", reason="fraud"))
     assert deleted.events == (soft.deleted(aggregate_id="a1", reason="fraud"),)
     assert (deleted.state, deleted.version, deleted.deleted) == (OPEN, 2, True)
@@ -206,6 +198,13 @@ def test_soft_delete_lifecycle() -> None:
     assert (recovered.version, recovered.deleted) == (3, False)
 
 
+def test_the_soft_delete_messages_of_an_aggregate_without_soft_delete_are_a_clear_error() -> None:
+    bank = BoundedContext("bank2", namespace="io.streamfold.test.bank2")
+    plain = bank.aggregate("account", state=Account, id="account")
+    with pytest.raises(ConfigurationError, match="has no soft delete"):
+        _ = plain.deletion
+
+
 @pytest.mark.parametrize(
     ("state", "command", "code"),
     [
@@ -216,7 +215,7 @@ def test_soft_delete_lifecycle() -> None:
 )
 def test_soft_delete_rejections(state: Account | None, command: str, code: str) -> None:
     _, accounts = make()
-    message = getattr(accounts.soft_delete, command)(aggregate_id="a1")
+    message = getattr(accounts.deletion, command)(aggregate_id="a1")
     with pytest.raises(Rejected) as rejected:
         accounts.handle(state, 0 if state is None else 1, message)
     assert rejected.value.code == code

@@ -6,18 +6,9 @@ from typing import Any
 
 import pytest
 
-from streamfold.domain import (
-    BoundedContext,
-    Command,
-    Decision,
-    Event,
-    HandlerContractError,
-    Metadata,
-    Rejected,
-    State,
-)
-from streamfold.domain.aggregate import Next
-from streamfold.errors import ConfigurationError
+from streamfold.domain import BoundedContext, Command, Event, Metadata, Rejected, State
+from streamfold.domain.aggregate import Decision, Next
+from streamfold.errors import ConfigurationError, HandlerContractError
 from streamfold.testing import given
 
 pytestmark = pytest.mark.unit

@@ -49,3 +49,37 @@ def test_importing_streamfold_loads_no_domain_code() -> None:
     probe = "import sys, streamfold; print(sorted(m for m in sys.modules if 'streamfold.' in m))"
     done = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_the_domain_package_exports_only_the_domain_names() -> None:
+    assert sorted(streamfold.domain.__all__) == sorted(set(streamfold.__all__) - {"__version__"})
+
+
+@pytest.mark.parametrize(
+    ("name", "home"),
+    [
+        ("SoftDelete", "streamfold.domain.aggregate"),
+        ("Snapshot", "streamfold.domain.aggregate"),
+        ("Decision", "streamfold.domain.aggregate"),
+        ("HandlerContractError", "streamfold.errors"),
+        ("DeleteAggregate", "streamfold.domain.messages"),
+        ("RecoverAggregate", "streamfold.domain.messages"),
+        ("AggregateDeleted", "streamfold.domain.messages"),
+        ("AggregateRecovered", "streamfold.domain.messages"),
+    ],
+)
+def test_an_internal_name_still_imports_from_the_domain_package_with_a_warning(
+    name: str, home: str
+) -> None:
+    with pytest.warns(DeprecationWarning, match=f"import it from {home}"):
+        value = getattr(streamfold.domain, name)
+    assert value is getattr(sys.modules[home], name)
+
+
+def test_the_aggregate_scenario_result_no_longer_shares_a_name_with_a_command_outcome() -> None:
+    import streamfold.testing  # noqa: PLC0415
+
+    assert "Outcome" not in streamfold.testing.__all__
+    with pytest.warns(DeprecationWarning, match="now streamfold.testing.AggregateResult"):
+        renamed = streamfold.testing.Outcome  # type: ignore[attr-defined]
+    assert renamed is streamfold.testing.AggregateResult

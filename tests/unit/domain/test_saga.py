@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from streamfold.domain import BoundedContext, Command, Event, HandlerContractError, State
+from streamfold.domain import BoundedContext, Command, Event, State
 from streamfold.domain.saga import (
     CommandOutcome,
     Decided,
@@ -21,7 +21,7 @@ from streamfold.domain.saga import (
     is_cancelled,
     saga_command_id,
 )
-from streamfold.errors import ConfigurationError
+from streamfold.errors import ConfigurationError, HandlerContractError
 
 pytestmark = pytest.mark.unit
 

@@ -133,8 +133,7 @@ def test_change_price_of_unknown_item_is_rejected() -> None:
 
 
 def test_discontinued_item_refuses_price_changes_until_recovered() -> None:
-    soft = items.soft_delete
-    assert soft is not None
+    soft = items.deletion
     deleted = soft.deleted(aggregate_id="apple", reason="season over")
     given(items, APPLE).when(soft.delete(aggregate_id="apple", reason="season over")).expect_events(
         deleted
