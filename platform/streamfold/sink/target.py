@@ -153,6 +153,8 @@ class ClickHouseTarget:
     port answers ``streamfold sql``).
     """
 
+    decodes_avro = True  # ClickHouse reads the framed rows itself (insert_avro)
+
     def __init__(
         self, target: str, database: str, username: str | None = None, password: str | None = None
     ) -> None:
@@ -163,8 +165,6 @@ class ClickHouseTarget:
         self._client: Client | None = None
         self._lock = threading.Lock()
         self._arrow_schemas: dict[TableSpec, Any] = {}
-
-    decodes_avro = True
 
     def describe(self) -> str:
         return redacted(self.target)
