@@ -99,7 +99,7 @@ def place(state: Order | None, cmd: Place) -> Placed:
     return Placed(order_id=cmd.order_id, amount=cmd.amount, due_ms=cmd.due_ms)
 
 
-@orders.evolves(Placed, creates=True)
+@orders.evolves(Placed)
 def placed(state: Order | None, event: Placed) -> Order:
     return Order(order_id=event.order_id, amount=event.amount)
 
@@ -109,7 +109,7 @@ def record(state: Entry | None, cmd: Record) -> Recorded:
     return Recorded(entry_id=cmd.entry_id, amount=cmd.amount)
 
 
-@ledger.evolves(Recorded, creates=True)
+@ledger.evolves(Recorded)
 def recorded(state: Entry | None, event: Recorded) -> Entry:
     return Entry(entry_id=event.entry_id, total=(state.total if state else 0) + event.amount)
 

@@ -48,7 +48,7 @@ def register_supplier(state: Supplier | None, cmd: RegisterSupplier) -> Supplier
     return SupplierRegistered(**cmd.model_dump())
 
 
-@suppliers.evolves(SupplierRegistered, creates=True)
+@suppliers.evolves(SupplierRegistered)
 def supplier_registered(state: Supplier | None, event: SupplierRegistered) -> Supplier:
     return Supplier(**event.model_dump())
 
@@ -96,7 +96,7 @@ def change_price(state: Item, cmd: ChangePrice) -> list[PriceChanged]:
     return [] if cmd.price == state.price else [changed]
 
 
-@items.evolves(ItemAdded, creates=True)
+@items.evolves(ItemAdded)
 def item_added(state: Item | None, event: ItemAdded) -> Item:
     return Item(**event.model_dump())
 
@@ -280,7 +280,7 @@ def adjust_stock(state: StoreStock, cmd: AdjustStock, meta: Metadata) -> StockAd
     )
 
 
-@stock.evolves(SupplyReceived, creates=True)
+@stock.evolves(SupplyReceived)
 def supply_received(state: StoreStock | None, event: SupplyReceived) -> StoreStock:
     if state is None:
         return StoreStock(store_id=event.store_id, item_id=event.item_id, on_hand=event.quantity)
@@ -380,7 +380,7 @@ def change_order(state: PurchaseOrder, cmd: OrderChange) -> Event:
     return PurchaseOrderReordered(po_id=cmd.po_id)
 
 
-@orders.evolves(PurchaseOrderRaised, creates=True)
+@orders.evolves(PurchaseOrderRaised)
 def order_raised(state: PurchaseOrder | None, event: PurchaseOrderRaised) -> PurchaseOrder:
     return PurchaseOrder(**event.model_dump())
 
@@ -448,7 +448,7 @@ def close_purchase(state: Purchase, cmd: ClosePurchase) -> PurchaseClosed:
     )
 
 
-@purchases.evolves(PurchasePlaced, creates=True)
+@purchases.evolves(PurchasePlaced)
 def purchase_placed(state: Purchase | None, event: PurchasePlaced) -> Purchase:
     return Purchase(**event.model_dump())
 
@@ -510,6 +510,6 @@ def invoice(state: Invoice | None, cmd: IssueInvoice | RecordPayment | VoidInvoi
     return InvoiceChanged(purchase_id=cmd.purchase_id, status=status, amount=state.amount)
 
 
-@invoices.evolves(InvoiceChanged, creates=True)
+@invoices.evolves(InvoiceChanged)
 def invoice_changed(state: Invoice | None, event: InvoiceChanged) -> Invoice:
     return Invoice(**event.model_dump())

@@ -4,17 +4,26 @@ Declaration (see :meth:`streamfold.domain.context.BoundedContext.aggregate`)::
 
     stock = retail.aggregate("store_stock", state=StoreStock, id=lambda c: f"{c.store}/{c.item}")
 
-    @stock.decides(RecordSale)                    # creates=True if it may create the aggregate
-    def record_sale(state: StoreStock | None, cmd: RecordSale) -> SaleRecorded: ...
+    @stock.decides(ReceiveSupply, creates=True)   # the command may create the aggregate
+    def receive_supply(state: StoreStock | None, cmd: ReceiveSupply) -> SupplyReceived: ...
 
-    @stock.evolves(SaleRecorded)                  # creates=True if it may be the first event
-    def apply_sale(state: StoreStock | None, event: SaleRecorded) -> StoreStock: ...
+    @stock.evolves(SupplyReceived)                # `| None`: it may be the first event
+    def supply_received(state: StoreStock | None, event: SupplyReceived) -> StoreStock: ...
+
+    @stock.decides(RecordSale)                    # runs only on an existing aggregate
+    def record_sale(state: StoreStock, cmd: RecordSale) -> SaleRecorded: ...
 
 The decorators register the function and return it unchanged, so it stays an ordinary,
 type-checked, directly testable function. A decide function may declare a third parameter to
-receive the command's :class:`~streamfold.domain.messages.Metadata`. The ``creates`` flags
-make "may this exist yet?" explicit: a decide or evolve without it never sees ``None`` state,
-so it may annotate its state parameter as non-optional.
+receive the command's :class:`~streamfold.domain.messages.Metadata`.
+
+Creation is declared once, on the command: ``decides(..., creates=True)`` lets the command
+run on an aggregate that does not exist yet (any other gets ``not_found`` first, so its
+decide never sees ``None`` and may annotate its state as non-optional). An evolve function
+says by its own signature whether its event may be the first: a state parameter annotated
+``State | None`` (or ``Optional``, or ``Any``) receives ``None`` for the first event; one
+annotated ``State`` never does (folding its event onto no state is a contract error). An
+unannotated evolve function takes ``evolves(..., creates=True)`` to say the same.
 
 Execution: :meth:`Aggregate.handle` is the single code path that the test kit and the worker
 both run. Its steps, in order:
@@ -37,6 +46,7 @@ next)`` and returns the decision, calling ``next(command, metadata)`` to go on (
 from __future__ import annotations
 
 import inspect
+import re
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -233,11 +243,13 @@ class Aggregate(Generic[S]):
 
         return register
 
-    def evolves(self, event: type[Event], *, creates: bool = False) -> Callable[[F], F]:
+    def evolves(self, event: type[Event], *, creates: bool | None = None) -> Callable[[F], F]:
         """Register an evolve function ``(state | None, event) -> state``.
 
-        ``creates=True`` marks an event that may be the aggregate's first (its state is then
-        ``None``); folding any other event onto no state is a contract error.
+        Its event may be the aggregate's first (its state is then ``None``) when its state
+        parameter is annotated to admit ``None``, or with ``creates=True`` (which wins over
+        the annotation, as ``creates=False`` does); folding any other event onto no state is
+        a contract error.
         """
         if not (isinstance(event, type) and issubclass(event, Event)):
             raise ConfigurationError(f"{self!r}: evolves() takes an Event type, got {event!r}")
@@ -248,7 +260,8 @@ class Aggregate(Generic[S]):
             if event in self._evolvers:
                 raise ConfigurationError(f"{self!r}: {event.__name__} already has an evolve")
             self._claim_type(event)
-            self._evolvers[event] = _Evolver(fn, creates)
+            may_create = creates if creates is not None else _admits_none(fn, params[0])
+            self._evolvers[event] = _Evolver(fn, may_create)
             return fn
 
         return register
@@ -476,8 +489,9 @@ class Aggregate(Generic[S]):
             raise HandlerContractError(f"{self!r} has no evolve for {type(event).__name__}")
         if state is None and not evolver.creates:
             raise HandlerContractError(
-                f"{type(event).__name__} cannot be the first event of {self.name} "
-                "(declare evolves(..., creates=True) if it may create it)"
+                f"{type(event).__name__} cannot be the first event of {self.name} (annotate "
+                f"the state of {evolver.fn.__qualname__} as {self.state_type.__name__} | None "
+                "if it may create it)"
             )
         new_state = evolver.fn(state, event)
         if not isinstance(new_state, self.state_type):
@@ -536,6 +550,23 @@ def _positional_params(
             f"{role} {fn.__qualname__} must take {want} positional parameters, got {len(params)}"
         )
     return params
+
+
+_ADMITS_NONE = re.compile(r"\bNone\b|\bOptional\[|^(typing\.)?Any$|^object$")
+
+
+def _admits_none(fn: Callable[..., Any], param: inspect.Parameter) -> bool:
+    """Whether the annotation of ``param`` admits None (``X | None``, ``Optional[X]``,
+    ``Any``); False for none at all. A string annotation (postponed evaluation) is read as
+    written, so a name defined later in the module needs no resolving."""
+    annotation = param.annotation
+    if annotation is inspect.Parameter.empty:
+        return False
+    if isinstance(annotation, str):
+        return _ADMITS_NONE.search(annotation.strip()) is not None
+    if annotation is Any or annotation is object or annotation is None:
+        return True
+    return type(None) in typing.get_args(annotation)
 
 
 def _check_annotation(

@@ -38,7 +38,7 @@ def poke(state: Widget | None, cmd: Poke) -> Poked:
     return Poked(widget_id=cmd.widget_id, grow=cmd.grow)
 
 
-@widgets.evolves(Poked, creates=True)
+@widgets.evolves(Poked)
 def poked(state: Widget | None, event: Poked) -> Widget:
     pokes, payload = (state.pokes, state.payload) if state else (0, "")
     return Widget(widget_id=event.widget_id, pokes=pokes + 1, payload=payload + "x" * event.grow)

@@ -103,7 +103,7 @@ def released(state: Reminder, event: Released) -> Reminder:
     return state
 
 
-@reminders.evolves(Scheduled, creates=True)
+@reminders.evolves(Scheduled)
 def scheduled(state: Reminder | None, event: Scheduled) -> Reminder:
     return Reminder(reminder_id=event.reminder_id, delay_seconds=event.delay_seconds)
 

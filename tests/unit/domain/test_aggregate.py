@@ -51,7 +51,7 @@ def make() -> tuple[BoundedContext, Any]:
             raise Rejected("invalid_amount", f"{meta.principal} sent {cmd.amount}")
         return [Deposited(account=cmd.account, amount=cmd.amount)] * 2
 
-    @accounts.evolves(Opened, creates=True)
+    @accounts.evolves(Opened)  # its state admits None: Opened may be the first event
     def opened(state: Account | None, event: Opened) -> Account:
         return Account(account=event.account)
 
@@ -120,6 +120,58 @@ def test_event_that_cannot_come_first_is_a_contract_error() -> None:
     _, accounts = make()
     with pytest.raises(HandlerContractError, match="cannot be the first event"):
         accounts.fold([Deposited(account="a1", amount=3)])
+
+
+def test_the_contract_error_says_how_to_let_an_event_come_first() -> None:
+    _, accounts = make()
+    with pytest.raises(
+        HandlerContractError, match=r"annotate the state of .*deposited as Account \| None"
+    ):
+        accounts.fold([Deposited(account="a1", amount=3)])
+
+
+@pytest.mark.parametrize(
+    ("annotation", "creates", "first"),
+    [
+        ("Account | None", None, True),
+        ("Optional[Account]", None, True),
+        ("Any", None, True),
+        ("Account", None, False),
+        (None, None, False),  # unannotated: strict unless declared
+        (None, True, True),
+        ("Account", True, True),  # the flag wins over the annotation
+        ("Account | None", False, False),
+    ],
+)
+def test_whether_an_event_may_come_first_is_read_from_its_evolve_s_signature(
+    annotation: str | None, creates: bool | None, first: bool
+) -> None:
+    bank = BoundedContext("bank3", namespace="io.test.bank3")
+    accounts = bank.aggregate("account", state=Account, id="account")
+
+    def opened(state, event):  # type: ignore[no-untyped-def]
+        return Account(account=event.account)
+
+    if annotation is not None:
+        opened.__annotations__ = {"state": annotation, "event": "Opened", "return": "Account"}
+    accounts.evolves(Opened, **({} if creates is None else {"creates": creates}))(opened)
+    if first:
+        assert accounts.fold([Opened(account="a1")]).state == Account(account="a1")
+    else:
+        with pytest.raises(HandlerContractError, match="cannot be the first event"):
+            accounts.fold([Opened(account="a1")])
+
+
+def test_a_resolved_annotation_is_read_too() -> None:
+    bank = BoundedContext("bank4", namespace="io.test.bank4")
+    accounts = bank.aggregate("account", state=Account, id="account")
+
+    def opened(state: Account | None, event: Opened) -> Account:
+        return Account(account=event.account)
+
+    opened.__annotations__ = {"state": Account | None, "event": Opened, "return": Account}
+    accounts.evolves(Opened)(opened)
+    assert accounts.fold([Opened(account="a1")]).version == 1
 
 
 def test_unknown_command_and_event_are_contract_errors() -> None:

@@ -66,7 +66,7 @@ def expire(state: Seat, timer: TimerFired) -> list[Event]:
     return [Expired(seat_id=state.seat_id)] if state.status == "reserved" else []
 
 
-@seats.evolves(Reserved, creates=True)
+@seats.evolves(Reserved)
 def reserved(state: Seat | None, event: Reserved) -> Seat:
     return Seat(seat_id=event.seat_id, status="reserved")
 

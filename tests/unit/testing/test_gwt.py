@@ -52,7 +52,7 @@ def add(state: Cart | None, cmd: Add) -> list[Event]:
     return [Added(cart=cmd.cart, sku=cmd.sku, qty=cmd.qty), Noted(cart=cmd.cart)]
 
 
-@carts.evolves(Added, creates=True)
+@carts.evolves(Added)
 def added(state: Cart | None, event: Added) -> Cart:
     lines = [*(state.lines if state else []), Line(sku=event.sku, qty=event.qty)]
     return Cart(cart=event.cart, lines=lines)
