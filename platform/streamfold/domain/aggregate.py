@@ -260,7 +260,7 @@ class Aggregate(Generic[S]):
             if event in self._evolvers:
                 raise ConfigurationError(f"{self!r}: {event.__name__} already has an evolve")
             self._claim_type(event)
-            may_create = creates if creates is not None else _admits_none(fn, params[0])
+            may_create = creates if creates is not None else _admits_none(params[0])
             self._evolvers[event] = _Evolver(fn, may_create)
             return fn
 
@@ -555,7 +555,7 @@ def _positional_params(
 _ADMITS_NONE = re.compile(r"\bNone\b|\bOptional\[|^(typing\.)?Any$|^object$")
 
 
-def _admits_none(fn: Callable[..., Any], param: inspect.Parameter) -> bool:
+def _admits_none(param: inspect.Parameter) -> bool:
     """Whether the annotation of ``param`` admits None (``X | None``, ``Optional[X]``,
     ``Any``); False for none at all. A string annotation (postponed evaluation) is read as
     written, so a name defined later in the module needs no resolving."""
