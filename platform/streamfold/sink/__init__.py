@@ -10,6 +10,8 @@ The modules, from the types up:
 - ``batches`` and ``progress``: the batches a sink makes durable, their intents, and whether
   a sink has caught up;
 - ``target``: the ClickHouse side (chDB or a server over HTTP);
+- ``sources``: a source topic of the sink and how a batch's rows reach a table (framed or
+  decoded in Python);
 - ``connector``: the sink's loop; ``process``: the sink as a process; ``spec``: its YAML;
 - ``queries`` (the query port), ``named_queries`` (the checked-in SQL of reports and the
   API) and ``rebuild`` (a table rebuilt from the events, swapped in atomically).

@@ -48,7 +48,6 @@ import gc
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -66,8 +65,9 @@ from streamfold.observability.logging import get_logger
 from streamfold.sink.batches import Ack, Batch, Intent, Pending, intent, parse_intent
 from streamfold.sink.ddl import TableSpec, aggregate_tables, commands_view_sql, context_tables
 from streamfold.sink.metrics import SinkMetrics
-from streamfold.sink.passthrough import AvroPart, Framer
-from streamfold.sink.rows import RowBuilder, builders_for, row_width
+from streamfold.sink.passthrough import Framer
+from streamfold.sink.rows import RowBuilder, builders_for
+from streamfold.sink.sources import BatchRows, Source
 from streamfold.sink.spec import ConnectorSpec
 from streamfold.sink.target import SinkTarget, TargetError, TargetUnavailableError
 from streamfold.transport.admin import (
@@ -121,11 +121,6 @@ _TIMEOUT = 30.0
 #: Records per ``consume`` call: one call per this many records, not per record.
 _CONSUME_BATCH = 10_000
 _GC_THRESHOLD0 = 50_000
-#: Below this many rows a framed batch is inserted decoded in Python: in chDB here a framed
-#: insert of 100 rows took 11-16 ms (state_last) and 15-22 ms (events), an Arrow insert of
-#: the decoded rows 7-12 ms; Python decodes ~13 µs a row, so the framed path wins from
-#: about 500 rows.
-_FRAMED_MIN_ROWS = 500
 
 
 class _GroupMovedOn(RetryableError):
@@ -144,81 +139,6 @@ class ProjectedAck(BaseModel):
     version: int
     outcome: str
     projected_at: AwareDatetime
-
-
-@dataclass(slots=True)
-class _Source:
-    """One source topic: how to build its rows, and the tables they go to.
-
-    With a ``framer`` (events and state) records are framed for ClickHouse to decode
-    (:mod:`streamfold.sink.passthrough`), and ``build`` decodes them in Python only for a
-    batch the framed path cannot take.
-    """
-
-    build: RowBuilder
-    tables: tuple[TableSpec, ...]
-    #: How many of ``tables`` (the first ones) the acks of its rows stand for.
-    acked_by: int = 0
-    framer: Framer | None = None
-    #: Its place in a flush: the state is inserted first (most acks wait for state_last).
-    order: int = 0
-    #: How many columns its rows hold while pending (:func:`~streamfold.sink.rows.row_width`).
-    width: int = 0
-
-    def __post_init__(self) -> None:
-        widths = {row_width(t) for t in self.tables}
-        if len(widths) != 1:
-            raise ValueError(f"the tables {[t.name for t in self.tables]} differ in columns")
-        self.width = widths.pop()
-
-    def pending(self, first: int = -1, since: float = 0.0) -> Pending:
-        return Pending(0 if self.framer is not None else self.width, first=first, since=since)
-
-    @property
-    def read(self) -> RowBuilder:
-        """What reads a record into a :class:`Pending`: the framer, if the source has one."""
-        return self.framer.build if self.framer is not None else self.build
-
-
-class _Rows:
-    """One batch's rows for the source's tables: framed parts, or columns decoded in Python
-    (built once, for every table, when first needed)."""
-
-    def __init__(self, source: _Source, batch: Batch) -> None:
-        self.source = source
-        self.batch = batch
-        self.python = source.framer is None
-        self._columns: list[list[Any]] | None = None
-
-    @property
-    def count(self) -> int:
-        return sum(pending.rows for _, pending in self.batch.members)
-
-    def parts(self, table: int) -> list[AvroPart] | None:
-        if self.python or self.source.framer is None:
-            return None
-        if self.count < _FRAMED_MIN_ROWS:  # a small batch: the fixed cost of a file dominates
-            self.python = True
-            return None
-        parts = self.source.framer.parts([m for _, m in self.batch.members], table)
-        if parts is None:
-            self.python = True
-        return parts
-
-    def columns(self) -> list[list[Any]]:
-        if self._columns is None:
-            if self.source.framer is None:
-                self._columns = self.batch.columns()
-            else:
-                decoded = []
-                framer = self.source.framer
-                for partition, framed in self.batch.members:
-                    rows = Pending(self.source.width, first=framed.first, last=framed.last)
-                    for message in framer.messages(framed):
-                        self.source.build(message, message.offset() or 0, rows)
-                    decoded.append((partition, rows))
-                self._columns = Batch(self.batch.topic, decoded).columns()
-        return self._columns
 
 
 class SinkConnector:
@@ -246,7 +166,7 @@ class SinkConnector:
         self.metrics = metrics or SinkMetrics()
         self._sleep = sleep
         self._hold_file = hold_file
-        self.sources: dict[str, _Source] = {}
+        self.sources: dict[str, Source] = {}
         self.tables: list[TableSpec] = list(context_tables(context))
         by_kind = {t.kind: t for t in self.tables}
         framed = target.decodes_avro
@@ -257,14 +177,14 @@ class SinkConnector:
             rows = builders_for(context, aggregate, codec)
             events = (own["events"],)
             accepts = {full_name(m, context.namespace): m.__name__ for m in aggregate.events}
-            self.sources[topics.events] = _Source(
+            self.sources[topics.events] = Source(
                 rows.events(own["events"]),
                 events,
                 framer=Framer(codec, events, topics.events, accepts) if framed else None,
                 order=2,
             )
             state = (own["state_last"], own["state"])
-            self.sources[topics.state] = _Source(
+            self.sources[topics.state] = Source(
                 rows.state(own["state_last"]),
                 state,
                 1,
@@ -275,8 +195,8 @@ class SinkConnector:
                 ),
             )
             results = (by_kind["command_results"],)
-            self.sources[topics.results] = _Source(rows.results(), results, 1, order=1)
-            self.sources[topics.commands] = _Source(
+            self.sources[topics.results] = Source(rows.results(), results, 1, order=1)
+            self.sources[topics.commands] = Source(
                 rows.commands(), (by_kind["command_log"],), order=3
             )
         self.projected_topic = context_topics(context.name, spec.topic_prefix).projected
@@ -469,7 +389,7 @@ class SinkConnector:
         all_pending, bounds = self._pending, self._bounds
         # A fetch returns runs of one partition's records: the run's pending rows are
         # looked up once per run, unless a replay is under way (it may end inside a run).
-        run: tuple[str, int, _Source, Pending, RowBuilder] | None = None
+        run: tuple[str, int, Source, Pending, RowBuilder] | None = None
         for message in messages:
             error = message.error()
             if error is not None:
@@ -589,11 +509,11 @@ class SinkConnector:
         ranges of its batch: its token cannot be formed again) a table that holds rows of the
         range already is left alone: the batch's insert into it landed, atomically.
         """
-        later: list[tuple[_Rows, int, str]] = []
+        later: list[tuple[BatchRows, int, str]] = []
         batches.sort(key=lambda b: (self.sources[b.topic].order, b.topic))
         for batch in batches:
             source = self.sources[batch.topic]
-            rows = _Rows(source, batch)
+            rows = BatchRows(source, batch)
             for index, table in enumerate(source.tables):
                 if check_landed and self._landed(table, batch):
                     continue
@@ -681,7 +601,7 @@ class SinkConnector:
         self._intents.pop(key, None)
         self._replayed.pop(key, None)
 
-    def _insert(self, rows: _Rows, index: int, token: str) -> None:
+    def _insert(self, rows: BatchRows, index: int, token: str) -> None:
         """Insert a batch's rows into the source's table number ``index``: framed for
         ClickHouse to decode when it can, else (or when ClickHouse refuses the framed rows,
         a corrupt record, say) decoded in Python; the same token either way."""
