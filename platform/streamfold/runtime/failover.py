@@ -11,8 +11,14 @@ So each worker writes its transactional id into the metadata of every offset it 
 (:func:`owner_metadata`), and its consumer's ``client.id`` carries the same id. A worker
 assigned partitions (:meth:`Successor.take_over`):
 
-1. reads the last *stable* commits of those partitions and their metadata: the
-   transactional ids of their last owners;
+1. reads the last committed offsets of those partitions and their metadata: the
+   transactional ids of their last owners. They are read with a consumer of the group that
+   never joins it (``read_uncommitted``, so an open transaction's pending offsets do not
+   hold the answer up), not with the admin client's ``list_consumer_group_offsets``:
+   librdkafka crashes the process (a segfault in its main thread) when that call's answer
+   is ``NOT_COORDINATOR``, which is what a coordinator that moves with a lost broker
+   answers. Its handler asks the client's consumer group for a new coordinator, and an
+   admin client has none (confluentinc/librdkafka#5040, still open in 2.16);
 2. asks the group who is in it now;
 3. for each last owner that is neither this worker nor a member of the group, initialises a
    producer with that transactional id and closes it: the broker aborts the open
@@ -41,8 +47,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from confluent_kafka import (
+    Consumer,
     ConsumerGroupState,
-    ConsumerGroupTopicPartitions,
     KafkaException,
     Producer,
     TopicPartition,
@@ -90,8 +96,21 @@ class Successor:
         self._group_id = group_id
         self._transactional_id = transactional_id
         self._admin = AdminClient(settings.admin_config())
+        self._offsets = Consumer(
+            settings.consumer_config(
+                group_id,
+                **{
+                    "isolation.level": "read_uncommitted",
+                    "client.id": f"{settings.client_id}.successor",
+                },
+            )
+        )
         #: Transactional ids fenced so far, for the log and the tests' record.
         self.fenced: list[str] = []
+
+    def close(self) -> None:
+        """Close the offsets reader (it never joined the group: nothing to leave)."""
+        self._offsets.close()
 
     def take_over(self, partitions: Sequence[TopicPartition]) -> list[str]:
         """Fence the last owners of ``partitions`` that have left the group; return them."""
@@ -119,18 +138,8 @@ class Successor:
 
     def _last_owners(self, partitions: Sequence[TopicPartition]) -> set[str]:
         asked = [TopicPartition(tp.topic, tp.partition) for tp in partitions]
-        request = ConsumerGroupTopicPartitions(self._group_id, asked)
-        futures = self._admin.list_consumer_group_offsets(
-            [request], require_stable=False, request_timeout=_LOOKUP_TIMEOUT
-        )
-        owners = set()
-        for future in futures.values():
-            answer: Any = future.result()
-            for tp in answer.topic_partitions:
-                owner = _owner_of(tp.metadata)
-                if owner is not None:
-                    owners.add(owner)
-        return owners
+        answer = self._offsets.committed(asked, timeout=_LOOKUP_TIMEOUT)
+        return {owner for tp in answer if (owner := _owner_of(tp.metadata)) is not None}
 
     def _members(self) -> set[str] | None:
         """The transactional ids of the group's members, or None when the description cannot

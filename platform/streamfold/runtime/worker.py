@@ -425,6 +425,8 @@ class AggregateWorker(RejoiningLoop):
             stores.close_all()
             if self._standbys is not None:
                 self._standbys.close()
+            if self._successor is not None:
+                self._successor.close()
             checkpoint.flush_at_close()
             fenced = checkpoint.fenced is not None
             log.info("worker stopped", topology=self.topology.name, fenced=fenced)
