@@ -16,7 +16,7 @@ from typing import Any
 from streamfold.sink.ddl import TableSpec
 from streamfold.sink.passthrough import AvroPart
 from streamfold.sink.target import TargetError, TargetUnavailableError
-from streamfold.sink.types import quoted_identifier
+from streamfold.sink.types import identifier
 
 __all__ = ["RecordingTarget"]
 
@@ -27,7 +27,7 @@ class RecordingTarget:
     decodes_avro = False
 
     def __init__(self, database: str = "recording") -> None:
-        self.database = quoted_identifier(database, "database")[1:-1]
+        self.database = identifier(database, "database")
         self.tables: dict[str, TableSpec] = {}
         self.rows: dict[str, list[tuple[Any, ...]]] = {}
         self.statements: list[str] = []  # the extra SQL it was given, kept, never run

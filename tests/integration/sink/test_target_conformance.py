@@ -20,7 +20,12 @@ from topologies.retail.domain import retail
 
 from streamfold.sink.ddl import TableSpec, context_tables
 from streamfold.sink.recording import RecordingTarget
-from streamfold.sink.target import ClickHouseTarget, SinkTarget, TargetError
+from streamfold.sink.target import (
+    ClickHouseTarget,
+    SinkTarget,
+    TargetError,
+    TargetUnavailableError,
+)
 from streamfold.sink.types import Column
 
 pytestmark = pytest.mark.integration
@@ -163,3 +168,15 @@ def test_the_recording_target_decodes_no_avro() -> None:
     assert not recording.decodes_avro
     with pytest.raises(TargetError, match="decodes no Avro"):
         recording.insert_avro(RESULTS, [], "t1")
+
+
+def test_an_unavailable_recording_target_is_retryable_and_keeps_what_it_had() -> None:
+    """For tests of the sink's backoff: every call is unavailable until it is back."""
+    recording = RecordingTarget()
+    recording.ensure([RESULTS])
+    recording.available = False
+    with pytest.raises(TargetUnavailableError):
+        recording.insert_columns(RESULTS, _columns(RESULTS, [0]), "t1")
+    recording.available = True
+    recording.insert_columns(RESULTS, _columns(RESULTS, [0]), "t1")  # the token was not spent
+    assert _rows(recording, RESULTS) == _expected([0])
