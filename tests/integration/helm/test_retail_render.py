@@ -194,8 +194,8 @@ def test_the_worker_pods_are_probed_scraped_sized_and_given_time_to_commit(
     assert annotations["prometheus.io/scrape"] == "true"
     assert annotations["prometheus.io/port"] == str(settings.health_port)
     assert annotations["prometheus.io/path"] == "/metrics"
-    # benchmarks/reports/worker.md: RSS peak 196 MB with 1M aggregates.
-    assert container["resources"]["requests"]["memory"] == "256Mi"
+    # worker_bench's RSS run: a 285 MB peak while restoring 1M aggregates.
+    assert container["resources"]["requests"]["memory"] == "320Mi"
     assert container["resources"]["limits"]["memory"] == "512Mi"
     # A transaction left open by SIGTERM is aborted by the broker after its timeout at most.
     grace = pod["spec"]["terminationGracePeriodSeconds"]
