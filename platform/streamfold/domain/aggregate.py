@@ -41,6 +41,10 @@ The context's command middleware (:meth:`~streamfold.domain.context.BoundedConte
 middleware`) runs around steps 2-7, outermost first: each gets ``(command, metadata, state,
 next)`` and returns the decision, calling ``next(command, metadata)`` to go on (or raising
 :class:`~streamfold.errors.Rejected`, or returning without calling it).
+
+It is one module, over 500 lines, because it is one concept: the declaration checks (the
+signatures, the annotations, what may create) are the contract that the one execution path
+relies on, so both read the same handler tables here.
 """
 
 from __future__ import annotations

@@ -70,10 +70,6 @@ DEDUPLICATION_WINDOW = 10_000
 _ENGINE = re.compile(r"([A-Za-z][A-Za-z0-9]*)(?:\(([A-Za-z_]\w*(?:, [A-Za-z_]\w*)*)\))?", re.ASCII)
 
 
-def _quote(name: str) -> str:
-    return quoted_identifier(name)
-
-
 @dataclass(frozen=True)
 class TableSpec:
     """One projection table; render it with :meth:`create_sql`."""
@@ -110,12 +106,12 @@ class TableSpec:
         assert match is not None  # checked in __post_init__
         engine = match.group(1)
         if match.group(2):
-            engine += f"({', '.join(_quote(a) for a in match.group(2).split(', '))})"
+            engine += f"({', '.join(quoted_identifier(a) for a in match.group(2).split(', '))})"
         columns = ",\n".join(f"    {c.sql()}" for c in self.columns)
         return (
             f"CREATE TABLE IF NOT EXISTS {qualified_table(database, self.name)}\n(\n{columns}\n)\n"
             f"ENGINE = {engine}\n"
-            f"ORDER BY ({', '.join(_quote(c) for c in self.order_by)})\n"
+            f"ORDER BY ({', '.join(quoted_identifier(c) for c in self.order_by)})\n"
             f"SETTINGS non_replicated_deduplication_window = {DEDUPLICATION_WINDOW}"
         )
 
@@ -131,7 +127,7 @@ class TableSpec:
 
 def qualified_table(database: str, name: str) -> str:
     """```database`.`name```: both checked identifiers (else :class:`ProjectionSchemaError`)."""
-    return f"{quoted_identifier(database, 'database')}.{_quote(name)}"
+    return f"{quoted_identifier(database, 'database')}.{quoted_identifier(name)}"
 
 
 # --- tables -------------------------------------------------------------------------------
@@ -305,16 +301,16 @@ def commands_view_sql(context: BoundedContext, database: str) -> str:
     results, log = (f"{context.name}_command_results", f"{context.name}_command_log")
 
     def r(column: str) -> str:
-        return f"r.{_quote(column)}"
+        return f"r.{quoted_identifier(column)}"
 
     def lg(column: str) -> str:
-        return f"l.{_quote(column)}"
+        return f"l.{quoted_identifier(column)}"
 
     def either(column: str) -> str:
         return f"coalesce(nullIf({r(column)}, ''), {lg(column)}, '')"
 
     select = [
-        (_quote("command_id"), "command_id"),
+        (quoted_identifier("command_id"), "command_id"),
         (either("command_type"), "command_type"),
         (r("aggregate_type"), "aggregate_type"),
         (either("aggregate_id"), "aggregate_id"),
@@ -330,12 +326,13 @@ def commands_view_sql(context: BoundedContext, database: str) -> str:
         (lg("payload"), "payload"),
         (f"dateDiff('millisecond', {lg('issued_at')}, {r('processed_at')})", "latency_ms"),
     ]
-    columns = ",\n".join(f"    {expr} AS {_quote(alias)}" for expr, alias in select)
+    columns = ",\n".join(f"    {expr} AS {quoted_identifier(alias)}" for expr, alias in select)
+    key = quoted_identifier("command_id")
     return (
         f"CREATE VIEW IF NOT EXISTS {qualified_table(database, f'{context.name}_commands')} AS\n"
         f"SELECT\n{columns}\n"
         f"FROM {qualified_table(database, results)} AS r\n"
-        f"LEFT JOIN {qualified_table(database, log)} AS l USING ({_quote('command_id')})\n"
+        f"LEFT JOIN {qualified_table(database, log)} AS l USING ({key})\n"
         "SETTINGS join_use_nulls = 1"
     )
 

@@ -30,12 +30,12 @@ from pathlib import Path
 from typing import Any
 
 from streamfold.errors import ConfigurationError
+from streamfold.sink.types import is_identifier
 
 __all__ = ["TENANT_PARAMETER", "NamedQuery", "QueryParameter", "load_named_queries"]
 
 TENANT_PARAMETER = "tenant"
 
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*):([^{}]+)\}")
 _PARAM_LINE = re.compile(r"^--\s*@param\s+([A-Za-z_][A-Za-z0-9_]*)\s*(?:=\s*(.*?))?\s*$")
 _LIMIT_LINE = re.compile(r"^--\s*@(max_rows|max_execution_s)\s+([0-9.]+)\s*$")
@@ -122,7 +122,7 @@ class NamedQuery:
 
 def load_named_queries(directory: Path, database: str) -> list[NamedQuery]:
     """The queries of ``directory``, in file-name order, for ``database``."""
-    if not _IDENTIFIER.fullmatch(database):
+    if not is_identifier(database):
         raise ConfigurationError(f"database must be an identifier, not {database!r}")
     queries = [_load(path, database) for path in sorted(directory.glob("*.sql"))]
     names = [q.name for q in queries]

@@ -39,7 +39,6 @@ can never double a batch.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -51,7 +50,7 @@ from streamfold.contracts.codec import AvroCodec, CodecError
 from streamfold.contracts.compiled import encode_long
 from streamfold.sink.batches import Ack, Pending
 from streamfold.sink.ddl import TableSpec
-from streamfold.sink.types import Column, FileType, file_type, named_types
+from streamfold.sink.types import Column, FileType, file_type, is_identifier, named_types
 
 __all__ = ["AvroPart", "Framer", "WriterPlan", "container", "framed_schema", "sql_string"]
 
@@ -59,7 +58,6 @@ _MAGIC = 0
 _HEADER = 5
 _SYNC = b"streamfold.sink!"  # any 16 bytes; one marker per file
 _PREFIX = "__sf_"
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 #: The fields a framed row puts before the writer's, in order: (name, Avro type, ClickHouse).
 _FRAME: tuple[tuple[str, Any, str], ...] = (
     ("__sf_offset", {"type": "fixed", "name": "__sf_u64", "size": 8}, "FixedString(8)"),
@@ -150,7 +148,7 @@ def writer_plan(
     fields: dict[str, FileType] = {}
     for field in writer["fields"]:
         field_name = field.get("name")
-        if not isinstance(field_name, str) or not _IDENTIFIER.fullmatch(field_name):
+        if not is_identifier(field_name):
             return WriterPlan(schema_id, name, False, why=f"field name {field_name!r}")
         if field_name.startswith(_PREFIX):
             return WriterPlan(schema_id, name, False, why=f"field {field_name} is reserved")

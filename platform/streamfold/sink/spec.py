@@ -21,7 +21,6 @@ topic (``<ctx>_<agg>_state_last`` and ``<ctx>_<agg>_state``), its results topic
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +31,9 @@ from streamfold.domain.aggregate import Aggregate
 from streamfold.domain.context import BoundedContext, import_context
 from streamfold.errors import ConfigurationError
 from streamfold.sink.target import ClickHouseTarget
+from streamfold.sink.types import is_identifier
 
 __all__ = ["ConnectorSpec", "load_connector"]
-
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # fullmatch: "$" also matches before "\n"
 
 
 class ConnectorSpec(BaseModel):
@@ -83,7 +81,7 @@ class ConnectorSpec(BaseModel):
     @field_validator("database")
     @classmethod
     def _identifier(cls, value: str | None) -> str | None:
-        if value is not None and not _IDENTIFIER.fullmatch(value):
+        if value is not None and not is_identifier(value):
             raise ValueError(f"database must be an identifier, not {value!r}")
         return value
 

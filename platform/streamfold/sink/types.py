@@ -72,6 +72,8 @@ __all__ = [
     "column_plan",
     "column_value",
     "file_type",
+    "identifier",
+    "is_identifier",
     "json_bytes",
     "json_text",
     "named_types",
@@ -107,9 +109,15 @@ class ProjectionSchemaError(ConfigurationError):
 # --- names and types ----------------------------------------------------------------------
 
 
+def is_identifier(name: object) -> bool:
+    """Whether ``name`` is a string that is an identifier, ``[A-Za-z_][A-Za-z0-9_]*``: the
+    one check of every table, column and database name the sink writes into SQL."""
+    return isinstance(name, str) and _IDENTIFIER.fullmatch(name) is not None
+
+
 def identifier(name: str, what: str) -> str:
     """``name`` if it is an identifier, else :class:`ProjectionSchemaError` naming ``what``."""
-    if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):
+    if not is_identifier(name):
         raise ProjectionSchemaError(f"{what}: {name!r} is not an identifier [A-Za-z_][A-Za-z0-9_]*")
     return name
 
